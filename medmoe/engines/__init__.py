@@ -1,0 +1,18 @@
+"""Glue on monai.engines: multimodal prepare_batch, per-task metrics, atomic checkpoints, evaluation writers."""
+
+from .checkpoint import CheckpointHandler, atomic_save, load_weights
+from .metrics import TaskMetric, accuracy, auroc, task_metrics
+from .prepare import MultimodalPrepareBatch
+from .writers import EvaluationWriter
+
+__all__ = [
+    "CheckpointHandler",
+    "EvaluationWriter",
+    "MultimodalPrepareBatch",
+    "TaskMetric",
+    "accuracy",
+    "atomic_save",
+    "auroc",
+    "load_weights",
+    "task_metrics",
+]

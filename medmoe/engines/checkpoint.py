@@ -1,0 +1,133 @@
+"""Atomic checkpoints: ``model.pt`` (best by a validation metric) and ``last.pt`` (resumable).
+
+Files are written to a temporary file in the same folder and renamed, so a crash never leaves a
+half-written checkpoint (DESIGN.md, "Reliability"). Everything saved is plain tensors and numbers,
+so it loads with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine, Events
+
+from ..utils import atomic_write
+
+__all__ = ["atomic_save", "load_weights", "CheckpointHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_save(obj: Mapping, path: str | Path) -> Path:
+    """``torch.save`` into a temp file next to ``path``, then rename over ``path``."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return getattr(module, "module", module)
+
+
+def load_weights(
+    network: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """Load ``model.pt`` (a state dict, or a dict with a ``model`` entry) into ``network``.
+
+    Raises:
+        FileNotFoundError: naming the checkpoint when it does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (train first, or pass --ckpt_path)")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    _unwrap(network).load_state_dict(state["model"] if isinstance(state.get("model"), Mapping) else state)
+    return network
+
+
+class CheckpointHandler:
+    """Save the best model by ``metric_name`` and a resumable ``last.pt`` every epoch; optionally resume.
+
+    Args:
+        save_dir: output folder (created).
+        network: the model (DDP wrappers are unwrapped).
+        optimizer: saved into ``last.pt``.
+        lr_scheduler: optional, saved into ``last.pt``.
+        metric_name: validation metric deciding the best model (higher is better; NaN never wins).
+        best_filename / last_filename: file names.
+        resume: load ``last.pt`` (if present) when the trainer starts.
+        rank: only rank 0 writes.
+
+    Use ``attach(trainer, evaluator)``: ``last.pt`` is written after every training epoch,
+    ``model.pt`` when the evaluator's metric improves (or every epoch without an evaluator).
+    """
+
+    def __init__(
+        self,
+        save_dir: str | Path,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler=None,
+        metric_name: str | None = None,
+        best_filename: str = "model.pt",
+        last_filename: str = "last.pt",
+        resume: bool = False,
+        rank: int = 0,
+    ) -> None:
+        self.save_dir = Path(save_dir)
+        self.network, self.optimizer, self.lr_scheduler = network, optimizer, lr_scheduler
+        self.metric_name, self.best_filename, self.last_filename = metric_name, best_filename, last_filename
+        self.resume, self.rank = resume, rank
+        self.best = -math.inf
+
+    @property
+    def last_path(self) -> Path:
+        return self.save_dir / self.last_filename
+
+    def attach(self, trainer: Engine, evaluator: Engine | None = None) -> None:
+        if self.resume:
+            trainer.add_event_handler(Events.STARTED, self._resume)
+        if self.rank != 0:
+            return
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save_last, trainer)
+        if evaluator is not None and self.metric_name:
+            evaluator.add_event_handler(Events.COMPLETED, self._save_best)
+        else:
+            trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: self._write_best())
+
+    def _write_best(self) -> None:
+        atomic_save(_unwrap(self.network).state_dict(), self.save_dir / self.best_filename)
+
+    def _save_best(self, evaluator: Engine) -> None:
+        value = evaluator.state.metrics.get(self.metric_name, float("nan"))
+        if value == value and value > self.best:
+            self.best = value
+            self._write_best()
+            logger.info(f"saved {self.save_dir / self.best_filename} ({self.metric_name}={value:.4f})")
+
+    def _save_last(self, trainer: Engine) -> None:
+        state = {
+            "model": _unwrap(self.network).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "trainer": {"epoch": trainer.state.epoch, "iteration": trainer.state.iteration},
+            "best": self.best,
+        }
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        atomic_save(state, self.last_path)
+
+    def _resume(self, trainer: Engine) -> None:
+        if not self.last_path.is_file():
+            logger.info(f"resume requested but {self.last_path} does not exist: starting from scratch")
+            return
+        state = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        _unwrap(self.network).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and "lr_scheduler" in state:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        trainer.state.epoch = int(state["trainer"]["epoch"])
+        trainer.state.iteration = int(state["trainer"]["iteration"])
+        self.best = float(state.get("best", -math.inf))
+        logger.info(f"resumed from {self.last_path} at epoch {trainer.state.epoch}")

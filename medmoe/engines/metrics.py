@@ -1,0 +1,96 @@
+"""Per-task AUROC / accuracy for ignite engines, with missing labels (-1) ignored and DDP gathering."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+from ignite.metrics import Metric
+from monai.metrics import compute_roc_auc
+from monai.utils import evenly_divisible_all_gather
+
+__all__ = ["TaskMetric", "task_metrics", "auroc", "accuracy"]
+
+
+def auroc(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """One-vs-rest macro AUROC (MONAI's ``compute_roc_auc``); NaN if fewer than 2 classes are present."""
+    if labels.numel() == 0 or labels.unique().numel() < 2:
+        return float("nan")
+    onehot = torch.nn.functional.one_hot(labels.long(), probs.shape[1])
+    present = onehot.sum(0) > 0  # classes absent from the labels have no defined one-vs-rest AUROC
+    return float(compute_roc_auc(probs[:, present], onehot[:, present], average="macro"))
+
+
+def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of arg-max predictions equal to the label; NaN for no labels."""
+    if labels.numel() == 0:
+        return float("nan")
+    return float((probs.argmax(1) == labels).float().mean())
+
+
+_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {"auroc": auroc, "accuracy": accuracy}
+
+
+def _default_transform(output: Mapping) -> tuple:
+    return output["pred"], output["label"]
+
+
+class TaskMetric(Metric):
+    """AUROC or accuracy of one task, or their mean over all tasks (``task=None``).
+
+    Expects the engine output ``{"pred": {task: logits}, "label": {task: labels}}`` (``decollate=False``).
+    Samples with label -1 are skipped. Under ``torch.distributed`` the values are gathered from all ranks.
+
+    Args:
+        tasks: task names (or task -> classes).
+        metric: ``"auroc"`` or ``"accuracy"``.
+        task: one task name, or None for the mean over tasks (NaN tasks skipped).
+        output_transform: maps the engine output to ``(preds, labels)`` dicts.
+
+    Raises:
+        ValueError: for an unknown metric or task.
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, int] | Sequence[str],
+        metric: str = "auroc",
+        task: str | None = None,
+        output_transform: Callable = _default_transform,
+    ) -> None:
+        if metric not in _FUNCTIONS:
+            raise ValueError(f"metric must be one of {sorted(_FUNCTIONS)}, got '{metric}'")
+        self.tasks = [task] if task is not None else list(tasks)
+        if task is not None and task not in list(tasks):
+            raise ValueError(f"unknown task '{task}'; tasks are {list(tasks)}")
+        self.fn = _FUNCTIONS[metric]
+        super().__init__(output_transform=output_transform)
+
+    def reset(self) -> None:
+        self._probs: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
+        self._labels: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
+
+    def update(self, output: tuple) -> None:
+        preds, labels = output
+        for t in self.tasks:
+            y = labels[t].detach().view(-1)
+            valid = y >= 0
+            self._probs[t].append(preds[t].detach()[valid].float().softmax(-1).cpu())
+            self._labels[t].append(y[valid].cpu())
+
+    def compute(self) -> float:
+        values = []
+        for t in self.tasks:
+            probs, labels = torch.cat(self._probs[t]), torch.cat(self._labels[t])
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                probs = evenly_divisible_all_gather(probs, concat=True)
+                labels = evenly_divisible_all_gather(labels.unsqueeze(1), concat=True).view(-1)
+            values.append(self.fn(probs, labels))
+        finite = [v for v in values if v == v]
+        return sum(finite) / len(finite) if finite else float("nan")
+
+
+def task_metrics(tasks: Mapping[str, int] | Sequence[str], metrics: Sequence[str] = ("auroc", "accuracy")) -> dict:
+    """``{"<task>_<metric>": TaskMetric}`` for every task and metric (for ``additional_metrics``)."""
+    return {f"{t}_{m}": TaskMetric(tasks, m, task=t) for t in tasks for m in metrics}

@@ -1,0 +1,5 @@
+"""Task heads."""
+
+from .classification import MultiTaskClassificationHead
+
+__all__ = ["MultiTaskClassificationHead"]

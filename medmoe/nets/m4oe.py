@@ -1,0 +1,162 @@
+"""M4oE: a foundation-style multi-modal multi-task mixture of experts (Jiang et al., ICLR 2025, Sec. 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+
+import torch
+from torch import nn
+
+from ..blocks import MSoE, MToE, TransformerBlock
+from ..encoders import GroupedPatchEmbedding, TimmEmbedding
+from ..heads import MultiTaskClassificationHead
+from ..layers import SoftMoE
+from ..losses import conditional_mutual_information, modality_expert_task_joint
+from .registry import register_model
+
+__all__ = ["M4oE"]
+
+MISSING_MODES = ("learned", "zero")
+
+
+@register_model("m4oe")
+class M4oE(nn.Module):
+    """Per-modality embedders -> MSoE (per modality) and MToE (all modalities, task slots) ->
+    per-task fusion Soft MoE blocks -> per-task heads.
+
+    Data flow (Sec. 3.2): tokens ``X_i`` of each modality go to the modality's MSoE (``Z_i``) and,
+    concatenated, to the MToE, which yields task features ``G_k``. For each task the pool
+    ``H_k = [mean G_k, mean Z_1, ..., mean Z_M]`` passes through shared Soft MoE blocks; its first
+    token feeds task ``k``'s head. Missing modalities (``modality_mask`` False) never reach the
+    embedder: their tokens are replaced by a learned per-modality token bank (``"learned"``) or zeros
+    (``"zero"``).
+
+    Args:
+        modalities: batch keys of the image modalities, in model order (``modality_mask`` column order).
+        tasks: task name -> number of classes.
+        in_channels: channels per modality image.
+        image_size: ``(H, W)`` of every modality image.
+        patch_size: ViT patch size of the patch embedder.
+        hidden_size, mlp_dim, num_heads, dropout_rate: transformer sizes.
+        msoe_depth, msoe_experts: MSoE blocks per modality and Soft MoE experts in each.
+        mtoe_experts: experts of the MToE (one slot per expert and task).
+        fusion_depth, fusion_experts: fusion Soft MoE blocks (shared across tasks) and their experts.
+        num_slots: slots per expert in MSoE and fusion Soft MoEs.
+        missing_modality: ``"learned"`` or ``"zero"`` replacement of a missing modality's tokens.
+        embedder: ``"patch"`` (grouped ViT patch embedding) or ``"timm:<model_name>"``.
+        modality_mask_key: batch key of the ``(b, M)`` bool presence mask.
+
+    Returns (forward): task name -> logits ``(b, classes)``.
+
+    Example::
+
+        >>> model = M4oE(modalities=["cc", "mlo"], tasks={"density": 4}, image_size=32, patch_size=8,
+        ...              hidden_size=32, mlp_dim=64, num_heads=4)
+        >>> batch = {"cc": torch.rand(2, 1, 32, 32), "mlo": torch.rand(2, 1, 32, 32),
+        ...          "modality_mask": torch.tensor([[True, True], [True, False]])}
+        >>> model(batch)["density"].shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        tasks: Mapping[str, int],
+        in_channels: int = 1,
+        image_size: int | Sequence[int] = 64,
+        patch_size: int | Sequence[int] = 8,
+        hidden_size: int = 64,
+        mlp_dim: int = 128,
+        num_heads: int = 4,
+        msoe_depth: int = 1,
+        msoe_experts: int = 8,
+        mtoe_experts: int = 16,
+        fusion_depth: int = 1,
+        fusion_experts: int = 8,
+        num_slots: int = 1,
+        dropout_rate: float = 0.0,
+        missing_modality: str = "learned",
+        embedder: str = "patch",
+        modality_mask_key: str = "modality_mask",
+    ) -> None:
+        super().__init__()
+        if not modalities:
+            raise ValueError("at least one modality is required")
+        if missing_modality not in MISSING_MODES:
+            raise ValueError(f"missing_modality must be one of {MISSING_MODES}, got '{missing_modality}'")
+        self.modalities, self.tasks = list(modalities), dict(tasks)
+        self.missing_modality, self.modality_mask_key = missing_modality, modality_mask_key
+        num_m = len(self.modalities)
+        if embedder == "patch":
+            self.embedder = GroupedPatchEmbedding(num_m, in_channels, image_size, patch_size, hidden_size)
+        elif embedder.startswith("timm:"):
+            self.embedder = TimmEmbedding(embedder[5:], num_m, in_channels, image_size, hidden_size)
+        else:
+            raise ValueError(f"embedder must be 'patch' or 'timm:<model_name>', got '{embedder}'")
+        tokens = self.embedder.num_tokens
+        if missing_modality == "learned":
+            self.missing_tokens = nn.Parameter(torch.randn(num_m, 1, tokens, hidden_size) * 0.02)
+        self.msoe = MSoE(num_m, hidden_size, mlp_dim, num_heads, msoe_depth, msoe_experts, num_slots, dropout_rate)
+        self.mtoe = MToE(hidden_size, mlp_dim, num_heads, mtoe_experts, len(self.tasks), dropout_rate)
+        self.pool_position = nn.Parameter(torch.randn(1, 1 + num_m, hidden_size) * 0.02)
+        fusion_moe = partial(SoftMoE, num_experts=fusion_experts, num_slots=num_slots)
+        self.fusion = nn.Sequential(
+            *(
+                TransformerBlock(hidden_size, mlp_dim, num_heads, fusion_moe, 1, dropout_rate)
+                for _ in range(fusion_depth)
+            )
+        )
+        self.head = MultiTaskClassificationHead(hidden_size, self.tasks, dropout_rate)
+
+    def _stack_inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [k for k in self.modalities if k not in batch]
+        if missing:
+            raise KeyError(f"batch has no key(s) {missing}; expected modalities {self.modalities}")
+        images = torch.stack([batch[k] for k in self.modalities], dim=1)  # b g c h w
+        mask = batch.get(self.modality_mask_key)
+        if mask is None:
+            mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
+        mask = mask.to(device=images.device, dtype=torch.bool)
+        if mask.shape != images.shape[:2]:
+            raise ValueError(
+                f"'{self.modality_mask_key}' must be (batch, {len(self.modalities)}), got {tuple(mask.shape)}"
+            )
+        present = mask.view(*mask.shape, 1, 1, 1)
+        if not bool(torch.isfinite(images).logical_or(~present).all()):
+            raise ValueError("non-finite values in a modality marked present in the modality_mask")
+        return torch.where(present, images, torch.zeros((), dtype=images.dtype, device=images.device)), mask
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, mask = self._stack_inputs(batch)
+        tokens = self.embedder(images)  # g b n d
+        absent = ~mask.t().view(len(self.modalities), -1, 1, 1)
+        fill = self.missing_tokens if self.missing_modality == "learned" else torch.zeros_like(tokens)
+        tokens = torch.where(absent, fill.to(tokens.dtype), tokens)
+        g, b, n, d = tokens.shape
+        z = self.msoe(tokens)  # g b n d
+        task_tokens = self.mtoe(tokens.transpose(0, 1).reshape(b, g * n, d))  # b t (g n) d
+        t = task_tokens.shape[1]
+        pool = torch.cat(
+            [task_tokens.mean(2, keepdim=True), z.mean(2).transpose(0, 1).unsqueeze(1).expand(b, t, g, d)], dim=2
+        )
+        fused = self.fusion((pool + self.pool_position.unsqueeze(0)).view(b * t, 1 + g, d))
+        return self.head(fused[:, 0].view(b, t, d))
+
+    def _joint(self) -> torch.Tensor:
+        if self.mtoe.combine is None:
+            raise RuntimeError("run a forward pass first")
+        return modality_expert_task_joint(self.mtoe.combine, len(self.modalities))
+
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """Auxiliary terms of the last forward pass: ``{"mutual_information": I(M;E|T)}`` (Eq. 7)."""
+        return {"mutual_information": conditional_mutual_information(self._joint())}
+
+    def modality_task_joint(self) -> torch.Tensor:
+        """P(M, T) per sample of the last forward pass, ``(b, modalities, tasks)``, detached, fp32."""
+        return self._joint().detach().sum(2)
+
+    def modality_contributions(self) -> torch.Tensor:
+        """P(M | T) per sample of the last forward pass, ``(b, tasks, modalities)``, detached."""
+        p_mt = self.modality_task_joint()
+        return (p_mt / p_mt.sum(1, keepdim=True).clamp_min(1e-12)).transpose(1, 2)

@@ -1,0 +1,304 @@
+"""Tests for the mammography transforms: loading, canonical side, breast crop, aspect-keeping resize, the chain."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from medmoe.transforms import (
+    CanonicalSide,
+    CanonicalSided,
+    CropBreast,
+    CropBreastd,
+    EmptyMammogramError,
+    LoadMammogram,
+    LoadMammogramd,
+    MammogramReadError,
+    NotAMammogramError,
+    ResizeKeepAspect,
+    ResizeKeepAspectd,
+    mammogram_preprocessing,
+    otsu_threshold,
+)
+from monai.data import MetaTensor, decollate_batch, list_data_collate
+from monai.transforms import Compose
+from PIL import Image
+
+DATA = Path(os.environ.get("MEDMOE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DENSITY = DATA / "mammography" / "monai_density"
+CBIS = DATA / "mammography" / "cbis_ddsm" / "P_00820_LEFT_CC.dcm"
+CHEST = DATA / "dicom" / "RG1_J2KR.dcm"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared sample data folder {DATA} is absent")
+
+
+def breast(height: int = 60, width: int = 40, chest_wall: str = "left", marker: bool = True) -> MetaTensor:
+    """A half-ellipse 'breast' against one side, plus a small separate bright marker in the far corner."""
+    yy, xx = np.mgrid[:height, :width]
+    x = xx if chest_wall == "left" else width - 1 - xx
+    body = ((yy - height / 2) / (0.4 * height)) ** 2 + (x / (0.6 * width)) ** 2 <= 1
+    image = np.where(body, 0.3 + 0.5 * (1 - x / width), 0.0)
+    if marker:
+        image[1:4, (width - 5 if chest_wall == "left" else 1) : (width - 2 if chest_wall == "left" else 4)] = 1.0
+    return MetaTensor(torch.as_tensor(image[None], dtype=torch.float32), meta={"filename": "synthetic.png"})
+
+
+def left_fraction(image: torch.Tensor, level: float = 0.05) -> float:
+    """Share of the foreground pixels that lie in the left half."""
+    foreground = (torch.as_tensor(image)[0] > level).float()
+    width = foreground.shape[-1]
+    return float(foreground[:, : width // 2].sum() / foreground.sum())
+
+
+# ------------------------------------------------------------------------------------------ LoadMammogram
+
+
+def test_load_png_with_overrides(tmp_path):
+    Image.fromarray(np.linspace(0, 255, 30 * 20).reshape(30, 20).astype(np.uint8)).save(tmp_path / "a.png")
+    image = LoadMammogram(view="mlo", laterality="right", image_type="S2D")(tmp_path / "a.png")
+    assert isinstance(image, MetaTensor) and image.shape == (1, 30, 20) and image.dtype == torch.float32
+    assert (image.meta["view"], image.meta["laterality"], image.meta["image_type"]) == ("MLO", "R", "s2d")
+    assert image.meta["is_mammogram"] == -1 and image.meta["modality"] == "" and image.meta["format"] == "png"
+    assert image.meta["filename_or_obj"] == str(tmp_path / "a.png")
+    assert list(image.meta["spatial_shape"]) == [30, 20]
+    # per-call overrides win over the constructor's
+    assert LoadMammogram(laterality="R")(tmp_path / "a.png", laterality="L").meta["laterality"] == "L"
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"laterality": "B"}, "laterality"), ({"image_type": "dbt"}, "image")])
+def test_load_rejects_bad_overrides(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LoadMammogram(**kwargs)
+
+
+def test_loadd_per_sample_overrides_and_missing_keys(tmp_path):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    load = LoadMammogramd(["cc", "mlo"], allow_missing_keys=True)
+    out = load({"cc": str(tmp_path / "a.png"), "cc_view": "CC", "cc_laterality": "L", "cc_image_type": float("nan")})
+    assert "mlo" not in out and out["cc"].meta["view"] == "CC" and out["cc"].meta["laterality"] == "L"
+    assert out["cc"].meta["image_type"] == ""  # an empty CSV cell (NaN) is no override
+    with pytest.raises(KeyError):
+        LoadMammogramd(["cc", "mlo"])({"cc": str(tmp_path / "a.png")})
+
+
+def test_loaded_images_collate_and_decollate(tmp_path):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    load = LoadMammogramd(["img"])
+    samples = [load({"img": str(tmp_path / "a.png")}), load({"img": str(tmp_path / "a.png"), "img_laterality": "R"})]
+    batch = list_data_collate(samples)  # fails if a meta value is None
+    assert batch["img"].shape == (2, 1, 8, 8)
+    assert [item["img"].meta["laterality"] for item in decollate_batch(batch)] == ["", "R"]
+
+
+def test_load_missing_file_names_it(tmp_path):
+    with pytest.raises(MammogramReadError, match="absent.dcm"):
+        LoadMammogramd(["img"])({"img": str(tmp_path / "absent.dcm")})
+
+
+# ------------------------------------------------------------------------------------------ CanonicalSide
+
+
+@pytest.mark.parametrize(
+    ("meta", "flipped", "source"),
+    [
+        ({"laterality": "R"}, True, "laterality"),
+        ({"laterality": "L"}, False, "laterality"),
+        ({"laterality": "L", "patient_orientation": "P\\L"}, True, "orientation"),
+        ({"laterality": "R", "patient_orientation": "A\\R"}, False, "orientation"),
+    ],
+)
+def test_canonical_side_from_tags(meta, flipped, source):
+    image = breast(chest_wall="left")
+    image.meta.update(meta)
+    out = CanonicalSide()(image)
+    assert out.meta["flipped"] is flipped and out.meta["chest_wall_source"] == source
+    expected = torch.flip(image, dims=[-1]) if flipped else image
+    assert torch.equal(out.as_tensor(), expected.as_tensor())
+
+
+@pytest.mark.parametrize("chest_wall", ["left", "right"])
+def test_canonical_side_from_intensity_and_inverse(chest_wall):
+    image = breast(chest_wall=chest_wall)
+    out = CanonicalSide()(image)
+    assert out.meta["chest_wall_source"] == "intensity" and out.meta["flipped"] is (chest_wall == "right")
+    assert left_fraction(out) > 0.7
+    side = CanonicalSide()
+    restored = side.inverse(side(image))
+    assert torch.equal(restored.as_tensor(), image.as_tensor()) and restored.applied_operations == []
+
+
+def test_canonical_sided_inverse_and_missing_keys():
+    data = {"a": breast(chest_wall="right"), "b": breast(chest_wall="left")}
+    transform = CanonicalSided(["a", "b", "c"], allow_missing_keys=True)
+    out = transform(data)
+    assert out["a"].meta["flipped"] and not out["b"].meta["flipped"]
+    back = transform.inverse(out)
+    for key in ("a", "b"):
+        assert torch.equal(back[key].as_tensor(), data[key].as_tensor())
+    with pytest.raises(KeyError):
+        CanonicalSided(["a", "c"])(data)
+
+
+def test_spatial_transforms_reject_3d_and_name_the_file():
+    volume = MetaTensor(torch.zeros(1, 4, 8, 8), meta={"filename": "volume.nii.gz"})
+    for transform in (CanonicalSide(), CropBreast(), ResizeKeepAspect((8, 8))):
+        with pytest.raises(ValueError, match=r"volume\.nii\.gz.*\(C, H, W\)"):
+            transform(volume)
+
+
+# ------------------------------------------------------------------------------------------ CropBreast
+
+
+def test_otsu_threshold_splits_two_modes():
+    values = np.concatenate([np.full(100, 0.1), np.full(50, 0.7)])
+    assert 0.1 < otsu_threshold(values) < 0.7
+
+
+@pytest.mark.parametrize("threshold", ["otsu", 0.1])
+def test_crop_breast_drops_the_marker(threshold):
+    image = breast(60, 40, chest_wall="left")
+    out = CropBreast(threshold=threshold, margin=0)(image)
+    body = torch.as_tensor(breast(60, 40, marker=False))[0] > 0
+    rows, cols = torch.where(body)
+    expected = (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1)
+    assert tuple(out.shape[1:]) == expected  # the marker at the top right is outside the box
+    assert float(out.max()) < 1.0
+
+
+def test_crop_breast_margin_and_inverse():
+    image = breast(60, 40)
+    crop = CropBreast(margin=2)
+    out = crop(image)
+    body = torch.as_tensor(breast(60, 40, marker=False))[0] > 0
+    rows, _ = torch.where(body)
+    assert out.shape[1] == int(rows.max() - rows.min()) + 1 + 4
+    restored = crop.inverse(out)
+    assert restored.shape == image.shape
+    assert torch.equal(restored.as_tensor()[body[None]], image.as_tensor()[body[None]])
+    assert float(restored[0, 1:4, -5:-2].max()) == 0.0  # the marker was cropped away, padded back with zeros
+
+
+def test_crop_breast_working_resolution_box_covers_the_breast():
+    image = breast(600, 400, marker=False)
+    out = CropBreast(margin=0, working_size=64)(image)
+    assert out.shape[1] >= 480 and out.shape[2] >= 240 and out.shape[1] <= 600
+    assert float(out.sum()) == pytest.approx(float(image.sum()), rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_crop_breast_empty_image_names_the_file(value):
+    image = MetaTensor(torch.full((1, 16, 16), value), meta={"filename": "blank_LCC.dcm"})
+    with pytest.raises(EmptyMammogramError, match=r"blank_LCC\.dcm"):
+        CropBreast()(image)
+
+
+def test_crop_breast_bad_arguments():
+    with pytest.raises(ValueError, match="threshold"):
+        CropBreast(threshold=1.5)
+
+
+def test_crop_breastd_inverse():
+    data = {"img": breast(60, 40, chest_wall="left")}
+    crop = CropBreastd(["img", "other"], margin=3, allow_missing_keys=True)
+    out = crop(data)
+    assert out["img"].shape[1] < 60
+    assert crop.inverse(out)["img"].shape == (1, 60, 40)
+
+
+# ------------------------------------------------------------------------------------------ ResizeKeepAspect
+
+
+def test_resize_keep_aspect_pads_right_and_bottom():
+    image = torch.ones(1, 100, 40)
+    resize = ResizeKeepAspect((50, 50))
+    out = resize(image)
+    assert out.shape == (1, 50, 50)
+    assert torch.allclose(out[0, :, :20], torch.ones(50, 20)) and float(out[0, :, 20:].abs().max()) == 0.0
+    wide = resize(torch.ones(1, 40, 100))
+    assert torch.allclose(wide[0, :20], torch.ones(20, 50)) and float(wide[0, 20:].abs().max()) == 0.0
+    assert resize.fitted_size(100, 40) == (50, 20)
+
+
+def test_resize_keep_aspect_enlarges_small_images_and_inverts():
+    image = breast(30, 20)
+    resize = ResizeKeepAspect((64, 64))
+    out = resize(image)
+    assert out.shape == (1, 64, 64) and float(out[0, :, 43:].abs().max()) == 0.0
+    restored = resize.inverse(out)
+    assert restored.shape == image.shape and restored.applied_operations == []
+    assert float((restored - image).abs().mean()) < 0.05
+
+
+def test_resize_keep_aspectd_inverse_restores_shape():
+    data = {"img": breast(120, 70)}
+    resize = ResizeKeepAspectd(["img", "absent"], spatial_size=(32, 32), allow_missing_keys=True)
+    out = resize(data)
+    assert out["img"].shape == (1, 32, 32)
+    assert resize.inverse(out)["img"].shape == (1, 120, 70)
+    with pytest.raises(ValueError, match="spatial_size"):
+        ResizeKeepAspect((32,))
+
+
+# ------------------------------------------------------------------------------------------ the chain
+
+
+def test_preprocessing_chain_and_compose_inverse(tmp_path):
+    image = breast(90, 60, chest_wall="right")[0].numpy()
+    Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / "r.png")
+    chain = Compose(mammogram_preprocessing(["img"], spatial_size=(48, 32)))
+    out = chain({"img": str(tmp_path / "r.png")})
+    assert out["img"].shape == (1, 48, 32) and out["img"].meta["flipped"]
+    assert left_fraction(out["img"]) > 0.7
+    names = [op["class"] for op in out["img"].applied_operations]
+    assert names == ["CanonicalSide", "CropBreast", "ResizeKeepAspect", "ResizeKeepAspect"]
+    back = chain.inverse(out)["img"]
+    assert back.shape == (1, 90, 60) and left_fraction(back) < 0.3  # chest wall on the right again
+
+
+@needs_data
+def test_all_density_jpegs_load_and_end_up_chest_wall_left():
+    rows = list(csv.DictReader(open(DENSITY / "labels.csv")))
+    assert len(rows) == 16
+    load = LoadMammogramd(["img"])
+    rest = Compose(mammogram_preprocessing(["img"], spatial_size=(128, 96))[1:])
+    for row in rows:
+        view = row["view_burned_in_marker_visual_read"]
+        sample = {"img": str(DENSITY / row["file"])}
+        if view != "unknown":  # the cohort's own view / side columns override the (absent) tags
+            sample |= {"img_view": view[1:], "img_laterality": view[0]}
+        loaded = load(sample)["img"]
+        assert loaded.shape == (1, int(row["height"]), int(row["width"])), row["file"]
+        assert 0.0 <= float(loaded.min()) and float(loaded.max()) <= 1.0 and float(loaded.max()) > 0.5
+        assert loaded.meta["format"] == "jpeg" and loaded.meta["is_mammogram"] == -1
+        if view != "unknown":
+            assert (loaded.meta["view"], loaded.meta["laterality"]) == (view[1:], view[0])
+            loaded.meta["laterality"] = ""  # burned-in reads disagree with the pixel layout for some: use pixels
+        out = rest({"img": loaded})["img"]
+        assert out.shape == (1, 128, 96)
+        assert left_fraction(out) > 0.5, row["file"]
+
+
+@needs_data
+def test_cbis_ddsm_through_the_chain():
+    if not CBIS.is_file():
+        pytest.skip(f"real sample {CBIS} is absent")
+    chain = Compose(mammogram_preprocessing(["cc"], spatial_size=(256, 192), require_mammogram=True))
+    out = chain({"cc": str(CBIS)})["cc"]
+    meta = out.meta
+    assert (meta["view"], meta["laterality"], meta["modality"], meta["is_mammogram"]) == ("CC", "L", "MG", 1)
+    assert not meta["flipped"] and meta["chest_wall_source"] == "laterality"
+    assert out.shape == (1, 256, 192) and left_fraction(out) > 0.6
+    # the burned-in "LCC" label (top right) and the film border strips are outside the crop
+    assert out.applied_operations[1]["extra_info"]["cropped"][3] > 500
+
+
+@needs_data
+def test_require_mammogram_rejects_the_chest_radiograph():
+    if not CHEST.is_file():
+        pytest.skip(f"real sample {CHEST} is absent")
+    with pytest.raises(NotAMammogramError, match=r"RG1_J2KR\.dcm.*'CR'"):
+        LoadMammogram(require_mammogram=True)(CHEST)
+    assert issubclass(NotAMammogramError, ValueError)

@@ -1,0 +1,179 @@
+"""Tests for medmoe.transforms.ophthalmology on the real fundus photograph (downsampled first)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from medmoe.transforms.ophthalmology import (
+    CupDiscToLabel,
+    CupDiscToLabeld,
+    FundusFOVCrop,
+    FundusFOVCropd,
+    FundusFOVMask,
+    FundusFOVMaskd,
+    FundusNormalize,
+    FundusNormalized,
+    LabelToCupDisc,
+    LabelToCupDiscd,
+    LoadFundus,
+    LoadFundusd,
+    OpticDiscCrop,
+    OpticDiscCropd,
+    fov_mask,
+    fundus_preprocess,
+)
+from monai.transforms import Resize
+from PIL import Image
+
+RETINA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fundus" / "retina.jpg"
+DISC = (164, 63)  # optic disc centre (row, col) at 352 px, found by eye and as the brightest blob
+
+
+@pytest.fixture(scope="module")
+def fundus() -> torch.Tensor:
+    """The real fundus photograph resized to (3, 352, 352)."""
+    if not RETINA.is_file():
+        pytest.skip(f"real fundus sample not found at {RETINA}")
+    img = LoadFundus()(RETINA)
+    assert img.shape == (3, 1411, 1411) and float(img.max()) <= 255
+    return Resize((352, 352), mode="area")(img)
+
+
+def _gamma_mask(shape=(352, 352), centre=DISC, disc_r=30, cup_r=14) -> np.ndarray:
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    r2 = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2
+    mask = np.full(shape, 255, np.uint8)
+    mask[r2 <= disc_r**2] = 128
+    mask[r2 <= cup_r**2] = 0
+    return mask
+
+
+def test_load_fundus_rgb_channel_first_and_grey(tmp_path):
+    if not RETINA.is_file():
+        pytest.skip(f"real fundus sample not found at {RETINA}")
+    d = LoadFundusd(["img"])({"img": str(RETINA)})
+    ref = np.asarray(Image.open(RETINA).convert("RGB"))
+    assert d["img"].shape == (3, 1411, 1411) and np.array_equal(d["img"][:, 700, 300].numpy(), ref[700, 300])
+    Image.fromarray(_gamma_mask()).save(tmp_path / "mask.png")
+    m = LoadFundus(grey=True)(tmp_path / "mask.png")
+    assert m.shape == (1, 352, 352) and set(np.unique(m.numpy())) == {0.0, 128.0, 255.0}
+
+
+def test_fov_mask_real_and_robust_to_borders_and_notches(fundus):
+    m = FundusFOVMask()(fundus)
+    assert m.shape == (1, 352, 352) and 0.74 < float(m.mean()) < 0.80  # a disc of radius ~175 px
+    rows, cols = torch.nonzero(m[0], as_tuple=True)
+    assert abs(float(rows.float().mean()) - 175.5) < 3 and abs(float(cols.float().mean()) - 175.5) < 3
+    # black borders (asymmetric) plus a black notch cut into the rim, plus a burned-in white label in the corner
+    padded = torch.zeros(3, 452, 402)
+    padded[:, 60:412, 30:382] = fundus
+    padded[:, 60:90, 190:215] = 0  # notch at the top of the FOV
+    padded[:, 430:445, 5:40] = 255  # text label outside the FOV
+    pm = fov_mask(padded)
+    assert float((pm[0, 60:412, 30:382] ^ m[0].bool()).float().mean()) < 0.01  # same circle, shifted
+    assert not bool(pm[0, 430:445, 5:40].any()) and bool(pm[0, 75, 200])  # label dropped, notch filled
+    d = FundusFOVMaskd(["img"])({"img": padded})
+    assert torch.equal(d["img_fov"].bool(), pm)
+
+
+def test_fov_crop_with_mask_and_inverse(fundus):
+    padded = torch.zeros(3, 452, 402)
+    padded[:, 60:412, 30:382] = fundus
+    crop = FundusFOVCrop()
+    out = crop(padded)
+    assert abs(out.shape[1] - 350) <= 4 and abs(out.shape[2] - 350) <= 4
+    assert torch.allclose(crop.inverse(out)[:, 70:400, 40:370], padded[:, 70:400, 40:370])
+    mask = torch.zeros(1, 452, 402)
+    mask[:, 200:220, 100:120] = 1
+    d = FundusFOVCropd(["img", "mask"], source_key="img")({"img": padded, "mask": mask})
+    assert d["mask"].shape[1:] == d["img"].shape[1:] and float(d["mask"].sum()) == 400
+
+
+def test_normalize_inside_fov_and_clahe(fundus):
+    m = fov_mask(fundus)
+    out = FundusNormalize()(fundus)
+    inside = out[:, m[0]]
+    assert torch.allclose(inside.mean(1), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(inside.std(1), torch.ones(3), atol=1e-3)
+    assert float(out[:, ~m[0]].abs().max()) == 0.0
+    raw_local = torch.from_numpy(np.asarray(fundus[1])).unfold(0, 32, 32).unfold(1, 32, 32).std((-1, -2)).mean()
+    eq = FundusNormalized(["img"], mask_key="fov", clahe=True)({"img": fundus, "fov": m.float()})["img"]
+    assert torch.allclose(eq[:, m[0]].std(1), torch.ones(3), atol=1e-3)
+    # CLAHE raises local contrast relative to the global spread
+    local = lambda x: x[1].unfold(0, 32, 32).unfold(1, 32, 32).std((-1, -2)).mean() / x[1][m[0]].std()  # noqa: E731
+    assert float(local(eq)) > float(local(out)) * 1.1 and float(raw_local) > 0
+
+
+def test_optic_disc_crop_from_mask_and_coordinates(fundus):
+    gamma = torch.from_numpy(_gamma_mask())[None]
+    label = CupDiscToLabel()(gamma)
+    crop = OpticDiscCrop((96, 96))
+    out = crop(fundus, disc_mask=label)
+    assert out.shape == (3, 96, 96)
+    assert torch.equal(out, fundus[:, 116:212, 15:111])
+    # the crop holds the brightest region of the photograph: the real optic disc
+    assert float(out[1].mean()) > 1.3 * float(fundus[1][fov_mask(fundus)[0]].mean())
+    assert crop.inverse(out).shape == fundus.shape
+    edge = OpticDiscCrop((96, 96))(fundus, centre=(5, 340))  # shifted to stay inside the image
+    assert torch.equal(edge, fundus[:, 0:96, 256:352])
+    d = OpticDiscCropd(["img", "seg"], (64, 64), disc_key="seg")({"img": fundus, "seg": label})
+    assert d["img"].shape == (3, 64, 64) and int((d["seg"] == 2).sum()) == int((label == 2).sum())
+    c = OpticDiscCropd(["img"], (64, 64), centre_key="disc_rc")
+    r = c({"img": fundus, "disc_rc": DISC})
+    assert c.inverse(r)["img"].shape == fundus.shape
+
+
+def test_cup_disc_conversion_round_trip():
+    gamma = torch.from_numpy(_gamma_mask())[None]
+    label = CupDiscToLabeld(["m"])({"m": gamma})["m"]
+    assert label.dtype == torch.int64 and set(torch.unique(label).tolist()) == {0, 1, 2}
+    assert int((label == 2).sum()) == int((gamma == 0).sum()) and int((label == 1).sum()) == int((gamma == 128).sum())
+    nested = CupDiscToLabel("disc_cup")(gamma)
+    assert nested.shape == (2, 352, 352) and int(nested[0].sum()) == int((gamma < 255).sum())
+    assert torch.equal(LabelToCupDiscd(["m"])({"m": label})["m"], gamma.to(torch.uint8))
+    assert torch.equal(LabelToCupDisc()(nested), gamma.to(torch.uint8))
+    noisy = gamma.float() + torch.randint(-20, 20, gamma.shape).clamp(min=0).float() * (gamma < 255)
+    assert torch.equal(CupDiscToLabel()(noisy.clamp(0, 255)), label)  # JPEG-like noise tolerated
+
+
+def test_full_chain(tmp_path):
+    if not RETINA.is_file():
+        pytest.skip(f"real fundus sample not found at {RETINA}")
+    mask = np.full((1411, 1411), 255, np.uint8)
+    mask[640:680, 240:280] = 0
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = fundus_preprocess("fundus", "cupdisc", size=128)({"fundus": str(RETINA), "cupdisc": str(tmp_path / "m.png")})
+    assert out["fundus"].shape == (3, 128, 128) and out["cupdisc"].shape == (1, 128, 128)
+    assert 8 <= int((out["cupdisc"] == 2).sum()) <= 20 and abs(float(out["fundus"][out["fundus"] != 0].mean())) < 0.1
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        LoadFundus()(tmp_path / "missing.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"key 'f'.*empty"):
+        LoadFundusd(["f"])({"f": tmp_path / "empty.png"})
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        LoadFundus()(tmp_path / "bad.jpg")
+    with pytest.raises(ValueError, match="channel-first"):
+        FundusFOVMask()(torch.ones(64, 64))
+    with pytest.raises(ValueError, match="black"):
+        fov_mask(torch.zeros(3, 32, 32))
+    nan = torch.ones(3, 16, 16)
+    nan[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"key 'img'.*NaN"):
+        FundusNormalized(["img"])({"img": nan})
+    with pytest.raises(ValueError, match="disc mask is empty"):
+        OpticDiscCrop((8, 8))(torch.ones(3, 16, 16), disc_mask=torch.zeros(1, 16, 16))
+    with pytest.raises(ValueError, match="disc mask or centre"):
+        OpticDiscCrop((8, 8))(torch.ones(3, 16, 16))
+    with pytest.raises(ValueError, match="strict"):
+        CupDiscToLabel(strict=True)(torch.full((1, 4, 4), 100.0))
+    with pytest.raises(ValueError, match=r"\(1, H, W\)"):
+        CupDiscToLabel()(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="exactly one"):
+        OpticDiscCropd(["img"], (8, 8))

@@ -1,0 +1,8 @@
+"""MONAI-style transforms for mammography, ophthalmology, MRI and k-space (installed as ``medmoe.transforms``)."""
+
+from .io import *  # noqa: F401,F403
+from .kspace import *  # noqa: F401,F403
+from .mammography import *  # noqa: F401,F403
+from .mri import *  # noqa: F401,F403
+from .oct import *  # noqa: F401,F403
+from .ophthalmology import *  # noqa: F401,F403

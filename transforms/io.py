@@ -1,0 +1,459 @@
+"""Reading mammograms (DICOM, JPEG, PNG) into a normalised array plus PHI-free metadata.
+
+Every reader returns a float32 array of shape ``(1, H, W)`` with values in ``[0, 1]`` where dense tissue
+is bright, whatever the photometric interpretation or bit depth of the file, and a metadata dict with a
+fixed set of keys (``None`` when unknown). Patient tags (name, id, birth date, ...) are never read into
+the metadata and never logged: the metadata is built from a whitelist.
+
+Example:
+    >>> image, meta = read_mammogram("P_00820_LEFT_CC.dcm")  # doctest: +SKIP
+    >>> image.shape, meta["view"], meta["laterality"], meta["modality"]  # doctest: +SKIP
+    ((1, 4736, 2624), 'CC', 'L', 'MG')
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_TYPES",
+    "MAMMOGRAPHY_VIEWS",
+    "META_KEYS",
+    "MammogramReadError",
+    "SUPPORTED_EXTENSIONS",
+    "collate_safe_meta",
+    "normalize_laterality",
+    "read_mammogram",
+    "validate_overrides",
+]
+
+#: Keys always present in the metadata returned by :func:`read_mammogram`.
+META_KEYS: tuple[str, ...] = (
+    "filename",
+    "format",
+    "modality",
+    "is_mammogram",
+    "view",
+    "laterality",
+    "image_type",
+    "photometric",
+    "bits_stored",
+    "patient_orientation",
+)
+
+#: Mammography view codes (DICOM CID 4014 abbreviations, as used in ViewPosition).
+MAMMOGRAPHY_VIEWS: frozenset[str] = frozenset(
+    {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "ISO", "AT", "CV", "TAN", "RL", "RM"}
+)
+
+#: Values of the ``image_type`` meta key: full-field digital mammogram, synthesized 2D (from tomosynthesis).
+IMAGE_TYPES: tuple[str, ...] = ("ffdm", "s2d")
+
+#: File extensions understood by :func:`read_mammogram`, mapped to the ``format`` meta value.
+SUPPORTED_EXTENSIONS: dict[str, str] = {
+    ".dcm": "dicom",
+    ".dicom": "dicom",
+    ".dic": "dicom",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+}
+
+# View Code Sequence: (coding scheme independent) code value -> view.
+_VIEW_CODES: dict[str, str] = {
+    "R-10242": "CC",
+    "R-10226": "MLO",
+    "R-10224": "ML",
+    "R-10228": "LM",
+    "R-10230": "LMO",
+    "399162004": "CC",
+    "399368009": "MLO",
+}
+# Code meanings with spaces/hyphens removed, most specific first.
+_VIEW_MEANINGS: tuple[tuple[str, str], ...] = (
+    ("craniocaudalexaggeratedlaterally", "XCCL"),
+    ("craniocaudalexaggeratedmedially", "XCCM"),
+    ("superolateraltoinferomedialoblique", "SIO"),
+    ("inferomedialtosuperolateraloblique", "ISO"),
+    ("mediolateraloblique", "MLO"),
+    ("lateromedialoblique", "LMO"),
+    ("mediolateral", "ML"),
+    ("lateromedial", "LM"),
+    ("caudocranial", "FB"),
+    ("craniocaudal", "CC"),
+    ("axillarytail", "AT"),
+    ("cleavage", "CV"),
+    ("tangential", "TAN"),
+)
+_S2D_PHRASES = ("cview", "synthesized", "synthesised", "synthetic2d", "intelligent2d", "generated2d")
+_S2D_TOKENS = frozenset({"s2d", "2ds", "syn2d", "synth2d"})
+# SOP classes of 2D projection images acquired digitally (DX and MG, for presentation / for processing).
+_DIGITAL_2D_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.1.2",
+        "1.2.840.10008.5.1.4.1.1.1.2.1",
+    }
+)
+
+
+class MammogramReadError(ValueError):
+    """A mammogram file could not be read; the message always names the file."""
+
+
+def read_mammogram(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a DICOM, JPEG or PNG mammogram as a ``(1, H, W)`` float32 image in ``[0, 1]``, dense tissue bright.
+
+    DICOM: stored values -> Modality LUT (rescale slope / intercept or LUT) -> VOI LUT or window
+    (or, when the file has neither, the full stored bit range) -> ``[0, 1]`` -> inverted when
+    ``PhotometricInterpretation`` is MONOCHROME1. JPEG / PNG: greyscale (RGB grey collapses to one
+    channel) divided by the maximum of the bit depth (8 or 16 bit).
+
+    Args:
+        path: a ``.dcm``/``.dicom``/``.dic`` (or extension-less DICOM), ``.jpg``/``.jpeg`` or ``.png`` file.
+
+    Returns:
+        ``(image, meta)``: ``image`` float32 of shape ``(1, H, W)``; ``meta`` holds exactly :data:`META_KEYS`:
+        ``filename``, ``format`` ("dicom" | "jpeg" | "png"), ``modality`` (DICOM Modality or None),
+        ``is_mammogram`` (True/False for DICOM, None for JPEG/PNG), ``view`` ("CC", "MLO", ... or None),
+        ``laterality`` ("L" | "R" | None), ``image_type`` ("ffdm" | "s2d" | None), ``photometric``,
+        ``bits_stored`` and ``patient_orientation`` (list of two direction codes, or None).
+
+    Raises:
+        MammogramReadError: missing file, unsupported extension, unreadable or corrupt file, pixel data
+            that is not a single 2D greyscale frame, non-finite pixel values.
+
+    Example:
+        >>> image, meta = read_mammogram("sample_A1.jpg")  # doctest: +SKIP
+        >>> image.shape, image.dtype, meta["format"]  # doctest: +SKIP
+        ((1, 2457, 1996), dtype('float32'), 'jpeg')
+    """
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise MammogramReadError(f"{name}: no such file (check the path and the data root).")
+    fmt = _format_of(path)
+    if fmt == "dicom":
+        image, meta = _read_dicom(path)
+    else:
+        image, meta = _read_pillow(path, fmt)
+    if not np.isfinite(image).all():
+        raise MammogramReadError(f"{name}: the pixel data holds NaN or infinite values.")
+    meta = {key: meta.get(key) for key in META_KEYS} | {"filename": name, "format": fmt}
+    return image[None].astype(np.float32, copy=False), meta
+
+
+def normalize_laterality(value: Any) -> str | None:
+    """Map "L"/"LEFT"/"l" to "L" and "R"/"RIGHT" to "R"; anything else (also None, "", "B") to None."""
+    if value is None:
+        return None
+    text = str(value).strip().upper()
+    if text in ("L", "LEFT"):
+        return "L"
+    if text in ("R", "RIGHT"):
+        return "R"
+    return None
+
+
+def validate_overrides(
+    view: Any = None, laterality: Any = None, image_type: Any = None
+) -> tuple[str | None, str | None, str | None]:
+    """Check and normalise cohort overrides: ``(" mlo", "left", "S2D")`` -> ``("MLO", "L", "s2d")``.
+
+    None, ``""`` and NaN (an empty CSV cell) mean "no override" and come back as None.
+
+    Raises:
+        ValueError: a value that is not a string, a laterality other than L / R, an image type other than
+            "ffdm" / "s2d".
+    """
+    cleaned = []
+    for value, what in ((view, "view"), (laterality, "laterality"), (image_type, "image_type")):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            cleaned.append(None)
+        elif not isinstance(value, str):
+            raise ValueError(f"{what} override must be a string, got {type(value).__name__} {value!r}.")
+        else:
+            cleaned.append(value.strip() or None)
+    view_, side_, type_ = cleaned
+    side = normalize_laterality(side_)
+    if side_ is not None and side is None:
+        raise ValueError(f"laterality override must be 'L' or 'R' (or 'left' / 'right'), got {side_!r}.")
+    if type_ is not None and type_.lower() not in IMAGE_TYPES:
+        raise ValueError(f"image_type override must be one of {IMAGE_TYPES}, got {type_!r}.")
+    return (view_.upper() if view_ else None), side, (type_.lower() if type_ else None)
+
+
+def collate_safe_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`read_mammogram` metadata in a form MONAI's collate can batch (it cannot batch None).
+
+    Unknown strings become ``""``, ``patient_orientation`` the DICOM string ``"A\\R"`` (or ``""``),
+    ``is_mammogram`` an int (1 MG, 0 another modality, -1 unknown) and an unknown ``bits_stored`` -1.
+    """
+    out = {key: ("" if value is None else value) for key, value in meta.items()}
+    out["is_mammogram"] = {True: 1, False: 0, None: -1}[meta.get("is_mammogram")]
+    orientation = meta.get("patient_orientation")
+    out["patient_orientation"] = "\\".join(orientation) if orientation else ""
+    out["bits_stored"] = -1 if meta.get("bits_stored") is None else int(meta["bits_stored"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- formats
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in SUPPORTED_EXTENSIONS:
+        return SUPPORTED_EXTENSIONS[suffix]
+    if suffix == "" and _has_dicom_preamble(path):
+        return "dicom"
+    supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+    raise MammogramReadError(
+        f"{path}: unsupported file type {suffix or '(no extension, no DICOM preamble)'!r}; "
+        f"supported: {supported}, or an extension-less DICOM file."
+    )
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _read_pillow(path: Path, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            picture = ImageOps.exif_transpose(opened)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise MammogramReadError(f"{path}: not a readable {fmt.upper()} image ({type(err).__name__}: {err}).") from err
+    mode = picture.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        array, bits = np.asarray(picture, dtype=np.float64) / 65535.0, 16
+    elif mode == "I":  # 16-bit PNGs open as 32-bit integers in some Pillow versions
+        raw = np.asarray(picture, dtype=np.float64)
+        bits = 16 if raw.max(initial=0) <= 65535 and raw.min(initial=0) >= 0 else 32
+        array = raw / 65535.0 if bits == 16 else _min_max(raw)
+    elif mode == "F":
+        array, bits = _min_max(np.asarray(picture, dtype=np.float64)), 32
+    else:  # L, LA, RGB, RGBA, P, 1, CMYK, YCbCr: luminance in 8 bits (a grey RGB image keeps its grey values)
+        array, bits = np.asarray(picture.convert("L"), dtype=np.float32) * np.float32(1 / 255), 8
+    if array.ndim != 2:
+        raise MammogramReadError(f"{path}: expected a 2D greyscale image, got pixel data of shape {array.shape}.")
+    return np.clip(array, 0.0, 1.0, out=array), {"bits_stored": bits}
+
+
+def _min_max(array: np.ndarray) -> np.ndarray:
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return array
+    low, high = float(finite.min()), float(finite.max())
+    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+
+
+# ---------------------------------------------------------------------------------------------------- DICOM
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as err:
+        raise MammogramReadError(f"{path}: not a readable DICOM file ({type(err).__name__}).") from err
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise MammogramReadError(f"{path}: the DICOM file has no pixel data.")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frames != 1 or samples != 1:
+        raise MammogramReadError(
+            f"{path}: expected a single-frame greyscale 2D image, got NumberOfFrames={frames}, "
+            f"SamplesPerPixel={samples} (tomosynthesis volumes and colour images are not mammograms)."
+        )
+    try:
+        stored = ds.pixel_array
+    except Exception as err:  # decoders raise many types (missing plugin, truncated stream, ...)
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        raise MammogramReadError(
+            f"{path}: cannot decode the pixel data (transfer syntax {syntax}; JPEG 2000 and RLE need the "
+            f"pylibjpeg-openjpeg and pylibjpeg-rle plugins): {type(err).__name__}: {err}"
+        ) from err
+    if stored.ndim != 2:
+        raise MammogramReadError(f"{path}: expected 2D pixel data, got an array of shape {stored.shape}.")
+    image = _dicom_to_unit_range(stored, ds, path)
+    return image, _dicom_meta(ds)
+
+
+def _dicom_to_unit_range(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise MammogramReadError(
+            f"{path}: expected a MONOCHROME1/2 image, got PhotometricInterpretation {photometric}."
+        )
+    bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8) or stored.dtype.itemsize * 8)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    if stored.dtype.kind in "iu":  # unused high bits may carry overlays or garbage: keep the stored range
+        low_stored, high_stored = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        stored = np.clip(stored, low_stored, high_stored)
+    else:
+        low_stored, high_stored = float(np.nanmin(stored)), float(np.nanmax(stored))
+    try:
+        values = apply_modality_lut(stored, ds).astype(np.float64)
+        if not np.isfinite(values).all():
+            raise MammogramReadError(f"{path}: the pixel data holds NaN or infinite values.")
+        low, high = _modality_range(ds, low_stored, high_stored)
+        voi_lut = ds.get("VOILUTSequence")
+        has_lut = bool(voi_lut) and voi_lut[0].get("LUTData") is not None
+        has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+        if has_lut:
+            indices = values.astype(np.int64) if np.array_equal(values, np.round(values)) else values
+            values = apply_voi_lut(indices, ds, prefer_lut=True).astype(np.float64)
+            lut = np.asarray(voi_lut[0].LUTData, dtype=np.float64).ravel()
+            low, high = float(lut.min()), float(lut.max())
+        elif has_window:
+            values = apply_voi_lut(values, ds, prefer_lut=False).astype(np.float64)
+    except MammogramReadError:
+        raise
+    except (ValueError, TypeError, AttributeError, IndexError) as err:
+        raise MammogramReadError(f"{path}: invalid Modality LUT / VOI LUT / window tags: {err}") from err
+    if high <= low:
+        image = np.zeros_like(values)
+    else:
+        image = np.clip((values - low) / (high - low), 0.0, 1.0)
+    return 1.0 - image if photometric == "MONOCHROME1" else image
+
+
+def _modality_range(ds: Any, low_stored: float, high_stored: float) -> tuple[float, float]:
+    """Output range of the Modality LUT applied to the stored range (also the output range of windowing)."""
+    modality_lut = ds.get("ModalityLUTSequence")
+    if modality_lut:
+        lut = np.asarray(modality_lut[0].LUTData, dtype=np.float64).ravel()
+        return float(lut.min()), float(lut.max())
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    ends = (low_stored * slope + intercept, high_stored * slope + intercept)
+    return min(ends), max(ends)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in re.split(r"[^A-Za-z0-9]+", text.upper()) if t]
+
+
+def _view_from_token(token: str) -> tuple[str | None, str | None]:
+    """'RMLO' -> ('MLO', 'R'); 'CC' -> ('CC', None); 'FOO' -> (None, None)."""
+    token = token.upper()
+    if token in MAMMOGRAPHY_VIEWS:
+        return token, None
+    if len(token) > 1 and token[0] in "LR" and token[1:] in MAMMOGRAPHY_VIEWS:
+        return token[1:], token[0]
+    return None, None
+
+
+def _view_from_code_sequence(sequence: Sequence[Any] | None) -> str | None:
+    for item in sequence or ():
+        code = str(item.get("CodeValue", "") or "").strip().upper()
+        if code in _VIEW_CODES:
+            return _VIEW_CODES[code]
+        meaning = re.sub(r"[^a-z]", "", str(item.get("CodeMeaning", "") or "").lower())
+        for phrase, view in _VIEW_MEANINGS:
+            if meaning.startswith(phrase):
+                return view
+    return None
+
+
+def _view_from_tags(ds: Any) -> str | None:
+    position = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if position:
+        view, _ = _view_from_token(position)
+        return view or position  # a non-mammography code such as PA / AP / LATERAL stays as written
+    view = _view_from_code_sequence(ds.get("ViewCodeSequence"))
+    if view:
+        return view
+    orientation = ds.get("PatientOrientation")
+    if orientation is not None:  # CBIS-DDSM writes the view ('CC', 'MLO') where direction codes belong
+        values = [str(v) for v in orientation] if not isinstance(orientation, str) else [orientation]
+        if len(values) == 1:
+            view, _ = _view_from_token(values[0].strip())
+            if view:
+                return view
+    for token in _tokens(_text(ds.get("SeriesDescription"))):
+        view, _ = _view_from_token(token)
+        if view:
+            return view
+    return None
+
+
+def _laterality_from_tags(ds: Any) -> str | None:
+    for keyword in ("ImageLaterality", "Laterality"):
+        side = normalize_laterality(ds.get(keyword))
+        if side:
+            return side
+    for token in _tokens(_text(ds.get("SeriesDescription"))):
+        side = normalize_laterality(token)
+        if side:
+            return side
+        _, side = _view_from_token(token)
+        if side:
+            return side
+    return None
+
+
+def _image_type_from_tags(ds: Any, modality: str | None) -> str | None:
+    texts = [_text(ds.get(keyword)) for keyword in ("SeriesDescription", "ImageType", "ProtocolName")]
+    joined = re.sub(r"[^a-z0-9]", "", " ".join(texts).lower())
+    tokens = {t.lower() for text in texts for t in _tokens(text)}
+    if any(phrase in joined for phrase in _S2D_PHRASES) or tokens & _S2D_TOKENS:
+        return "s2d"
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    digital = sop_class in _DIGITAL_2D_SOP_CLASSES or (not sop_class and "ConversionType" not in ds)
+    is_breast = modality == "MG" or "BREAST" in _text(ds.get("BodyPartExamined")).upper()
+    if digital and is_breast and modality in ("MG", "DX"):
+        return "ffdm"
+    return None  # digitised film (secondary capture), CR, unknown
+
+
+def _patient_orientation(ds: Any) -> list[str] | None:
+    value = ds.get("PatientOrientation")
+    if value is None or isinstance(value, str):
+        return None
+    values = [str(v).strip().upper() for v in value]
+    return values if len(values) == 2 and all(values) else None
+
+
+def _dicom_meta(ds: Any) -> dict[str, Any]:
+    """Whitelisted, PHI-free metadata. Only the tags named here are read."""
+    modality = str(ds.get("Modality", "") or "").strip().upper() or None
+    bits = ds.get("BitsStored")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper() or None
+    return {
+        "modality": modality,
+        "is_mammogram": modality == "MG",
+        "view": _view_from_tags(ds),
+        "laterality": _laterality_from_tags(ds),
+        "image_type": _image_type_from_tags(ds, modality),
+        "photometric": photometric,
+        "bits_stored": int(bits) if bits is not None else None,
+        "patient_orientation": _patient_orientation(ds),
+    }

@@ -1,0 +1,528 @@
+"""MONAI-style mammography transforms: load, put the chest wall on the left, crop the breast, resize.
+
+Each array transform has a dictionary twin that holds an instance of it. The spatial ones
+(:class:`CanonicalSide`, :class:`CropBreast`, :class:`ResizeKeepAspect`) record themselves in the
+``applied_operations`` of the :class:`~monai.data.MetaTensor` and are inverted by MONAI's machinery
+(``Compose.inverse``, ``Invertd``). All transforms work on one 2D image of shape ``(C, H, W)``.
+
+See ``docs/transforms.md`` (Mammography) for the chain on a real sample.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import Crop, InvertibleTransform, MapTransform, Resize, SpatialCrop, Transform
+from monai.transforms.croppad.functional import pad_func
+from monai.transforms.spatial.functional import flip, resize
+from monai.utils import ImageMetaKey, TraceKeys, TransformBackends, convert_to_tensor
+from monai.utils.enums import MetaKeys
+from scipy import ndimage
+
+from .io import MammogramReadError, collate_safe_meta, normalize_laterality, read_mammogram, validate_overrides
+
+__all__ = [
+    "CanonicalSide",
+    "CanonicalSided",
+    "CropBreast",
+    "CropBreastd",
+    "EmptyMammogramError",
+    "LoadMammogram",
+    "LoadMammogramd",
+    "NotAMammogramError",
+    "ResizeKeepAspect",
+    "ResizeKeepAspectd",
+    "mammogram_preprocessing",
+    "otsu_threshold",
+]
+
+
+class NotAMammogramError(MammogramReadError):
+    """A DICOM file whose Modality is not MG was loaded with ``require_mammogram=True``."""
+
+
+class EmptyMammogramError(ValueError):
+    """The image has no foreground to crop to (blank or constant image)."""
+
+
+def _file_of(img: Any) -> str:
+    meta = getattr(img, "meta", None)
+    if not isinstance(meta, Mapping):
+        return "<image without file name>"
+    name = meta.get("filename") or meta.get(ImageMetaKey.FILENAME_OR_OBJ)
+    return str(name) if name else "<image without file name>"
+
+
+def _check_2d(img: Any, transform: str) -> None:
+    if img.ndim != 3:
+        raise ValueError(
+            f"{_file_of(img)}: {transform} expects one channel-first 2D image (C, H, W), got shape {tuple(img.shape)}."
+        )
+
+
+class _SpatialTwin(MapTransform, InvertibleTransform):
+    """Applies the held array transform ``self.transform`` to each key; ``inverse`` undoes it per key."""
+
+    transform: Any
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform.inverse(d[key])
+        return d
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+class LoadMammogram(Transform):
+    """Load a DICOM / JPEG / PNG mammogram as a ``(1, H, W)`` MetaTensor in ``[0, 1]``, dense tissue bright.
+
+    Pixels and tags come from :func:`~medmoe.transforms.io.read_mammogram`; ``.meta`` holds its keys in the
+    collatable form of :func:`~medmoe.transforms.io.collate_safe_meta` (unknown -> ``""``, ``is_mammogram``
+    1 / 0 / -1) plus MONAI's ``filename_or_obj``, ``spatial_shape`` and ``original_channel_dim``.
+
+    Cohort overrides (constructor arguments, or per call) win over the file's tags.
+
+    Args:
+        require_mammogram: raise :class:`NotAMammogramError` for a DICOM whose Modality is not MG
+            (JPEG / PNG carry no modality and are accepted).
+        view: view code for every image loaded by this instance, e.g. "CC", "MLO".
+        laterality: "L" / "R" (also "left" / "right").
+        image_type: "ffdm" or "s2d".
+
+    Returns:
+        MetaTensor float32 of shape ``(1, H, W)``.
+
+    Raises:
+        MammogramReadError: unreadable file (see ``read_mammogram``); NotAMammogramError; ValueError for an
+            invalid override value.
+
+    Example:
+        >>> image = LoadMammogram(require_mammogram=True)("P_00820_LEFT_CC.dcm")  # doctest: +SKIP
+        >>> image.shape, image.meta["view"], image.meta["laterality"]  # doctest: +SKIP
+        (torch.Size([1, 4736, 2624]), 'CC', 'L')
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        require_mammogram: bool = False,
+        view: str | None = None,
+        laterality: str | None = None,
+        image_type: str | None = None,
+    ) -> None:
+        self.require_mammogram = require_mammogram
+        self.view, self.laterality, self.image_type = validate_overrides(view, laterality, image_type)
+
+    def __call__(
+        self,
+        filename: str | os.PathLike,
+        view: str | None = None,
+        laterality: str | None = None,
+        image_type: str | None = None,
+    ) -> MetaTensor:
+        """Load ``filename``; per-call ``view`` / ``laterality`` / ``image_type`` win over the constructor's."""
+        image, meta = read_mammogram(filename)
+        if self.require_mammogram and meta["format"] == "dicom" and not meta["is_mammogram"]:
+            raise NotAMammogramError(
+                f"{meta['filename']}: Modality is {meta['modality']!r}, not 'MG' (require_mammogram=True); "
+                "remove the file from the cohort or set require_mammogram=False."
+            )
+        call = validate_overrides(view, laterality, image_type)
+        instance = (self.view, self.laterality, self.image_type)
+        for key, per_call, per_instance in zip(("view", "laterality", "image_type"), call, instance, strict=True):
+            meta[key] = per_call or per_instance or meta[key]
+        meta = collate_safe_meta(meta)
+        meta[ImageMetaKey.FILENAME_OR_OBJ] = meta["filename"]
+        meta[MetaKeys.SPATIAL_SHAPE] = np.asarray(image.shape[1:])
+        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = "no_channel"
+        return MetaTensor(torch.from_numpy(image), meta=meta)
+
+
+class LoadMammogramd(MapTransform):
+    """Dictionary twin of :class:`LoadMammogram`; per-sample overrides come from the data dict.
+
+    For each ``key``, a non-empty string in ``data[f"{key}_view"]``, ``data[f"{key}_laterality"]`` or
+    ``data[f"{key}_image_type"]`` wins over the file's tags (e.g. columns of the cohort CSV).
+
+    Args:
+        keys: keys holding file paths.
+        require_mammogram: see :class:`LoadMammogram`.
+        allow_missing_keys: skip keys absent from the data dict instead of raising KeyError.
+
+    Example:
+        >>> load = LoadMammogramd(["ffdm_cc"])
+        >>> sample = load({"ffdm_cc": "sample_A1.jpg", "ffdm_cc_laterality": "R"})  # doctest: +SKIP
+        >>> sample["ffdm_cc"].meta["laterality"]  # doctest: +SKIP
+        'R'
+    """
+
+    backend = LoadMammogram.backend
+
+    def __init__(self, keys: KeysCollection, require_mammogram: bool = False, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadMammogram(require_mammogram=require_mammogram)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(
+                d[key],
+                view=d.get(f"{key}_view"),
+                laterality=d.get(f"{key}_laterality"),
+                image_type=d.get(f"{key}_image_type"),
+            )
+        return d
+
+
+# ---------------------------------------------------------------------------------------------------- orientation
+
+
+def _chest_wall_from_orientation(value: Any) -> str | None:
+    """PatientOrientation row direction: 'A' (towards the nipple) -> chest wall on the left, 'P' -> right."""
+    if isinstance(value, str):
+        value = value.split("\\")
+    if not isinstance(value, Sequence) or len(value) != 2 or not str(value[0]):
+        return None
+    return {"A": "left", "P": "right"}.get(str(value[0]).strip().upper()[:1])
+
+
+class CanonicalSide(InvertibleTransform):
+    """Flip horizontally so that the chest wall is on the LEFT of the image (the nipple points right).
+
+    The chest-wall side is taken, in order, from ``meta["patient_orientation"]`` (row direction 'A' ->
+    left, 'P' -> right: it describes the stored pixels), from ``meta["laterality"]`` (images in the
+    standard display orientation have a left breast's chest wall on the left and a right breast's on the
+    right), and otherwise from the pixels: the half of the image holding more intensity (the breast is
+    thickest at the chest wall). Adds ``meta["flipped"]`` (bool) and ``meta["chest_wall_source"]``
+    ("orientation" | "laterality" | "intensity").
+
+    Args (call):
+        img: ``(C, H, W)`` image; a MetaTensor carries the tags, a plain tensor / array uses intensity.
+
+    Returns:
+        MetaTensor ``(C, H, W)``, flipped along W when needed. ``inverse`` undoes the flip.
+
+    Example:
+        >>> image = LoadMammogram(laterality="R")("sample_A1.jpg")  # doctest: +SKIP
+        >>> CanonicalSide()(image).meta["flipped"]  # doctest: +SKIP
+        True
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def chest_wall_side(self, img: torch.Tensor) -> tuple[str, str]:
+        """Return (``"left"`` | ``"right"``, source) for a ``(C, H, W)`` image."""
+        meta = img.meta if isinstance(img, MetaTensor) else {}
+        side = _chest_wall_from_orientation(meta.get("patient_orientation"))
+        if side:
+            return side, "orientation"
+        laterality = normalize_laterality(meta.get("laterality"))
+        if laterality:
+            return ("left" if laterality == "L" else "right"), "laterality"
+        width = img.shape[-1]
+        profile = torch.as_tensor(img).detach().float().sum(dim=(0, 1))
+        left, right = profile[: width // 2].sum(), profile[width - width // 2 :].sum()
+        return ("right" if right > left else "left"), "intensity"
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        img = convert_to_tensor(img, track_meta=get_track_meta())
+        _check_2d(img, "CanonicalSide")
+        side, source = self.chest_wall_side(img)
+        if side == "right":
+            out = flip(img, [1], lazy=False, transform_info=self.get_transform_info())
+        else:
+            out = img.clone() if isinstance(img, MetaTensor) else img
+            out = self.push_transform(out, extra_info={"axes": TraceKeys.NONE})
+        if isinstance(out, MetaTensor):
+            out.meta["flipped"] = side == "right"
+            out.meta["chest_wall_source"] = source
+        return out
+
+    def inverse(self, data: torch.Tensor) -> torch.Tensor:
+        transform = self.pop_transform(data)
+        axes = transform[TraceKeys.EXTRA_INFO].get("axes", TraceKeys.NONE)
+        if axes == TraceKeys.NONE:
+            return data
+        out = flip(data, axes, lazy=False, transform_info=self.get_transform_info() | {TraceKeys.TRACING: False})
+        if isinstance(out, MetaTensor):
+            out.meta["flipped"] = False
+        return out
+
+
+class CanonicalSided(_SpatialTwin):
+    """Dictionary twin of :class:`CanonicalSide` (each key decides from its own tags / pixels).
+
+    Example:
+        >>> sample = CanonicalSided(["ffdm_cc"])(LoadMammogramd(["ffdm_cc"])({"ffdm_cc": "a.dcm"}))  # doctest: +SKIP
+    """
+
+    backend = CanonicalSide.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = CanonicalSide()
+
+
+# ---------------------------------------------------------------------------------------------------- cropping
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold (Otsu 1979, maximise the between-class variance) of an array of intensities.
+
+    Args:
+        values: any shape; NaNs are not allowed.
+        bins: histogram bins.
+
+    Returns:
+        a threshold t; foreground is ``values > t``.
+
+    Example:
+        >>> float(otsu_threshold(np.array([0.0, 0.1, 0.9, 1.0]))) < 0.9
+        True
+    """
+    hist, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(hist)
+    weight_high = weight_low[-1] - weight_low
+    mass_low = np.cumsum(hist * centers)
+    mean_low = mass_low / np.maximum(weight_low, 1)
+    mean_high = (mass_low[-1] - mass_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+class CropBreast(Crop):
+    """Crop to the bounding box (plus margin) of the largest bright connected component: the breast.
+
+    Foreground is ``image > threshold`` (Otsu's threshold, or ``threshold * max`` for a float fraction)
+    on the channel maximum, opened to cut thin bridges (film borders, rulers), on a copy subsampled so its
+    longer side is at most ``working_size``. Burned-in labels and markers are separate components and fall
+    outside the crop unless they lie inside the breast's bounding box. ``inverse`` pads back with zeros.
+
+    Args:
+        threshold: "otsu" or a fraction of the image maximum in (0, 1).
+        margin: pixels kept around the bounding box (full resolution), clipped to the image.
+        working_size: longer side of the subsampled mask used to find the component.
+        opening: radius in working pixels of the binary opening; 0 disables it.
+
+    Returns:
+        MetaTensor ``(C, h, w)``.
+
+    Raises:
+        EmptyMammogramError: the image is constant or has no foreground (the message names the file).
+
+    Example:
+        >>> image = torch.zeros(1, 64, 64); image[:, 10:50, :30] = 1.0
+        >>> CropBreast(margin=2)(image).shape
+        torch.Size([1, 44, 32])
+    """
+
+    def __init__(
+        self, threshold: str | float = "otsu", margin: int = 16, working_size: int = 1024, opening: int = 1
+    ) -> None:
+        super().__init__()
+        if threshold != "otsu" and not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+            raise ValueError(f"threshold must be 'otsu' or a fraction in (0, 1), got {threshold!r}.")
+        if margin < 0 or working_size < 8 or opening < 0:
+            raise ValueError(
+                f"need margin >= 0, working_size >= 8, opening >= 0; got {margin}, {working_size}, {opening}."
+            )
+        self.threshold, self.margin, self.working_size, self.opening = threshold, margin, working_size, opening
+
+    def compute_box(self, img: torch.Tensor) -> tuple[int, int, int, int]:
+        """Return ``(y0, y1, x0, x1)`` (end exclusive) of the breast in a ``(C, H, W)`` image."""
+        _check_2d(img, "CropBreast")
+        height, width = img.shape[-2:]
+        step = max(1, math.ceil(max(height, width) / self.working_size))
+        small = torch.as_tensor(img).detach()[:, ::step, ::step].amax(dim=0).float().cpu().numpy()
+        low, high = float(small.min()), float(small.max())
+        if not high > low:
+            raise EmptyMammogramError(f"{_file_of(img)}: the image is constant ({low:.3g}); nothing to crop to.")
+        level = otsu_threshold(small) if self.threshold == "otsu" else low + float(self.threshold) * (high - low)
+        mask = small > level
+        square = np.ones((3, 3), bool)
+        opened = ndimage.binary_opening(mask, square, iterations=self.opening) if self.opening else mask
+        labels, count = ndimage.label(opened if opened.any() else mask)
+        if count == 0:
+            raise EmptyMammogramError(f"{_file_of(img)}: no foreground above the threshold {level:.3g}.")
+        region = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+        if self.opening:  # give back the rim the opening ate, but not the bridges it cut
+            region = ndimage.binary_dilation(region, square, iterations=self.opening) & mask
+        rows, cols = ndimage.find_objects(region.astype(np.int32))[0]
+        # small[i] is full[i * step]: widen to the full-resolution pixels between the samples
+        m = self.margin
+        return (
+            max((rows.start - 1) * step + 1 - m, 0),
+            min(rows.stop * step + m, height),
+            max((cols.start - 1) * step + 1 - m, 0),
+            min(cols.stop * step + m, width),
+        )
+
+    def __call__(self, img: Any, lazy: bool | None = None) -> torch.Tensor:  # type: ignore[override]
+        img = convert_to_tensor(img, track_meta=get_track_meta())
+        y0, y1, x0, x1 = self.compute_box(img)
+        return super().__call__(img=img, slices=(slice(y0, y1), slice(x0, x1)), lazy=False)
+
+
+class CropBreastd(_SpatialTwin):
+    """Dictionary twin of :class:`CropBreast` (each key gets its own box). Args as :class:`CropBreast`.
+
+    Example:
+        >>> d = {"img": torch.zeros(1, 64, 64)}; d["img"][:, 10:50, :30] = 1.0
+        >>> CropBreastd(["img"], margin=0)(d)["img"].shape
+        torch.Size([1, 40, 30])
+    """
+
+    backend = CropBreast.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        threshold: str | float = "otsu",
+        margin: int = 16,
+        working_size: int = 1024,
+        opening: int = 1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = CropBreast(threshold=threshold, margin=margin, working_size=working_size, opening=opening)
+
+
+# ---------------------------------------------------------------------------------------------------- resizing
+
+
+class ResizeKeepAspect(InvertibleTransform):
+    """Scale to fit inside ``spatial_size`` keeping the aspect ratio, then zero-pad at the bottom / right.
+
+    With the chest wall on the left (:class:`CanonicalSide`) the padding goes away from the chest wall.
+
+    Args:
+        spatial_size: ``(H, W)`` of the output.
+        mode: "auto" ("area" when shrinking, "bilinear" when enlarging) or a ``torch.nn.functional.interpolate``
+            mode.
+        anti_aliasing: Gaussian smoothing before shrinking (useful with "bilinear").
+
+    Returns:
+        MetaTensor ``(C, *spatial_size)``. ``inverse`` crops the padding and resizes back to the input size.
+
+    Example:
+        >>> ResizeKeepAspect((64, 48))(torch.rand(1, 200, 100)).shape
+        torch.Size([1, 64, 48])
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, spatial_size: Sequence[int], mode: str = "auto", anti_aliasing: bool = False) -> None:
+        size = tuple(int(s) for s in spatial_size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"spatial_size must be two positive ints (H, W), got {spatial_size!r}.")
+        self.spatial_size, self.mode, self.anti_aliasing = size, mode, anti_aliasing
+
+    def fitted_size(self, height: int, width: int) -> tuple[int, int]:
+        """Largest ``(h, w)`` with the aspect ratio of ``(height, width)`` that fits in ``spatial_size``."""
+        scale = min(self.spatial_size[0] / height, self.spatial_size[1] / width)
+        return (
+            min(max(1, round(height * scale)), self.spatial_size[0]),
+            min(max(1, round(width * scale)), self.spatial_size[1]),
+        )
+
+    def _mode(self, shrinking: bool) -> str:
+        if self.mode != "auto":
+            return self.mode
+        return "area" if shrinking else "bilinear"
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        img = convert_to_tensor(img, track_meta=get_track_meta())
+        _check_2d(img, "ResizeKeepAspect")
+        height, width = (int(s) for s in img.shape[-2:])
+        fitted = self.fitted_size(height, width)
+        mode = self._mode(fitted[0] * fitted[1] < height * width)
+        align = False if mode in ("linear", "bilinear", "bicubic") else None
+        out = resize(
+            img, fitted, mode, align, torch.float32, 2, self.anti_aliasing, None, False, self.get_transform_info()
+        )
+        to_pad = [(0, 0), (0, self.spatial_size[0] - fitted[0]), (0, self.spatial_size[1] - fitted[1])]
+        return pad_func(out, to_pad, self.get_transform_info(), mode="constant", lazy=False)
+
+    def inverse(self, data: torch.Tensor) -> torch.Tensor:
+        padding = self.pop_transform(data)[TraceKeys.EXTRA_INFO]["padded"]
+        roi_end = [size - after for size, (_, after) in zip(data.shape[1:], padding[1:], strict=True)]
+        cropper = SpatialCrop(roi_start=[before for before, _ in padding[1:]], roi_end=roi_end)
+        with cropper.trace_transform(False):
+            data = cropper(data)
+        original = [int(s) for s in self.pop_transform(data)[TraceKeys.ORIG_SIZE]]
+        mode = self._mode(original[0] * original[1] < data.shape[-2] * data.shape[-1])
+        resizer = Resize(spatial_size=original, mode=mode, anti_aliasing=self.anti_aliasing)
+        with resizer.trace_transform(False):
+            return resizer(data)
+
+
+class ResizeKeepAspectd(_SpatialTwin):
+    """Dictionary twin of :class:`ResizeKeepAspect`. Args as :class:`ResizeKeepAspect`.
+
+    Example:
+        >>> ResizeKeepAspectd(["img"], spatial_size=(64, 48))({"img": torch.rand(1, 200, 100)})["img"].shape
+        torch.Size([1, 64, 48])
+    """
+
+    backend = ResizeKeepAspect.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int],
+        mode: str = "auto",
+        anti_aliasing: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = ResizeKeepAspect(spatial_size=spatial_size, mode=mode, anti_aliasing=anti_aliasing)
+
+
+# ---------------------------------------------------------------------------------------------------- chain
+
+
+def mammogram_preprocessing(
+    keys: KeysCollection,
+    spatial_size: Sequence[int],
+    require_mammogram: bool = False,
+    allow_missing_keys: bool = False,
+) -> list[MapTransform]:
+    """The standard chain for bundle configs: load -> chest wall left -> crop breast -> resize keeping aspect.
+
+    Args:
+        keys: image keys (one per view, e.g. ``["ffdm_cc", "ffdm_mlo"]``).
+        spatial_size: ``(H, W)`` of every output image.
+        require_mammogram: reject DICOMs whose Modality is not MG.
+        allow_missing_keys: skip keys absent from a sample (missing views).
+
+    Returns:
+        ``[LoadMammogramd, CanonicalSided, CropBreastd, ResizeKeepAspectd]``, ready for ``Compose``.
+
+    Example:
+        >>> [type(t).__name__ for t in mammogram_preprocessing(["cc"], (512, 384))]
+        ['LoadMammogramd', 'CanonicalSided', 'CropBreastd', 'ResizeKeepAspectd']
+    """
+    return [
+        LoadMammogramd(keys, require_mammogram=require_mammogram, allow_missing_keys=allow_missing_keys),
+        CanonicalSided(keys, allow_missing_keys=allow_missing_keys),
+        CropBreastd(keys, allow_missing_keys=allow_missing_keys),
+        ResizeKeepAspectd(keys, spatial_size=spatial_size, allow_missing_keys=allow_missing_keys),
+    ]

@@ -1,0 +1,471 @@
+"""MONAI-style transforms for colour fundus photographs and optic cup / disc masks.
+
+Images are channel-first float32 ``(3, H, W)`` (rows, then columns, as torchvision; values 0-255 after loading).
+Resizing keeping the aspect ratio is MONAI's ``Resize(spatial_size=S, size_mode="longest")`` (invertible);
+:func:`fundus_preprocess` composes the usual chain. OCT volumes are in :mod:`medmoe.transforms.oct`.
+
+Cup / disc masks follow the GAMMA / REFUGE convention: grey 0 = optic cup, 128 = disc rim, 255 = background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    CropForeground,
+    CropForegroundd,
+    InvertibleTransform,
+    MapTransform,
+    Resized,
+    SpatialCrop,
+    Transform,
+)
+from monai.utils import TransformBackends
+
+from .keywise import KeyWise
+
+__all__ = [
+    "read_fundus",
+    "fov_mask",
+    "LoadFundus",
+    "LoadFundusd",
+    "FundusFOVMask",
+    "FundusFOVMaskd",
+    "FundusFOVCrop",
+    "FundusFOVCropd",
+    "FundusNormalize",
+    "FundusNormalized",
+    "OpticDiscCrop",
+    "OpticDiscCropd",
+    "CupDiscToLabel",
+    "CupDiscToLabeld",
+    "LabelToCupDisc",
+    "LabelToCupDiscd",
+    "fundus_preprocess",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+def _image(x, what: str, channels: int | None = None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if t.ndim != 3 or (channels is not None and t.shape[0] != channels):
+        want = f"({channels}, H, W)" if channels else "(C, H, W)"
+        raise ValueError(f"{what}: expected a channel-first image {want}, got shape {tuple(t.shape)}.")
+    if t.numel() == 0:
+        raise ValueError(f"{what}: image is empty.")
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise ValueError(f"{what}: image contains NaN or infinite values.")
+    return t
+
+
+def read_fundus(path: str | Path, grey: bool = False) -> np.ndarray:
+    """Read a JPEG / PNG / TIFF photograph as uint8 ``(3, H, W)`` RGB (``(1, H, W)`` with ``grey=True``).
+
+    Raises:
+        ValueError: missing, empty or undecodable file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"fundus image not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"fundus image is empty: {path}")
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("L" if grey else "RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path}: not a readable image ({e}).") from e
+    return array[None] if grey else np.moveaxis(array, -1, 0)
+
+
+def fov_mask(image: torch.Tensor, threshold: float = 0.1, circular: bool = True) -> torch.Tensor:
+    """Field-of-view mask of a fundus photograph: the bright (roughly circular) region inside black borders.
+
+    Pixels whose brightest channel exceeds ``threshold`` x the 99th percentile are foreground; the largest
+    connected component is kept (drops burned-in text) and its holes filled. With ``circular=True`` the circle
+    through the component's horizontal and vertical extents (diameter = the larger extent, so a FOV clipped at
+    the top / bottom still gets its true radius) replaces it, which makes the mask robust to dark notches and
+    dark periphery.
+
+    Args:
+        image: ``(3, H, W)`` (or ``(1, H, W)``) any intensity range.
+
+    Returns:
+        bool ``(1, H, W)``.
+    """
+    from scipy import ndimage
+
+    x = _image(image, "fov_mask").detach().float()
+    full = x.amax(dim=0).cpu().numpy()
+    step = max(1, int(np.ceil(max(full.shape) / 512)))  # find the FOV on a <= 512 px grid, draw it at full size
+    bright = full[::step, ::step]
+    ref = float(np.percentile(bright, 99))
+    if ref <= 0:
+        raise ValueError("fov_mask: image is black; no field of view found.")
+    fg = ndimage.binary_opening(bright > threshold * ref, iterations=2)
+    labels, count = ndimage.label(fg)
+    if count == 0:
+        raise ValueError("fov_mask: no field of view found (threshold too high?).")
+    sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, count + 1))
+    comp = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    if circular:
+        rows, cols = np.nonzero(comp)
+        cy, cx = (rows.min() + rows.max()) * step / 2, (cols.min() + cols.max()) * step / 2
+        radius = (max(rows.max() - rows.min(), cols.max() - cols.min()) * step + step) / 2
+        yy, xx = np.ogrid[: full.shape[0], : full.shape[1]]
+        comp = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    elif step > 1:
+        comp = np.kron(comp, np.ones((step, step), bool))[: full.shape[0], : full.shape[1]]
+    return torch.from_numpy(np.ascontiguousarray(comp))[None].to(x.device)
+
+
+class LoadFundus(Transform):
+    """Load a fundus photograph (JPEG / PNG) as a float32 MetaTensor ``(3, H, W)`` in ``[0, 255]``
+    (``(1, H, W)`` with ``grey=True``, e.g. for GAMMA cup / disc masks).
+
+    Example:
+        >>> LoadFundus()("/work/shared/data/fundus/retina.jpg").shape  # doctest: +SKIP
+        torch.Size([3, 1411, 1411])
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, grey: bool = False) -> None:
+        self.grey = grey
+
+    def __call__(self, path: str | Path) -> MetaTensor:
+        array = read_fundus(path, self.grey)
+        return MetaTensor(torch.from_numpy(array.astype(np.float32)), meta={"filename_or_obj": str(path)})
+
+
+class LoadFundusd(KeyWise):
+    """Dictionary twin of :class:`LoadFundus`."""
+
+    backend = LoadFundus.backend
+
+    def __init__(self, keys: KeysCollection, grey: bool = False, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = LoadFundus(grey)
+
+
+class FundusFOVMask(Transform):
+    """Array transform returning the field-of-view mask ``(1, H, W)`` float {0, 1} of ``(3, H, W)``; see
+    :func:`fov_mask`."""
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, threshold: float = 0.1, circular: bool = True) -> None:
+        self.threshold, self.circular = threshold, circular
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return fov_mask(image, self.threshold, self.circular).float()
+
+
+class FundusFOVMaskd(MapTransform):
+    """Dictionary twin of :class:`FundusFOVMask`: writes the mask of ``key`` to ``{key}{mask_postfix}``."""
+
+    backend = FundusFOVMask.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_postfix: str = "_fov",
+        threshold: float = 0.1,
+        circular: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_postfix = mask_postfix
+        self.transform = FundusFOVMask(threshold, circular)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                d[f"{key}{self.mask_postfix}"] = self.transform(d[key])
+            except ValueError as e:
+                raise ValueError(f"key '{key}': {e}") from e
+        return d
+
+
+class _FOVSelect:
+    """Picklable ``select_fn`` for MONAI's CropForeground: the fundus field of view (clipped to the image)."""
+
+    def __init__(self, threshold: float = 0.1) -> None:
+        self.threshold = threshold
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return fov_mask(image, self.threshold, circular=True).expand(image.shape[0], -1, -1)
+
+
+class FundusFOVCrop(CropForeground):
+    """Crop a fundus photograph to the bounding box of its field of view (black borders removed) plus
+    ``margin``; MONAI's :class:`~monai.transforms.CropForeground` underneath, so ``inverse`` pads back.
+
+    Example:
+        >>> img = torch.zeros(3, 64, 80); img[:, 8:56, 16:64] = 100.0
+        >>> FundusFOVCrop()(img).shape
+        torch.Size([3, 48, 48])
+    """
+
+    def __init__(self, margin: int = 0, threshold: float = 0.1, **kwargs) -> None:
+        super().__init__(select_fn=_FOVSelect(threshold), margin=margin, allow_smaller=True, **kwargs)
+
+    def __call__(self, img: torch.Tensor, mode=None, lazy=None, **pad_kwargs):  # type: ignore[override]
+        _image(img, "FundusFOVCrop")
+        return super().__call__(img, mode=mode, lazy=lazy, **pad_kwargs)
+
+
+class FundusFOVCropd(CropForegroundd):
+    """Dictionary twin of :class:`FundusFOVCrop`: the box comes from ``source_key``, all ``keys`` are cropped
+    (image, cup / disc mask, FOV mask); invertible."""
+
+    def __init__(self, keys: KeysCollection, source_key: str, margin: int = 0, threshold: float = 0.1, **kwargs):
+        super().__init__(keys, source_key, select_fn=_FOVSelect(threshold), margin=margin, allow_smaller=True, **kwargs)
+
+    def __call__(self, data, lazy=None):  # type: ignore[override]
+        if self.source_key not in data:
+            raise ValueError(f"FundusFOVCropd: source key '{self.source_key}' missing from {sorted(map(str, data))}.")
+        _image(data[self.source_key], f"key '{self.source_key}'")
+        return super().__call__(data, lazy=lazy)
+
+
+class FundusNormalize(Transform):
+    """Colour / contrast normalisation: optional CLAHE (Zuiderveld 1994, ``skimage.exposure.equalize_adapthist``
+    on each channel), then per-channel standardisation ``(x - mean_fov) / std_fov`` using statistics inside the
+    field of view only; pixels outside the FOV are set to 0.
+
+    Args:
+        clahe: apply CLAHE first.
+        clip_limit: CLAHE clip limit (0-1).
+        kernel_size: CLAHE tile size in pixels (default 1/8 of the image).
+
+    ``__call__(image (3, H, W), mask (1, H, W) | None)``: mask defaults to :func:`fov_mask`. Returns float32.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, clahe: bool = False, clip_limit: float = 0.01, kernel_size: int | None = None) -> None:
+        self.clahe, self.clip_limit, self.kernel_size = clahe, clip_limit, kernel_size
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = _image(image, "FundusNormalize").float()
+        fov = fov_mask(x) if mask is None else torch.as_tensor(mask).to(x.device) > 0
+        if fov.shape != (1, *x.shape[1:]):
+            raise ValueError(f"FundusNormalize: mask shape {tuple(fov.shape)} must be (1, {x.shape[1]}, {x.shape[2]}).")
+        if int(fov.sum()) < 2:
+            raise ValueError("FundusNormalize: field-of-view mask is empty.")
+        if self.clahe:
+            from skimage.exposure import equalize_adapthist
+
+            arr = x.detach().cpu().numpy()
+            lo, hi = float(arr.min()), float(arr.max())
+            scaled = (arr - lo) / max(hi - lo, 1e-8)
+            eq = np.stack(
+                [equalize_adapthist(c, kernel_size=self.kernel_size, clip_limit=self.clip_limit) for c in scaled]
+            )
+            x = torch.from_numpy(eq.astype(np.float32)).to(x.device)
+        values = x[:, fov[0]]  # (C, N)
+        out = (x - values.mean(1)[:, None, None]) / values.std(1).clamp(min=1e-6)[:, None, None]
+        out = out * fov
+        return MetaTensor(out, meta=image.meta) if isinstance(image, MetaTensor) else out
+
+
+class FundusNormalized(MapTransform):
+    """Dictionary twin of :class:`FundusNormalize`; ``mask_key`` names a FOV mask (else computed)."""
+
+    backend = FundusNormalize.backend
+
+    def __init__(self, keys: KeysCollection, mask_key: str | None = None, allow_missing_keys: bool = False, **kwargs):
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.transform = FundusNormalize(**kwargs)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        if self.mask_key is not None and self.mask_key not in d:
+            raise ValueError(f"FundusNormalized: mask key '{self.mask_key}' missing.")
+        for key in self.key_iterator(d):
+            try:
+                d[key] = self.transform(d[key], None if self.mask_key is None else d[self.mask_key])
+            except ValueError as e:
+                raise ValueError(f"key '{key}': {e}") from e
+        return d
+
+
+def _disc_centre(disc: torch.Tensor, what: str) -> tuple[float, float]:
+    m = torch.as_tensor(disc)
+    m = m[0] if m.ndim == 3 else m
+    if m.ndim != 2:
+        raise ValueError(f"{what}: disc mask must be (1, H, W) or (H, W), got {tuple(torch.as_tensor(disc).shape)}.")
+    rows, cols = torch.nonzero(m > 0, as_tuple=True)
+    if rows.numel() == 0:
+        raise ValueError(f"{what}: disc mask is empty; pass centre coordinates instead.")
+    return float(rows.float().mean()), float(cols.float().mean())
+
+
+class OpticDiscCrop(SpatialCrop):
+    """Fixed-size crop centred on the optic disc, given a disc mask (its centroid; a cup / disc label map with
+    disc > 0 works) or ``(row, col)`` coordinates; the window is shifted to stay inside the image. Invertible
+    (MONAI's :class:`~monai.transforms.SpatialCrop`).
+
+    Example:
+        >>> img = torch.rand(3, 100, 120); disc = torch.zeros(1, 100, 120); disc[:, 40:50, 90:100] = 1
+        >>> OpticDiscCrop((32, 32))(img, disc_mask=disc).shape
+        torch.Size([3, 32, 32])
+    """
+
+    def __init__(self, roi_size: Sequence[int] = (256, 256), lazy: bool = False) -> None:
+        super().__init__(roi_start=(0, 0), roi_end=tuple(roi_size), lazy=lazy)
+        self.roi_size = tuple(int(s) for s in roi_size)
+
+    def set_centre(self, shape: Sequence[int], centre: Sequence[float]) -> None:
+        starts = []
+        for size, roi, c in zip(shape, self.roi_size, centre, strict=True):
+            starts.append(int(np.clip(round(c - roi / 2), 0, max(size - roi, 0))))
+        self.slices = tuple(slice(s, s + r) for s, r in zip(starts, self.roi_size, strict=True))
+
+    def __call__(self, img, centre: Sequence[float] | None = None, disc_mask=None, lazy=None):  # type: ignore[override]
+        x = _image(img, "OpticDiscCrop")
+        if centre is None and disc_mask is None:
+            raise ValueError("OpticDiscCrop: pass a disc mask or centre (row, col) coordinates.")
+        centre = _disc_centre(disc_mask, "OpticDiscCrop") if centre is None else tuple(centre)
+        if len(centre) != 2:
+            raise ValueError(f"OpticDiscCrop: centre must be (row, col), got {centre}.")
+        self.set_centre(x.shape[1:], centre)
+        return super().__call__(img, lazy=lazy)
+
+
+class OpticDiscCropd(MapTransform, InvertibleTransform):
+    """Dictionary twin of :class:`OpticDiscCrop`: the centre comes from ``disc_key`` (a disc or cup / disc
+    label mask) or ``centre_key`` (``(row, col)``) and the same window crops every key; invertible."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        roi_size: Sequence[int] = (256, 256),
+        disc_key: str | None = None,
+        centre_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if (disc_key is None) == (centre_key is None):
+            raise ValueError("OpticDiscCropd: give exactly one of disc_key or centre_key.")
+        self.disc_key, self.centre_key = disc_key, centre_key
+        self.cropper = OpticDiscCrop(roi_size)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        source = self.disc_key or self.centre_key
+        if source not in d:
+            raise ValueError(f"OpticDiscCropd: key '{source}' missing from {sorted(map(str, d))}.")
+        centre = _disc_centre(d[source], f"key '{source}'") if self.disc_key else tuple(d[source])
+        for key in self.key_iterator(d):
+            try:
+                d[key] = self.cropper(d[key], centre=centre)
+            except ValueError as e:
+                raise ValueError(f"key '{key}': {e}") from e
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.cropper.inverse(d[key])
+        return d
+
+
+class CupDiscToLabel(Transform):
+    """GAMMA / REFUGE grey mask (0 = cup, 128 = rim, 255 = background) -> label map.
+
+    Grey levels are assigned to the nearest of 0 / 128 / 255 (tolerates resampling / JPEG); with
+    ``strict=True`` other values raise. ``output="index"``: int64 ``(1, H, W)`` with 0 = background,
+    1 = disc rim, 2 = cup. ``output="disc_cup"``: float ``(2, H, W)`` nested channels (disc incl. cup, cup), the
+    REFUGE evaluation regions.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, output: str = "index", strict: bool = False) -> None:
+        if output not in ("index", "disc_cup"):
+            raise ValueError(f"output must be 'index' or 'disc_cup', got '{output}'.")
+        self.output, self.strict = output, strict
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        m = _image(mask, "CupDiscToLabel", channels=1).float()
+        if float(m.min()) < 0 or float(m.max()) > 255:
+            raise ValueError(
+                f"CupDiscToLabel: grey values must lie in [0, 255], got [{float(m.min())}, {float(m.max())}]."
+            )
+        if self.strict and not torch.isin(m, torch.tensor([0.0, 128.0, 255.0])).all():
+            raise ValueError("CupDiscToLabel: values other than 0 / 128 / 255 found (strict=True).")
+        label = torch.full(m.shape, 0, dtype=torch.int64)
+        label[m < 192] = 1
+        label[m < 64] = 2
+        if self.output == "index":
+            return label
+        return torch.cat([(label >= 1), (label == 2)]).float()
+
+
+class LabelToCupDisc(Transform):
+    """Inverse of :class:`CupDiscToLabel`: index ``(1, H, W)`` or nested ``(2, H, W)`` -> uint8 GAMMA grey mask."""
+
+    backend = [TransformBackends.TORCH]
+
+    def __call__(self, label: torch.Tensor) -> torch.Tensor:
+        t = _image(label, "LabelToCupDisc")
+        if t.shape[0] == 2:
+            index = (t[:1] > 0.5).long() + (t[1:] > 0.5).long()
+        elif t.shape[0] == 1:
+            index = t.long()
+        else:
+            raise ValueError(f"LabelToCupDisc: expected 1 (index) or 2 (disc, cup) channels, got {t.shape[0]}.")
+        if int(index.min()) < 0 or int(index.max()) > 2:
+            raise ValueError("LabelToCupDisc: labels must be 0 (background), 1 (rim) or 2 (cup).")
+        return torch.tensor([255, 128, 0], dtype=torch.uint8)[index]
+
+
+class CupDiscToLabeld(KeyWise):
+    """Dictionary twin of :class:`CupDiscToLabel`."""
+
+    backend = CupDiscToLabel.backend
+
+    def __init__(self, keys: KeysCollection, output: str = "index", strict: bool = False, allow_missing_keys=False):
+        super().__init__(keys, allow_missing_keys)
+        self.transform = CupDiscToLabel(output, strict)
+
+
+class LabelToCupDiscd(KeyWise):
+    """Dictionary twin of :class:`LabelToCupDisc`."""
+
+    backend = LabelToCupDisc.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = LabelToCupDisc()
+
+
+def fundus_preprocess(
+    image_key: str = "fundus", mask_key: str | None = None, size: int = 512, clahe: bool = False, load: bool = True
+) -> Compose:
+    """Fundus chain: load -> FOV crop (mask cropped alike) -> resize longest side to ``size`` keeping aspect
+    (MONAI ``Resized``, nearest for the mask) -> FOV-standardise (+ optional CLAHE) -> cup / disc labels."""
+    keys = [image_key] + ([mask_key] if mask_key else [])
+    steps: list = []
+    if load:
+        steps += [LoadFundusd(image_key)] + ([LoadFundusd(mask_key, grey=True)] if mask_key else [])
+    steps += [
+        FundusFOVCropd(keys, source_key=image_key),
+        Resized(keys, spatial_size=size, size_mode="longest", mode=["area"] + ["nearest"] * (len(keys) - 1)),
+        FundusNormalized(image_key, clahe=clahe),
+    ]
+    if mask_key:
+        steps.append(CupDiscToLabeld(mask_key))
+    return Compose(steps)
