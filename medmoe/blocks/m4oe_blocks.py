@@ -1,4 +1,4 @@
-"""M4oE's two MoE stages (Jiang et al., M4oE, Sec. 3.2): per-modality MSoE and the shared MToE."""
+"""M4oE's two MoE stages (M4oE paper, Sec. 3.2): per-modality MSoE and the shared MToE."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Cohort tables: load a CSV (or MONAI JSON datalist), validate every row, and turn rows into sample dicts.
 
 Format (DESIGN.md, "Cohorts"): one row per sample; an id column; one path column per modality
-(empty = missing); one integer column per task label (empty = missing, stored as -1); an optional
+(empty = missing); one integer column per task label (empty or -1 = missing, stored as -1); an optional
 ``split`` column (``train`` / ``val`` / ``test``). Row numbers in messages are CSV line numbers
 (the header is line 1), so they match what a spreadsheet shows.
 """
@@ -204,7 +204,8 @@ def load_cohort(
             problems.append(f"{line}: no modality present (all of {list(modalities)} empty)")
         for task, classes in tasks.items():
             value = row[task].strip()
-            if value == "":
+            if value in ("", "-1"):  # empty or -1: label missing (ignored by the loss and the metrics)
+                df.at[i, task] = ""
                 continue
             try:
                 label = float(value)

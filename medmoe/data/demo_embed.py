@@ -26,8 +26,8 @@ from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS, split_by_patie
 
 __all__ = ["DEMO_NAME", "default_cache_root", "embed_demo_cohort", "make_embed_demo"]
 
-DEMO_NAME = "embed_m4oe_v1"
-"""Cache sub-folder (``<cache root>/demo/embed_m4oe_v1``); bump the version when the generator changes."""
+DEMO_NAME = "embed_m4oe_v2"
+"""Cache sub-folder (``<cache root>/demo/embed_m4oe_v2``); bump the version when the generator changes."""
 
 _DEFAULTS = {"num_exams": 240, "image_size": (96, 72), "seed": 0}
 _BIRADS_MIX = (0.45, 0.30, 0.25)  # negative, benign, suspicious
@@ -178,7 +178,7 @@ def make_embed_demo(
 
 
 def _cache_folder(cache_root: Path, kwargs: dict) -> Path:
-    """``<root>/demo/embed_m4oe_v1`` for the defaults, a parameter-suffixed sibling otherwise."""
+    """``<root>/demo/embed_m4oe_v2`` for the defaults, a parameter-suffixed sibling otherwise."""
     params = {**_DEFAULTS, **kwargs}
     params["image_size"] = tuple(int(s) for s in params["image_size"])
     if params == _DEFAULTS:
@@ -195,7 +195,7 @@ def embed_demo_cohort(cache_dir: str | os.PathLike | None = None, **kwargs) -> P
 
     Args:
         cache_dir: cache root; default ``$MEDMOE_CACHE`` or ``~/.cache/medmoe``. The cohort lives in
-            ``<cache_dir>/demo/embed_m4oe_v1`` (non-default ``kwargs`` get their own sibling folder).
+            ``<cache_dir>/demo/embed_m4oe_v2`` (non-default ``kwargs`` get their own sibling folder).
         **kwargs: ``num_exams``, ``image_size``, ``seed`` of :func:`make_embed_demo`.
 
     Returns:

@@ -88,7 +88,7 @@ def sample_anatomy(rng: np.random.Generator, density_class: int, lesion_class: i
     """
     if density_class not in range(4) or lesion_class not in range(3):
         raise ValueError(f"density_class must be 0..3 and lesion_class 0..2, got {density_class}, {lesion_class}")
-    radius = rng.uniform(3.0, 3.8) if lesion_class == 1 else rng.uniform(5.0, 6.8)
+    radius = rng.uniform(4.2, 5.2) if lesion_class == 1 else rng.uniform(6.5, 8.5)
     return BreastAnatomy(
         dense_fraction=float(np.clip(DENSE_FRACTIONS[density_class] + rng.uniform(-0.06, 0.06), 0.03, 0.9)),
         size=float(rng.uniform(0.78, 1.05)),

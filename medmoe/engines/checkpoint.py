@@ -27,6 +27,18 @@ def atomic_save(obj: Mapping, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def as_flag(value: bool | int | str, name: str) -> bool:
+    """A boolean option that may arrive as a command-line string (``--resume false``)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no", ""):
+            return False
+        raise ValueError(f"{name}: expected true or false, got {value!r}")
+    return bool(value)
+
+
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return getattr(module, "module", module)
 
@@ -57,7 +69,8 @@ class CheckpointHandler:
         lr_scheduler: optional, saved into ``last.pt``.
         metric_name: validation metric deciding the best model (higher is better; NaN never wins).
         best_filename / last_filename: file names.
-        resume: load ``last.pt`` (if present) when the trainer starts.
+        resume: load ``last.pt`` (if present) when the trainer starts; ``"true"`` / ``"false"`` strings from a
+            command line are accepted.
         rank: only rank 0 writes.
 
     Use ``attach(trainer, evaluator)``: ``last.pt`` is written after every training epoch,
@@ -79,7 +92,7 @@ class CheckpointHandler:
         self.save_dir = Path(save_dir)
         self.network, self.optimizer, self.lr_scheduler = network, optimizer, lr_scheduler
         self.metric_name, self.best_filename, self.last_filename = metric_name, best_filename, last_filename
-        self.resume, self.rank = resume, rank
+        self.resume, self.rank = as_flag(resume, "resume"), int(rank)
         self.best = -math.inf
 
     @property
@@ -120,7 +133,7 @@ class CheckpointHandler:
 
     def _resume(self, trainer: Engine) -> None:
         if not self.last_path.is_file():
-            logger.info(f"resume requested but {self.last_path} does not exist: starting from scratch")
+            logger.warning(f"resume requested but {self.last_path} does not exist: starting from scratch")
             return
         state = torch.load(self.last_path, map_location="cpu", weights_only=True)
         _unwrap(self.network).load_state_dict(state["model"])

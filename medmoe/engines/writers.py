@@ -14,7 +14,6 @@ from ignite.engine import Engine, Events
 
 from ..interpret import contributions_table, dataset_contributions, plot_contributions
 from ..utils import atomic_write, atomic_write_text
-from .metrics import accuracy, auroc
 
 __all__ = ["EvaluationWriter"]
 
@@ -25,10 +24,13 @@ class EvaluationWriter:
     """Collect an evaluator's predictions and write them when it completes.
 
     Writes into ``output_dir``: ``predictions.csv`` (id, ``<task>_prob_<k>``, ``<task>_pred``,
-    ``<task>_label`` with -1 for a missing label), ``metrics.json`` (per task: AUROC, accuracy and the
-    number of labelled samples; skipped with ``with_metrics=False``, e.g. for inference) and, when the
+    ``<task>_label`` with -1 for a missing label), ``metrics.json`` (per task: AUROC and accuracy with
+    bootstrap confidence intervals, the number of labelled samples and classes; a metric that is undefined,
+    e.g. AUROC with one class present, is ``null``), ``report/`` (the evaluation app's report: ROC / PR /
+    calibration plots, CSV tables and ``report.md``; see ``docs/evaluation.md``) and, when the
     network exposes ``modality_task_joint()``, ``modality_contributions.csv`` (per sample and task
-    P(M|T)) and ``modality_contributions.png`` (dataset-level P(M|T)). Every file is written atomically.
+    P(M|T)) and ``modality_contributions.png`` (dataset-level P(M|T)). ``metrics.json`` and ``report/`` are
+    skipped with ``with_metrics=False`` (inference). Every file is written atomically.
     Engine output must not be decollated (``decollate=False``).
 
     Args:
@@ -37,7 +39,11 @@ class EvaluationWriter:
         id_key: batch key of the sample ids.
         network: the model, for the interpretation outputs (optional).
         modalities: modality names, for the contribution columns.
-        with_metrics: write ``metrics.json``.
+        with_metrics: write ``metrics.json`` and ``report/``.
+        n_bootstrap: bootstrap resamples for the confidence intervals (0 = none).
+        ci: confidence level of the intervals.
+        seed: bootstrap seed.
+        title: title of ``report/report.md``.
     """
 
     def __init__(
@@ -48,10 +54,15 @@ class EvaluationWriter:
         network: torch.nn.Module | None = None,
         modalities: Sequence[str] = (),
         with_metrics: bool = True,
+        n_bootstrap: int = 1000,
+        ci: float = 0.95,
+        seed: int = 0,
+        title: str = "Evaluation",
     ) -> None:
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
         self.network = getattr(network, "module", network)
         self.modalities, self.with_metrics = list(modalities), with_metrics
+        self.n_bootstrap, self.ci, self.seed, self.title = int(n_bootstrap), float(ci), int(seed), title
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -76,21 +87,14 @@ class EvaluationWriter:
 
     def _write(self, _: Engine) -> None:
         table = pd.DataFrame({"id": self.ids})
-        metrics: dict[str, dict] = {}
         for t, classes in self.tasks.items():
             probs, labels = np.concatenate(self.probs[t]), np.concatenate(self.labels[t])
             for k in range(classes):
                 table[f"{t}_prob_{k}"] = probs[:, k]
             table[f"{t}_pred"], table[f"{t}_label"] = probs.argmax(1), labels
-            valid = labels >= 0
-            p, y = torch.from_numpy(probs[valid]), torch.from_numpy(labels[valid])
-            metrics[t] = {"auroc": auroc(p, y), "accuracy": accuracy(p, y), "n": int(valid.sum()), "classes": classes}
         atomic_write(self.output_dir / "predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
         if self.with_metrics:
-            text = json.dumps(metrics, indent=2, allow_nan=True)
-            atomic_write_text(self.output_dir / "metrics.json", text)
-            for t, m in metrics.items():
-                logger.info(f"{t}: AUROC {m['auroc']:.3f}, accuracy {m['accuracy']:.3f} (n={m['n']})")
+            self._write_metrics(table)
         if self.joints:
             joints, tasks = np.concatenate(self.joints), list(self.tasks)
             long = contributions_table(self.ids, joints, self.modalities, tasks)
@@ -99,3 +103,55 @@ class EvaluationWriter:
                 dataset_contributions(joints), self.modalities, tasks, self.output_dir / "modality_contributions.png"
             )
         logger.info(f"wrote evaluation outputs to {self.output_dir}")
+
+    def _write_metrics(self, table: pd.DataFrame) -> None:
+        """``metrics.json`` (values + bootstrap CIs from :mod:`medmoe.apps.evaluate`) and the ``report/`` folder."""
+        from ..apps.evaluate import evaluate_classification, write_report
+
+        labels = pd.DataFrame({"id": table["id"]})
+        for t in self.tasks:
+            labels[t] = table[f"{t}_label"].where(table[f"{t}_label"] >= 0).astype("Int64")
+        labelled = [t for t in self.tasks if labels[t].notna().any()]
+        metrics: dict[str, dict] = {t: _empty_task(self.tasks[t]) for t in self.tasks}
+        if labelled:
+            predictions = table.drop(columns=[c for c in table if c.endswith(("_pred", "_label"))])
+            result = evaluate_classification(
+                predictions, labels, labelled, n_bootstrap=self.n_bootstrap, seed=self.seed, ci=self.ci
+            )
+            for entry in result["metrics"]:
+                if entry["class"] is None and entry["group"] is None and entry["metric"] in ("auroc", "accuracy"):
+                    task = metrics[entry["task"]]
+                    task[entry["metric"]] = _finite(entry["value"])
+                    task[f"{entry['metric']}_ci"] = [_finite(entry["ci_low"]), _finite(entry["ci_high"])]
+                    task["n"] = int(entry["n"])
+            write_report(result, self.output_dir / "report", title=self.title)
+        text = json.dumps({"ci_level": self.ci, "n_bootstrap": self.n_bootstrap, "tasks": metrics}, indent=2)
+        atomic_write_text(self.output_dir / "metrics.json", text)
+        for t, m in metrics.items():
+            logger.info(
+                f"{t}: AUROC {_fmt(m['auroc'], m['auroc_ci'])}, accuracy {_fmt(m['accuracy'], m['accuracy_ci'])}"
+                f" (n={m['n']})"
+            )
+
+
+def _empty_task(classes: int) -> dict:
+    return {
+        "auroc": None,
+        "auroc_ci": [None, None],
+        "accuracy": None,
+        "accuracy_ci": [None, None],
+        "n": 0,
+        "classes": classes,
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _fmt(value: float | None, interval: list) -> str:
+    if value is None:
+        return "n/a"
+    if interval[0] is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"

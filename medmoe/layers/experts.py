@@ -42,6 +42,51 @@ class BatchedExperts(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(n, 1, hidden_size))
         self.drop = nn.Dropout(dropout_rate)
 
+    @property
+    def dropout_active(self) -> bool:
+        """Whether dropout changes the output now (training with a rate > 0)."""
+        return self.training and self.drop.p > 0
+
     def forward(self, slots: torch.Tensor) -> torch.Tensor:
         hidden = self.drop(F.gelu(torch.baddbmm(self.b1, slots, self.w1)))
         return self.drop(torch.baddbmm(self.b2, hidden, self.w2))
+
+
+def experts_forward(
+    slots: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`BatchedExperts` without dropout, returning what :func:`experts_backward` needs.
+
+    For hand-written backward passes (``SoftMoE``'s fused path). ``slots`` ``(n, r, d)`` may be a
+    strided view (rows with a stride other than ``d``): ``baddbmm`` reads it in place.
+
+    Returns:
+        ``(out, pre, hidden)``: the output ``(n, r, d)``, the pre-activation and the GELU
+        output, both ``(n, r, h)``.
+    """
+    pre = torch.baddbmm(b1, slots, w1)  # n r d, n d h -> n r h
+    hidden = F.gelu(pre)
+    return torch.baddbmm(b2, hidden, w2), pre, hidden
+
+
+def experts_backward(
+    grad_out: torch.Tensor,
+    slots: torch.Tensor,
+    pre: torch.Tensor,
+    hidden: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Gradients of :func:`experts_forward`: six ``bmm`` calls, one GELU backward written in place.
+
+    Returns:
+        ``(grad_slots, grad_w1, grad_b1, grad_w2, grad_b2)``.
+    """
+    grad_w2 = torch.bmm(hidden.transpose(1, 2), grad_out)  # n h r, n r d -> n h d
+    grad_b2 = grad_out.sum(1, keepdim=True)
+    grad_pre = torch.bmm(grad_out, w2.transpose(1, 2))  # n r d, n d h -> n r h
+    torch.ops.aten.gelu_backward.grad_input(grad_pre, pre, grad_input=grad_pre)  # in place: no new n r h buffer
+    grad_w1 = torch.bmm(slots.transpose(1, 2), grad_pre)  # n d r, n r h -> n d h
+    grad_b1 = grad_pre.sum(1, keepdim=True)
+    grad_slots = torch.bmm(grad_pre, w1.transpose(1, 2))  # n r h, n h d -> n r d
+    return grad_slots, grad_w1, grad_b1, grad_w2, grad_b2

@@ -17,15 +17,33 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from .experts import BatchedExperts
+from .experts import BatchedExperts, experts_backward, experts_forward
 from .grouped import with_group_axis
 
 __all__ = ["soft_routing", "SoftMoE", "TaskSoftMoE"]
 
+_EPS = 1e-6  # as F.normalize(..., eps=1e-6): norms are clamped to >= _EPS
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _slot_weights(phi: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """L2-normalised slot parameters times the learnable scale: ``(g, d, p)``."""
+    return F.normalize(phi, dim=1, eps=_EPS) * scale.view(-1, 1, 1)
+
 
 def soft_routing(x: torch.Tensor, phi: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft MoE dispatch and combine weights (Puigcerver et al. 2023, Alg. 1; vmoe ``SoftRouter``).
+
+    ``logits = normalize(x) . normalize(phi) * scale``, computed as ``(x . phi_n) / |x|`` so that no
+    normalised copy of the tokens is made.
 
     Args:
         x: tokens ``(g, b, m, d)``.
@@ -36,10 +54,88 @@ def soft_routing(x: torch.Tensor, phi: torch.Tensor, scale: torch.Tensor) -> tup
         ``(dispatch, combine)``, both ``(g, b, m, p)``: ``dispatch`` sums to 1 over ``m``,
         ``combine`` sums to 1 over ``p``.
     """
-    x_n = F.normalize(x, dim=-1, eps=1e-6)
-    phi_n = F.normalize(phi, dim=1, eps=1e-6) * scale.view(-1, 1, 1)
-    logits = torch.matmul(x_n, phi_n.unsqueeze(1))  # g b m d, g 1 d p -> g b m p
+    inv_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_EPS).reciprocal()
+    logits = torch.matmul(x, _slot_weights(phi, scale).unsqueeze(1)) * inv_norm  # g b m d, g 1 d p -> g b m p
     return logits.softmax(dim=2), logits.softmax(dim=3)
+
+
+def _to_experts(t: torch.Tensor, g: int, e: int, s: int) -> torch.Tensor:
+    """Slots ``(g b, e s, d) -> (g e, b s, d)``; a strided view (no copy) when ``g == s == 1``."""
+    b, d = t.shape[0] // g, t.shape[-1]
+    if g == 1 and s == 1:
+        return t.transpose(0, 1)
+    return t.view(g, b, e, s, d).transpose(1, 2).reshape(g * e, b * s, d)
+
+
+def _to_batches(t: torch.Tensor, g: int, e: int, s: int) -> torch.Tensor:
+    """Inverse of :func:`_to_experts`: ``(g e, b s, d) -> (g b, e s, d)``."""
+    b, d = t.shape[1] // s, t.shape[-1]
+    if g == 1 and s == 1:
+        return t.transpose(0, 1)
+    return t.view(g, e, b, s, d).transpose(1, 2).reshape(g * b, e * s, d)
+
+
+class _FusedSoftMoE(torch.autograd.Function):
+    """Soft MoE forward with a hand-written backward (same values as the autograd path).
+
+    Forward, with ``L = g b`` (one matrix per group and sample), ``P = g e`` (one per expert)::
+
+        logits   = (x . phi_n) / |x|                         g (b m) d, g d p -> g (b m) p
+        dispatch = softmax over m, combine = softmax over p   L m p
+        slots    = dispatch^T . x                            L p m, L m d -> L p d -> P (b s) d
+        outputs  = experts(slots)                            P (b s) d -> L p d
+        y        = combine . outputs                         L m p, L p d -> L m d
+
+    The backward accumulates the three contributions to ``grad_x`` (dispatch, logits, norm) in
+    one buffer (``baddbmm_``, ``addcmul_``) instead of autograd's separate token-sized tensors,
+    and the slot layout changes are strided views when ``g == s == 1``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, phi_n, w1, b1, w2, b2, num_experts, num_slots):  # noqa: D102
+        g, b, m, d = x.shape
+        e, s = num_experts, num_slots
+        p = e * s
+        x_g = x.reshape(g, b * m, d)
+        inv_norm = torch.linalg.vector_norm(x_g, dim=-1, keepdim=True).clamp_min_(_EPS).reciprocal_()
+        logits = torch.bmm(x_g, phi_n).mul_(inv_norm)  # g (b m) p
+        combine = logits.softmax(-1).view(g * b, m, p)
+        dispatch = logits.view(g * b, m, p).softmax(1)
+        x_l = x.reshape(g * b, m, d)
+        slots = _to_experts(torch.bmm(dispatch.transpose(1, 2), x_l), g, e, s)  # raw tokens into slots
+        out, pre, hidden = experts_forward(slots, w1, b1, w2, b2)
+        out = _to_batches(out, g, e, s)  # L p d
+        ctx.save_for_backward(x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2)
+        ctx.num_experts, ctx.num_slots = e, s
+        return torch.bmm(combine, out).view(g, b, m, d)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):  # noqa: D102
+        x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2 = ctx.saved_tensors
+        e, s = ctx.num_experts, ctx.num_slots
+        g, b, m, d = x.shape
+        x_l, grad_y = x.reshape(g * b, m, d), grad_y.reshape(g * b, m, d)
+        grad_combine = torch.bmm(grad_y, out.transpose(1, 2))  # L m d, L d p -> L m p
+        grad_out = _to_experts(torch.bmm(combine.transpose(1, 2), grad_y), g, e, s)
+        grad_slots, grad_w1, grad_b1, grad_w2, grad_b2 = experts_backward(grad_out, slots, pre, hidden, w1, w2)
+        del grad_out
+        grad_slots = _to_batches(grad_slots, g, e, s)  # L p d
+        grad_dispatch = torch.bmm(x_l, grad_slots.transpose(1, 2))  # L m d, L d p -> L m p
+        grad_x = torch.bmm(dispatch, grad_slots)  # L m p, L p d -> L m d
+        del grad_slots
+        grad_logits = torch.ops.aten._softmax_backward_data(grad_dispatch, dispatch, 1, x.dtype)
+        grad_logits += torch.ops.aten._softmax_backward_data(grad_combine, combine, 2, x.dtype)
+        del grad_dispatch, grad_combine
+        # logits = (x . phi_n) * inv_norm with inv_norm = 1 / max(|x|, eps): d inv_norm / dx = -x inv_norm^3
+        grad_logits = grad_logits.view(g, b * m, -1)
+        x_g, grad_x = x.reshape(g, b * m, d), grad_x.view(g, b * m, d)
+        coef = (grad_logits * logits).sum(-1, keepdim=True).mul_(inv_norm).mul_(inv_norm).neg_()
+        coef.masked_fill_(inv_norm >= 1.0 / _EPS, 0.0)  # norm clamped at eps: constant, no gradient
+        grad_logits.mul_(inv_norm)  # now the gradient of x . phi_n
+        grad_phi_n = torch.bmm(grad_logits.transpose(1, 2), x_g).transpose(1, 2)  # (g p (b m), g (b m) d)^T: g d p
+        grad_x.baddbmm_(grad_logits, phi_n.transpose(1, 2)).addcmul_(x_g, coef)
+        return grad_x.view(g, b, m, d), grad_phi_n, grad_w1, grad_b1, grad_w2, grad_b2, None, None
 
 
 class _SoftRouterParams(nn.Module):
@@ -68,6 +164,10 @@ class SoftMoE(nn.Module):
 
     Shapes: ``(b, m, d) -> (b, m, d)`` when ``num_groups == 1``; ``(g, b, m, d) -> (g, b, m, d)``.
 
+    Without active dropout or autocast the layer runs as one autograd function with a hand-written
+    backward (the same values as the plain autograd path, ``_forward_autograd``, up to rounding):
+    ``benchmarks/soft_moe.py`` measures it against ``soft-moe-pytorch`` and a dense MLP.
+
     Example::
 
         >>> moe = SoftMoE(hidden_size=32, mlp_dim=64, num_experts=4, num_slots=2)
@@ -95,20 +195,28 @@ class SoftMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, squeeze = with_group_axis(x, self.num_groups)
+        if self.experts.dropout_active or _autocast_enabled(x.device.type):
+            y = self._forward_autograd(x)
+        else:
+            ex = self.experts
+            phi_n = _slot_weights(self.router.phi, self.router.scale)
+            y = _FusedSoftMoE.apply(x, phi_n, ex.w1, ex.b1, ex.w2, ex.b2, self.num_experts, self.num_slots)
+        return y.squeeze(0) if squeeze else y
+
+    def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
+        """Plain autograd version of the fused path (used with dropout or autocast): ``(g, b, m, d)``."""
         g, b, _, d = x.shape
         e, s = self.num_experts, self.num_slots
         dispatch, combine = soft_routing(x, self.router.phi, self.router.scale)
         slots = torch.matmul(dispatch.transpose(2, 3), x)  # g b p d: raw tokens into slots
-        slots = slots.view(g, b, e, s, d).transpose(1, 2).reshape(g * e, b * s, d)
-        outputs = self.experts(slots).view(g, e, b, s, d).transpose(1, 2).reshape(g, b, e * s, d)
-        y = torch.matmul(combine, outputs)  # g b m p, g b p d -> g b m d
-        return y.squeeze(0) if squeeze else y
+        outputs = _to_batches(self.experts(_to_experts(slots.view(g * b, e * s, d), g, e, s)), g, e, s)
+        return torch.matmul(combine, outputs.view(g, b, e * s, d))  # g b m p, g b p d -> g b m d
 
 
 class TaskSoftMoE(nn.Module):
     """M4oE's modality-task Soft MoE (MToE): one slot per (expert, task) and task embeddings.
 
-    Jiang et al., M4oE, Sec. 3.2, Eqs. 1-2: ``phi`` has shape ``d x e x t``; dispatch is a softmax
+    M4oE, Sec. 3.2, Eqs. 1-2: ``phi`` has shape ``d x e x t``; dispatch is a softmax
     over all tokens of all modalities (Eq. 1); the learnable task embedding ``TE_k`` is added to
     every slot input of task ``k`` (shared across experts); combine is a softmax over
     ``(expert, task)`` jointly (Eq. 2) and task ``k``'s features use only the ``k``-th slice.

@@ -1,6 +1,6 @@
 """Conditional mutual information I(M; E | T) between modalities and experts given the task.
 
-M4oE (Jiang et al., Sec. 3.3, Eq. 7) maximises I(M;E|T). The paper's Eqs. 3-6 sum raw logits,
+M4oE (Sec. 3.3, Eq. 7) maximises I(M;E|T). The paper's Eqs. 3-6 sum raw logits,
 which are not probabilities; we form a proper joint as METHODS.md prescribes:
 ``pi[i, j, k] = combine[i, j, k] / tokens`` (non-negative, sums to 1 per sample), summed over the
 tokens of each modality -> ``pi[M, E, T]``, averaged over the batch, and

@@ -1,4 +1,4 @@
-"""M4oE: a foundation-style multi-modal multi-task mixture of experts (Jiang et al., ICLR 2025, Sec. 3)."""
+"""M4oE: multi-modal multi-task mixture of experts for medical imaging (papers/m4oe_paper.txt, Sec. 3)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ class M4oE(nn.Module):
             raise ValueError(f"missing_modality must be one of {MISSING_MODES}, got '{missing_modality}'")
         self.modalities, self.tasks = list(modalities), dict(tasks)
         self.missing_modality, self.modality_mask_key = missing_modality, modality_mask_key
+        self._last_mask: torch.Tensor | None = None
         num_m = len(self.modalities)
         if embedder == "patch":
             self.embedder = GroupedPatchEmbedding(num_m, in_channels, image_size, patch_size, hidden_size)
@@ -129,6 +130,7 @@ class M4oE(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, mask = self._stack_inputs(batch)
+        self._last_mask = mask
         tokens = self.embedder(images)  # g b n d
         absent = ~mask.t().view(len(self.modalities), -1, 1, 1)
         fill = self.missing_tokens if self.missing_modality == "learned" else torch.zeros_like(tokens)
@@ -153,8 +155,13 @@ class M4oE(nn.Module):
         return {"mutual_information": conditional_mutual_information(self._joint())}
 
     def modality_task_joint(self) -> torch.Tensor:
-        """P(M, T) per sample of the last forward pass, ``(b, modalities, tasks)``, detached, fp32."""
-        return self._joint().detach().sum(2)
+        """P(M, T) per sample of the last forward pass, ``(b, modalities, tasks)``, detached, fp32.
+
+        An absent modality gets 0: its placeholder tokens' share is dropped and the rest renormalised, so
+        contributions describe only the views the model actually saw.
+        """
+        joint = self._joint().detach().sum(2) * self._last_mask.unsqueeze(-1).to(torch.float32)
+        return joint / joint.sum((1, 2), keepdim=True).clamp_min(1e-12)
 
     def modality_contributions(self) -> torch.Tensor:
         """P(M | T) per sample of the last forward pass, ``(b, tasks, modalities)``, detached."""

@@ -28,7 +28,7 @@ def write_csv(path, rows):
 def test_valid_cohort_gives_records_with_masks_and_missing_labels(image_dir):
     csv = write_csv(
         image_dir / "cohort.csv",
-        ["a,a_cc.png,a_mlo.png,2,0,train", "b,b_cc.png,,,1,train", "c,,c_mlo.png,3,,val"],
+        ["a,a_cc.png,a_mlo.png,2,0,train", "b,b_cc.png,,-1,1,train", "c,,c_mlo.png,3,,val"],
     )
     cohort = load_cohort(csv, MODALITIES, TASKS)
     train = cohort.records("train")
@@ -37,6 +37,7 @@ def test_valid_cohort_gives_records_with_masks_and_missing_labels(image_dir):
     np.testing.assert_array_equal(train[1]["modality_mask"], [True, False])
     assert train[1]["density"] == -1 and train[1]["risk"] == 1
     assert len(cohort.records("val")) == 1 and len(cohort.records()) == 3
+    assert cohort.records("val")[0]["risk"] == -1  # empty and -1 both mean "label missing"
 
 
 def test_every_bad_row_is_reported_at_once(image_dir):

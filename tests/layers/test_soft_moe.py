@@ -90,3 +90,67 @@ def test_bad_arguments_and_shapes():
         SoftMoE(hidden_size=8, mlp_dim=8, num_groups=2)(torch.randn(3, 5, 8))
     with pytest.raises(ValueError, match="batch, tokens, dim"):
         TaskSoftMoE(8, 8, 2, 2)(torch.randn(5, 8))
+
+
+def reference_grouped_soft_moe(moe: SoftMoE, x: torch.Tensor) -> torch.Tensor:
+    """Straight from the semantics (METHODS.md), loops over groups and experts: ``(g, b, m, d) -> (g, b, m, d)``."""
+    e, s = moe.num_experts, moe.num_slots
+    ys = []
+    for g in range(moe.num_groups):
+        phi = F.normalize(moe.router.phi[g], dim=0, eps=1e-6) * moe.router.scale[g]  # d (e s)
+        logits = F.normalize(x[g], dim=-1, eps=1e-6) @ phi  # b m (e s)
+        dispatch, combine = logits.softmax(1), logits.softmax(2)  # over tokens / over all (expert, slot)
+        slots = torch.einsum("bmp,bmd->bpd", dispatch, x[g])  # raw tokens
+        outs = []
+        for j in range(g * e, (g + 1) * e):
+            w1, b1, w2, b2 = moe.experts.w1[j], moe.experts.b1[j], moe.experts.w2[j], moe.experts.b2[j]
+            outs.append(F.gelu(slots[:, (j - g * e) * s : (j - g * e + 1) * s] @ w1 + b1) @ w2 + b2)
+        ys.append(torch.einsum("bmp,bpd->bmd", combine, torch.cat(outs, 1)))
+    return torch.stack(ys)
+
+
+def _randomised(moe: SoftMoE) -> SoftMoE:
+    with torch.no_grad():  # non-trivial scale and biases so every term of the backward is exercised
+        moe.router.scale.uniform_(0.5, 3.0)
+        moe.experts.b1.normal_()
+        moe.experts.b2.normal_()
+    return moe
+
+
+@pytest.mark.parametrize("groups,experts,slots", [(1, 4, 1), (1, 3, 2), (2, 4, 1), (3, 2, 3)])
+def test_optimised_layer_matches_reference_values_and_gradients(groups, experts, slots):
+    torch.manual_seed(0)
+    moe = _randomised(SoftMoE(hidden_size=16, mlp_dim=24, num_experts=experts, num_slots=slots, num_groups=groups))
+    x = torch.randn(groups, 3, 10, 16, requires_grad=True)
+    grad_y = torch.randn(groups, 3, 10, 16)
+    params = [x, *moe.parameters()]
+    y = moe(x if groups > 1 else x[0])
+    y = y if groups > 1 else y.unsqueeze(0)
+    grads = torch.autograd.grad(y, params, grad_y)
+    y_ref = reference_grouped_soft_moe(moe, x)
+    grads_ref = torch.autograd.grad(y_ref, params, grad_y)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_optimised_backward_gradcheck():
+    torch.manual_seed(0)
+    moe = _randomised(SoftMoE(hidden_size=4, mlp_dim=6, num_experts=2, num_slots=2, num_groups=2)).double()
+    x = torch.randn(2, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, *_: moe(x), (x, *moe.parameters()), fast_mode=True)
+
+
+def test_autograd_path_with_dropout_and_expanded_upstream_gradient():
+    torch.manual_seed(0)
+    moe = SoftMoE(hidden_size=8, mlp_dim=16, num_experts=3, dropout_rate=0.5)
+    x = torch.randn(2, 6, 8, requires_grad=True)
+    moe(x).sum().backward()  # training with dropout: the plain autograd path
+    assert x.grad is not None and all(p.grad is not None for p in moe.parameters())
+    moe.eval()  # no dropout: the optimised path, identical to the autograd one
+    x.grad = None
+    moe(x).sum().backward()  # sum(): an expanded (stride 0) upstream gradient
+    grad_x = x.grad.clone()
+    x.grad = None
+    moe._forward_autograd(x.unsqueeze(0)).sum().backward()
+    torch.testing.assert_close(grad_x, x.grad, rtol=1e-5, atol=1e-6)

@@ -95,6 +95,15 @@ def test_m4oe_modality_contributions_are_conditional_distributions():
     torch.testing.assert_close(contrib.sum(-1), torch.ones(4, len(TASKS)))
     assert model.auxiliary_losses()["mutual_information"].item() >= -1e-6
 
+    batch = tiny_batch(TINY["m4oe"]["modalities"])
+    batch["modality_mask"][1, 2] = False  # sample 1 lacks its third view
+    batch["s2d_cc"][1] = float("nan")
+    model(batch)
+    contrib = model.modality_contributions()
+    assert torch.all(contrib[1, :, 2] == 0) and torch.all(contrib[0, :, 2] > 0)
+    torch.testing.assert_close(contrib.sum(-1), torch.ones(4, len(TASKS)))
+    torch.testing.assert_close(model.modality_task_joint().sum((1, 2)), torch.ones(4))
+
 
 def test_registry_errors():
     with pytest.raises(ValueError, match="unknown model 'nope'.*m4oe"):

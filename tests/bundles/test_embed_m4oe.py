@@ -1,0 +1,151 @@
+"""End to end: the embed_m4oe bundle trains, resumes, evaluates, infers and runs DDP on a tiny demo cohort.
+
+Each run goes through ``python -m monai.bundle run`` in a subprocess exactly as a user types it, with config
+ids overridden on the command line (tiny images, few epochs, outputs under ``tmp_path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from medmoe.data import make_embed_demo
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundles" / "embed_m4oe" / "configs"
+TASKS = ("density", "birads", "risk")
+MODALITIES = ("ffdm_cc", "ffdm_mlo", "s2d_cc", "s2d_mlo")
+
+pytestmark = pytest.mark.slow
+
+
+def config_list(*names: str) -> str:
+    return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
+
+
+def bundle(
+    *configs: str, launcher: tuple[str, ...] = (sys.executable,), env: dict | None = None, **overrides
+) -> subprocess.CompletedProcess:
+    """Run ``monai.bundle run`` on ``configs`` with ``--key value`` overrides; return the finished process."""
+    cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", config_list(*configs)]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return make_embed_demo(tmp_path_factory.mktemp("demo"), num_exams=24, image_size=(48, 40))
+
+
+def small(cohort: Path, root: Path, **extra) -> dict:
+    """Overrides for a fast run: 32x32 images, batch 4, outputs in ``root``."""
+    return {
+        "bundle_root": str(root),
+        "cohort_csv": str(cohort),
+        "image_size": [32, 32],
+        "batch_size": 4,
+        "device": "cpu",
+        **extra,
+    }
+
+
+def test_train_resume_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
+    run = small(cohort, tmp_path / "b")
+    ok(bundle("train.json", **run, max_epochs=2))
+    models = tmp_path / "b" / "models"
+    weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("embedder") for k in weights) and not any(k.startswith("module.") for k in weights)
+    assert torch.load(models / "last.pt", map_location="cpu", weights_only=True)["trainer"]["epoch"] == 2
+
+    resumed = ok(bundle("train.json", **run, max_epochs=3, resume=True))
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert torch.load(models / "last.pt", map_location="cpu", weights_only=True)["trainer"]["epoch"] == 3
+
+    ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 50}))
+    eval_dir = tmp_path / "b" / "eval"
+    rows = pd.read_csv(cohort)
+    test_ids = set(rows.loc[rows["split"] == "test", "exam_id"])
+    predictions = pd.read_csv(eval_dir / "predictions.csv")
+    assert set(predictions["id"]) == test_ids
+    for task, classes in zip(TASKS, (4, 3, 2), strict=True):
+        probs = predictions[[f"{task}_prob_{k}" for k in range(classes)]].to_numpy()
+        assert abs(probs.sum(1) - 1).max() < 1e-5
+    metrics = json.loads((eval_dir / "metrics.json").read_text())["tasks"]
+    assert set(metrics) == set(TASKS)
+    for task in TASKS:
+        labelled = rows.loc[(rows["split"] == "test") & rows[task].notna()]
+        assert metrics[task]["n"] == len(labelled)
+        assert metrics[task]["accuracy"] is None or 0.0 <= metrics[task]["accuracy"] <= 1.0
+    contributions = pd.read_csv(eval_dir / "modality_contributions.csv")
+    assert len(contributions) == len(test_ids) * len(TASKS)
+    assert (contributions[list(MODALITIES)].sum(1) - 1).abs().max() < 1e-5
+    assert (eval_dir / "modality_contributions.png").stat().st_size > 1000
+    assert (eval_dir / "report" / "report.md").is_file()
+
+    unlabelled = tmp_path / "unlabelled.csv"
+    rows[["exam_id", *MODALITIES]].to_csv(unlabelled, index=False)
+    ok(bundle("train.json", "inference.json", **small(unlabelled, tmp_path / "b"), data_root=str(cohort.parent)))
+    inferred = pd.read_csv(tmp_path / "b" / "inference" / "predictions.csv")
+    assert list(inferred["id"]) == list(rows["exam_id"])
+    assert not (tmp_path / "b" / "inference" / "metrics.json").exists()
+
+
+def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    proc = bundle(
+        "train.json",
+        "multi_gpu_train.json",
+        launcher=(torchrun, "--standalone", "--nproc_per_node=2"),
+        **small(cohort, tmp_path / "ddp"),
+        max_epochs=1,
+    )
+    ok(proc)
+    assert (tmp_path / "ddp" / "models" / "model.pt").is_file()
+    state = torch.load(tmp_path / "ddp" / "models" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["trainer"]["epoch"] == 1
+    train_rows = int((pd.read_csv(cohort)["split"] == "train").sum())
+    per_rank_iterations = -(-train_rows // 2) // 4 + (1 if (-(-train_rows // 2)) % 4 else 0)
+    assert state["trainer"]["iteration"] == per_rank_iterations  # each rank saw half the training set
+    events = list((tmp_path / "ddp" / "logs").glob("events.out.tfevents.*"))
+    assert len(events) == 2, events  # rank 0's trainer and evaluator writers; rank 1 writes nothing
+
+
+def test_bad_cohort_fails_before_training_and_names_the_row(cohort: Path, tmp_path: Path) -> None:
+    rows = pd.read_csv(cohort)
+    rows.loc[3, "ffdm_cc"] = "images/nowhere.dcm"
+    rows.loc[5, "density"] = 7
+    bad = tmp_path / "bad.csv"
+    rows.to_csv(bad, index=False)
+    proc = bundle("train.json", **small(bad, tmp_path / "b", data_root=str(cohort.parent)), max_epochs=1)
+    assert proc.returncode != 0
+    message = proc.stdout + proc.stderr
+    assert "row 5" in message and "nowhere.dcm" in message
+    assert "row 7" in message and "density" in message
+    assert not (tmp_path / "b" / "models").exists()
+
+
+def test_default_demo_run_learns_every_task(tmp_path: Path) -> None:
+    """README command (1) as shipped (default cohort, model and epochs), then evaluate.json on the test split."""
+    cache = {"MEDMOE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2"}
+    ok(bundle("train.json", env=cache, bundle_root=str(tmp_path / "b")))
+    ok(bundle("train.json", "evaluate.json", env=cache, bundle_root=str(tmp_path / "b")))
+    metrics = json.loads((tmp_path / "b" / "eval" / "metrics.json").read_text())["tasks"]
+    assert metrics["density"]["auroc"] > 0.6 and metrics["birads"]["auroc"] > 0.6, metrics
+    assert metrics["risk"]["auroc"] > 0.55, metrics

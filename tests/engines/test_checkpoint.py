@@ -1,0 +1,57 @@
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from medmoe.engines import CheckpointHandler
+from medmoe.engines.checkpoint import as_flag
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(True, True), ("false", False), ("True", True), ("0", False), (1, True)]
+)
+def test_as_flag_accepts_command_line_strings(value, expected):
+    assert as_flag(value, "resume") is expected
+
+
+def test_as_flag_rejects_other_strings():
+    with pytest.raises(ValueError, match="resume: expected true or false, got 'maybe'"):
+        as_flag("maybe", "resume")
+
+
+def run(tmp_path, epochs, scores, resume=False):
+    """Train a linear layer for ``epochs``; the evaluator reports ``scores[epoch - 1]`` as its metric."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def step(engine, _):
+        opt.zero_grad()
+        net(torch.ones(1, 2)).sum().backward()
+        opt.step()
+
+    trainer, evaluator = Engine(step), Engine(lambda e, b: None)
+
+    @evaluator.on(Events.COMPLETED)
+    def score(engine):
+        engine.state.metrics["auc"] = scores[trainer.state.epoch - 1]
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run([0]))
+    handler = CheckpointHandler(tmp_path, net, opt, metric_name="auc", resume=resume)
+    handler.attach(trainer, evaluator)
+    trainer.run([0, 1], max_epochs=epochs)
+    return net, handler
+
+
+def test_best_is_kept_and_last_resumes(tmp_path):
+    net, handler = run(tmp_path, 3, [0.5, 0.9, 0.7])
+    assert handler.best == 0.9
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["trainer"] == {"epoch": 3, "iteration": 6} and last["best"] == 0.9
+    best = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert not torch.equal(best["weight"], net.state_dict()["weight"])  # epoch 2's weights, not the last ones
+
+    resumed, handler = run(tmp_path, 4, [0.5, 0.9, 0.7, 0.8], resume=True)
+    assert handler.best == 0.9  # 0.8 at epoch 4 does not beat the restored best
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["epoch"] == 4
+    straight, _ = run(tmp_path / "fresh", 4, [0.5, 0.9, 0.7, 0.8])
+    torch.testing.assert_close(resumed.state_dict(), straight.state_dict())  # 3 + 1 epochs == 4 epochs
