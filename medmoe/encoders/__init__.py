@@ -1,5 +1,6 @@
-"""Per-modality encoders that output tokens."""
+"""Per-modality encoders: token embedders and pooled-feature image encoders."""
 
 from .patch import GroupedPatchEmbedding, TimmEmbedding
+from .resnet2d import PreActBlock, PreActResNet2d
 
-__all__ = ["GroupedPatchEmbedding", "TimmEmbedding"]
+__all__ = ["GroupedPatchEmbedding", "PreActBlock", "PreActResNet2d", "TimmEmbedding"]

@@ -19,6 +19,13 @@ TINY = {
         mtoe_experts=4,
         fusion_experts=2,
     ),
+    "i2m2": dict(
+        modalities=["cc", "mlo", "s2d_cc"],
+        tasks=TASKS,
+        base_channels=4,
+        blocks=(1, 1, 1, 1),
+        norm_groups=2,
+    ),
 }
 
 
