@@ -38,19 +38,26 @@ def contributions_table(
 
 
 def plot_contributions(contrib: np.ndarray, modalities: Sequence[str], tasks: Sequence[str], path: str | Path) -> Path:
-    """Heat map of dataset-level P(M | T) (tasks x modalities), written atomically as PNG."""
+    """Heat map of dataset-level P(M | T) (tasks x modalities), written atomically as PNG.
+
+    Colours diverge from the uniform value ``1 / M`` (white): red = the task leans on that modality more than
+    uniform, blue = less.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    uniform = 1.0 / contrib.shape[1]
+    spread = max(float(np.abs(contrib - uniform).max()), 1e-3)  # colours centred on "no preference" = 1/M
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(modalities), 1.2 + 0.6 * len(tasks)))
-    im = ax.imshow(contrib, cmap="viridis", vmin=0.0, vmax=max(float(contrib.max()), 1e-6))
+    im = ax.imshow(contrib, cmap="RdBu_r", vmin=uniform - spread, vmax=uniform + spread)
     ax.set_xticks(range(len(modalities)), labels=list(modalities))
     ax.set_yticks(range(len(tasks)), labels=list(tasks))
     for (k, j), value in np.ndenumerate(contrib):
-        ax.text(j, k, f"{value:.2f}", ha="center", va="center", color="w" if value < contrib.max() * 0.6 else "k")
-    ax.set_title("Modality contribution P(modality | task)")
+        dark = abs(value - uniform) > 0.6 * spread
+        ax.text(j, k, f"{value:.3f}", ha="center", va="center", color="w" if dark else "k")
+    ax.set_title(f"Modality contribution P(modality | task); uniform = {uniform:.3f}")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
