@@ -1,6 +1,7 @@
 """Per-modality encoders: token embedders and pooled-feature image encoders."""
 
+from .oct import OCTEmbedding
 from .patch import GroupedPatchEmbedding, TimmEmbedding
 from .resnet2d import PreActBlock, PreActResNet2d
 
-__all__ = ["GroupedPatchEmbedding", "PreActBlock", "PreActResNet2d", "TimmEmbedding"]
+__all__ = ["GroupedPatchEmbedding", "OCTEmbedding", "PreActBlock", "PreActResNet2d", "TimmEmbedding"]

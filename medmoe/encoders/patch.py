@@ -24,7 +24,8 @@ class GroupedPatchEmbedding(nn.Module):
         patch_size: patch side (or ``(ph, pw)``); must divide ``image_size``.
         hidden_size: token width ``d``.
 
-    Shapes: images ``(b, g, c, H, W)`` -> tokens ``(g, b, n, d)`` with ``n = H W / (ph pw)``.
+    Shapes: images ``(b, g, c, H, W)`` -> tokens ``(g, b, n, d)`` with ``n = H W / (ph pw)``, row-major on
+    the patch grid ``grid_size = (H / ph, W / pw)``.
 
     Raises:
         ValueError: if the patch size does not divide the image size, or on a wrong input shape.
@@ -49,7 +50,8 @@ class GroupedPatchEmbedding(nn.Module):
         if any(s % p for s, p in zip(self.image_size, self.patch_size)):
             raise ValueError(f"patch_size {self.patch_size} must divide image_size {self.image_size}")
         self.num_modalities, self.in_channels, self.hidden_size = num_modalities, in_channels, hidden_size
-        self.num_tokens = (self.image_size[0] // self.patch_size[0]) * (self.image_size[1] // self.patch_size[1])
+        self.grid_size = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
+        self.num_tokens = self.grid_size[0] * self.grid_size[1]
         self.proj = nn.Conv2d(
             num_modalities * in_channels,
             num_modalities * hidden_size,
@@ -78,7 +80,8 @@ class TimmEmbedding(nn.Module):
         model_name: a timm model name with ``features_only`` support, e.g. ``"resnet18"``.
         num_modalities, in_channels, image_size, hidden_size: as :class:`GroupedPatchEmbedding`.
 
-    Shapes: images ``(b, g, c, H, W)`` -> tokens ``(g, b, n, d)``.
+    Shapes: images ``(b, g, c, H, W)`` -> tokens ``(g, b, n, d)``, row-major on the last feature map's
+    ``grid_size``.
     """
 
     def __init__(
@@ -100,7 +103,8 @@ class TimmEmbedding(nn.Module):
         self.proj = nn.Conv1d(num_modalities * channels, num_modalities * hidden_size, 1, groups=num_modalities)
         with torch.no_grad():
             probe = self.backbones[0](torch.zeros(1, in_channels, *_pair(image_size)))[-1]
-        self.num_tokens = probe.shape[-2] * probe.shape[-1]
+        self.grid_size = (int(probe.shape[-2]), int(probe.shape[-1]))
+        self.num_tokens = self.grid_size[0] * self.grid_size[1]
         self.num_modalities, self.hidden_size = num_modalities, hidden_size
         self.position = nn.Parameter(torch.randn(num_modalities, 1, self.num_tokens, hidden_size) * 0.02)
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from monai.engines import PrepareBatch
 
+from ..losses.multitask import present_key
+
 __all__ = ["MultimodalPrepareBatch"]
 
 
@@ -15,21 +17,29 @@ class MultimodalPrepareBatch(PrepareBatch):
 
     Inputs are a dict of the modality tensors plus ``modality_mask`` (the model gets the whole dict);
     targets a dict of task -> ``(b,)`` long labels (-1 = missing; a task absent from the batch, as in
-    inference, is all -1).
+    inference, is all -1). A segmentation task's target is its ``(b, 1, H, W)`` long label map plus
+    ``"<task>_present"`` ``(b,)`` bool, taken from the batch (all True when the batch has the mask but no flag;
+    when the batch has no mask, as in inference, a ``(b, 1, 1, 1)`` zero placeholder with all False).
 
     Args:
         modalities: modality keys.
         tasks: task names (or task -> classes).
         mask_key: the presence mask key.
+        segmentation_tasks: names (or the model's mapping) of the segmentation tasks.
 
     Raises:
         KeyError: naming a modality or the mask missing from the batch.
     """
 
     def __init__(
-        self, modalities: Sequence[str], tasks: Mapping[str, int] | Sequence[str], mask_key: str = "modality_mask"
+        self,
+        modalities: Sequence[str],
+        tasks: Mapping[str, int] | Sequence[str],
+        mask_key: str = "modality_mask",
+        segmentation_tasks: Mapping[str, Mapping] | Sequence[str] | None = None,
     ):
         self.modalities, self.tasks, self.mask_key = list(modalities), list(tasks), mask_key
+        self.segmentation_tasks = [t for t in (segmentation_tasks or []) if t not in self.tasks]
 
     def __call__(
         self,
@@ -49,4 +59,12 @@ class MultimodalPrepareBatch(PrepareBatch):
             label = batchdata.get(task)
             label = torch.full((n,), -1) if label is None else torch.as_tensor(label)
             targets[task] = label.long().view(-1).to(device=device, non_blocking=non_blocking)
+        for task in self.segmentation_tasks:
+            mask, flag = batchdata.get(task), batchdata.get(present_key(task))
+            if mask is None:
+                mask, flag = torch.zeros(n, 1, 1, 1), torch.zeros(n, dtype=torch.bool)
+            mask = torch.as_tensor(mask)
+            flag = torch.ones(n, dtype=torch.bool) if flag is None else torch.as_tensor(flag).bool().view(-1)
+            targets[task] = mask.round().long().to(device=device, non_blocking=non_blocking)
+            targets[present_key(task)] = flag.to(device=device, non_blocking=non_blocking)
         return inputs, targets

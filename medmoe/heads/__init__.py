@@ -1,5 +1,6 @@
 """Task heads."""
 
 from .classification import MultiTaskClassificationHead
+from .segmentation import SegmentationHead
 
-__all__ = ["MultiTaskClassificationHead"]
+__all__ = ["MultiTaskClassificationHead", "SegmentationHead"]

@@ -1,14 +1,20 @@
-"""Multi-task loss with missing labels ignored, plus the model's weighted auxiliary losses."""
+"""Multi-task loss (classification and segmentation) with missing labels ignored, plus weighted auxiliary losses."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss
 from torch import nn
 
-__all__ = ["masked_cross_entropy", "MultiTaskLoss"]
+__all__ = ["masked_cross_entropy", "masked_dice_ce", "MultiTaskLoss", "present_key"]
+
+
+def present_key(task: str) -> str:
+    """Batch / target key of a segmentation task's per-sample ``(b,)`` bool "mask present" flag."""
+    return f"{task}_present"
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
@@ -24,8 +30,50 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
     return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
 
 
+def masked_dice_ce(
+    logits: torch.Tensor, mask: torch.Tensor, present: torch.Tensor | None = None, loss: nn.Module | None = None
+) -> torch.Tensor:
+    """Dice + cross-entropy over the samples whose mask is present; 0 (with gradient) if none.
+
+    The loss is computed on the present samples only, so an absent sample's mask content never matters.
+
+    Args:
+        logits: ``(b, K, *spatial)`` with ``K >= 2`` classes incl. background (softmax convention).
+        mask: ``(b, 1, *spatial)`` or ``(b, *spatial)`` integer label map in ``[0, K)``.
+        present: ``(b,)`` bool, ``None`` = all present.
+        loss: the Dice-CE module (default ``DiceCELoss(include_background=False, to_onehot_y=True, softmax=True)``:
+            Dice over the foreground classes, CE over all).
+
+    Raises:
+        ValueError: on a mask whose shape does not match the logits or whose values are outside ``[0, K)``.
+    """
+    if present is None:
+        present = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+    present = present.to(device=logits.device, dtype=torch.bool).view(-1)
+    if not bool(present.any()):
+        return logits.sum() * 0.0
+    mask = mask.to(logits.device)
+    if mask.dim() == logits.dim() - 1:
+        mask = mask.unsqueeze(1)
+    if mask.shape[0] != logits.shape[0] or mask.shape[1] != 1 or mask.shape[2:] != logits.shape[2:]:
+        raise ValueError(
+            f"mask must be (b, 1, {', '.join(map(str, logits.shape[2:]))}) for logits {tuple(logits.shape)}, "
+            f"got {tuple(mask.shape)}"
+        )
+    logits, mask = logits[present], mask[present]
+    if bool((mask < 0).any() | (mask >= logits.shape[1]).any()):
+        raise ValueError(f"mask values must be class indices in [0, {logits.shape[1]}) for present samples")
+    loss = loss or DiceCELoss(include_background=False, to_onehot_y=True, softmax=True)
+    return loss(logits.float(), mask.round().long())
+
+
 class MultiTaskLoss(nn.Module):
-    """Sum of per-task losses (missing labels = -1 ignored) plus weighted auxiliary losses.
+    """Sum of per-task losses (missing labels ignored) plus weighted auxiliary losses.
+
+    Classification tasks: masked cross-entropy, label -1 = missing. Segmentation tasks: Dice + CE
+    (:func:`masked_dice_ce`) on the integer label map ``labels[task]`` ``(b, 1, H, W)``, over the samples whose
+    ``labels["<task>_present"]`` (``(b,)`` bool, :func:`present_key`) is True; without that key every sample
+    counts as present. An absent sample's mask is any placeholder of the right shape (e.g. zeros).
 
     Auxiliary losses are read from the model after its forward pass through
     ``network.auxiliary_losses()`` (DESIGN.md, "Contracts"); a weight < 0 maximises the term,
@@ -36,6 +84,7 @@ class MultiTaskLoss(nn.Module):
         network: the model (a DDP wrapper is unwrapped); needed only when ``aux_weights`` is set.
         aux_weights: auxiliary loss name -> weight.
         task_weights: optional per-task weights (default 1).
+        segmentation_tasks: names (or the model's ``segmentation_tasks`` mapping) of the segmentation tasks.
 
     Raises:
         ValueError: when ``aux_weights`` is given without a network exposing ``auxiliary_losses``.
@@ -48,9 +97,12 @@ class MultiTaskLoss(nn.Module):
         network: nn.Module | None = None,
         aux_weights: Mapping[str, float] | None = None,
         task_weights: Mapping[str, float] | None = None,
+        segmentation_tasks: Mapping[str, Mapping] | Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        self.tasks = list(tasks)
+        self.segmentation_tasks = list(segmentation_tasks or [])
+        self.tasks = [*tasks, *(t for t in self.segmentation_tasks if t not in tasks)]
+        self.dice_ce = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True)
         self.aux_weights = dict(aux_weights or {})
         self.task_weights = {t: float((task_weights or {}).get(t, 1.0)) for t in self.tasks}
         module = getattr(network, "module", network)
@@ -65,7 +117,11 @@ class MultiTaskLoss(nn.Module):
         for task in self.tasks:
             if task not in preds or task not in labels:
                 raise KeyError(f"task '{task}' missing from {'predictions' if task not in preds else 'labels'}")
-            terms[task] = masked_cross_entropy(preds[task], labels[task]) * self.task_weights[task]
+            if task in self.segmentation_tasks:
+                term = masked_dice_ce(preds[task], labels[task], labels.get(present_key(task)), self.dice_ce)
+            else:
+                term = masked_cross_entropy(preds[task], labels[task])
+            terms[task] = term * self.task_weights[task]
         total = sum(terms.values())
         if self.aux_weights:
             aux = self._network.auxiliary_losses()

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..blocks import MSoE, MToE, TransformerBlock
 from ..encoders import GroupedPatchEmbedding, TimmEmbedding
-from ..heads import MultiTaskClassificationHead
+from ..encoders.patch import _pair
+from ..heads import MultiTaskClassificationHead, SegmentationHead
 from ..layers import SoftMoE
 from ..losses import conditional_mutual_information, modality_expert_task_joint
 from .registry import register_model
@@ -28,13 +29,15 @@ class M4oE(nn.Module):
     Data flow (Sec. 3.2): tokens ``X_i`` of each modality go to the modality's MSoE (``Z_i``) and,
     concatenated, to the MToE, which yields task features ``G_k``. For each task the pool
     ``H_k = [mean G_k, mean Z_1, ..., mean Z_M]`` passes through shared Soft MoE blocks; its first
-    token feeds task ``k``'s head. Missing modalities (``modality_mask`` False) never reach the
-    embedder: their tokens are replaced by a learned per-modality token bank (``"learned"``) or zeros
-    (``"zero"``).
+    token feeds task ``k``'s head. A segmentation task ``k`` of modality ``i`` instead takes ``G_k``'s tokens of
+    modality ``i``, fuses them with ``Z_i`` (concat -> LayerNorm -> Linear) and decodes them on the patch grid
+    with a :class:`~medmoe.heads.SegmentationHead` to logits at the image size. Missing modalities
+    (``modality_mask`` False) never reach the embedder: their tokens are replaced by a learned per-modality token
+    bank (``"learned"``) or zeros (``"zero"``).
 
     Args:
         modalities: batch keys of the image modalities, in model order (``modality_mask`` column order).
-        tasks: task name -> number of classes.
+        tasks: classification task name -> number of classes (may be empty when ``segmentation_tasks`` is set).
         in_channels: channels per modality image.
         image_size: ``(H, W)`` of every modality image.
         patch_size: ViT patch size of the patch embedder.
@@ -46,8 +49,17 @@ class M4oE(nn.Module):
         missing_modality: ``"learned"`` or ``"zero"`` replacement of a missing modality's tokens.
         embedder: ``"patch"`` (grouped ViT patch embedding) or ``"timm:<model_name>"``.
         modality_mask_key: batch key of the ``(b, M)`` bool presence mask.
+        segmentation_tasks: segmentation task name -> ``{"modality": <key in modalities>, "classes": K}``
+            (``K >= 2`` incl. background; binary = 2). All tasks (classification first, then segmentation, each in
+            the given order) own MToE task slots, the MI loss and the modality contributions.
+        seg_feature_size: channels of the segmentation decoder's full-resolution stage.
 
-    Returns (forward): task name -> logits ``(b, classes)``.
+    Returns (forward): task name -> logits, ``(b, classes)`` for a classification task and ``(b, K, H, W)``
+    for a segmentation task.
+
+    Raises:
+        ValueError: on an unknown missing mode or embedder, no task, a task name used twice, a segmentation
+            task of an unknown modality, or an embedder grid whose upsampling factor is not a power of two.
 
     Example::
 
@@ -79,6 +91,8 @@ class M4oE(nn.Module):
         missing_modality: str = "learned",
         embedder: str = "patch",
         modality_mask_key: str = "modality_mask",
+        segmentation_tasks: Mapping[str, Mapping[str, int | str]] | None = None,
+        seg_feature_size: int = 16,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -86,6 +100,9 @@ class M4oE(nn.Module):
         if missing_modality not in MISSING_MODES:
             raise ValueError(f"missing_modality must be one of {MISSING_MODES}, got '{missing_modality}'")
         self.modalities, self.tasks = list(modalities), dict(tasks)
+        self.segmentation_tasks = {k: dict(v) for k, v in (segmentation_tasks or {}).items()}
+        self._check_tasks()
+        self.task_names = [*self.tasks, *self.segmentation_tasks]  # MToE slot order
         self.missing_modality, self.modality_mask_key = missing_modality, modality_mask_key
         self._last_mask: torch.Tensor | None = None
         num_m = len(self.modalities)
@@ -99,16 +116,50 @@ class M4oE(nn.Module):
         if missing_modality == "learned":
             self.missing_tokens = nn.Parameter(torch.randn(num_m, 1, tokens, hidden_size) * 0.02)
         self.msoe = MSoE(num_m, hidden_size, mlp_dim, num_heads, msoe_depth, msoe_experts, num_slots, dropout_rate)
-        self.mtoe = MToE(hidden_size, mlp_dim, num_heads, mtoe_experts, len(self.tasks), dropout_rate)
-        self.pool_position = nn.Parameter(torch.randn(1, 1 + num_m, hidden_size) * 0.02)
-        fusion_moe = partial(SoftMoE, num_experts=fusion_experts, num_slots=num_slots)
-        self.fusion = nn.Sequential(
-            *(
-                TransformerBlock(hidden_size, mlp_dim, num_heads, fusion_moe, 1, dropout_rate)
-                for _ in range(fusion_depth)
+        self.mtoe = MToE(hidden_size, mlp_dim, num_heads, mtoe_experts, len(self.task_names), dropout_rate)
+        if self.tasks:  # classification path
+            self.pool_position = nn.Parameter(torch.randn(1, 1 + num_m, hidden_size) * 0.02)
+            fusion_moe = partial(SoftMoE, num_experts=fusion_experts, num_slots=num_slots)
+            self.fusion = nn.Sequential(
+                *(
+                    TransformerBlock(hidden_size, mlp_dim, num_heads, fusion_moe, 1, dropout_rate)
+                    for _ in range(fusion_depth)
+                )
             )
-        )
-        self.head = MultiTaskClassificationHead(hidden_size, self.tasks, dropout_rate)
+            self.head = MultiTaskClassificationHead(hidden_size, self.tasks, dropout_rate)
+        if self.segmentation_tasks:  # segmentation path
+            self.grid_size = tuple(self.embedder.grid_size)
+            size = _pair(image_size)
+            if any(s % g for s, g in zip(size, self.grid_size)):
+                raise ValueError(f"image_size {size} is not a multiple of the embedder's token grid {self.grid_size}")
+            upsample = tuple(s // g for s, g in zip(size, self.grid_size))
+            self.seg_fuse = nn.ModuleDict(
+                {
+                    name: nn.Sequential(nn.LayerNorm(2 * hidden_size), nn.Linear(2 * hidden_size, hidden_size))
+                    for name in self.segmentation_tasks
+                }
+            )
+            self.seg_heads = nn.ModuleDict(
+                {
+                    name: SegmentationHead(
+                        2, hidden_size, int(cfg["classes"]), upsample, seg_feature_size, dropout_rate=dropout_rate
+                    )
+                    for name, cfg in self.segmentation_tasks.items()
+                }
+            )
+
+    def _check_tasks(self) -> None:
+        if not self.tasks and not self.segmentation_tasks:
+            raise ValueError("at least one task (tasks or segmentation_tasks) is required")
+        if set(self.tasks) & set(self.segmentation_tasks):
+            raise ValueError(f"task names used twice: {sorted(set(self.tasks) & set(self.segmentation_tasks))}")
+        for name, cfg in self.segmentation_tasks.items():
+            if cfg.get("modality") not in self.modalities:
+                raise ValueError(
+                    f"segmentation task '{name}' needs 'modality' in {self.modalities}, got {cfg.get('modality')!r}"
+                )
+            if int(cfg.get("classes", 0)) < 2:
+                raise ValueError(f"segmentation task '{name}' needs 'classes' >= 2 (binary = 2), got {cfg}")
 
     def _stack_inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         missing = [k for k in self.modalities if k not in batch]
@@ -138,12 +189,21 @@ class M4oE(nn.Module):
         g, b, n, d = tokens.shape
         z = self.msoe(tokens)  # g b n d
         task_tokens = self.mtoe(tokens.transpose(0, 1).reshape(b, g * n, d))  # b t (g n) d
-        t = task_tokens.shape[1]
-        pool = torch.cat(
-            [task_tokens.mean(2, keepdim=True), z.mean(2).transpose(0, 1).unsqueeze(1).expand(b, t, g, d)], dim=2
-        )
-        fused = self.fusion((pool + self.pool_position.unsqueeze(0)).view(b * t, 1 + g, d))
-        return self.head(fused[:, 0].view(b, t, d))
+        out: dict[str, torch.Tensor] = {}
+        t = len(self.tasks)  # classification tasks own the first t MToE slots
+        if t:
+            pool = torch.cat(
+                [task_tokens[:, :t].mean(2, keepdim=True), z.mean(2).transpose(0, 1).unsqueeze(1).expand(b, t, g, d)],
+                dim=2,
+            )
+            fused = self.fusion((pool + self.pool_position.unsqueeze(0)).reshape(b * t, 1 + g, d))
+            out.update(self.head(fused[:, 0].view(b, t, d)))
+        for k, (name, cfg) in enumerate(self.segmentation_tasks.items(), start=t):
+            i = self.modalities.index(cfg["modality"])
+            g_k = task_tokens[:, k, i * n : (i + 1) * n]  # b n d: task k's tokens of modality i
+            fused = self.seg_fuse[name](torch.cat([g_k, z[i]], dim=-1))
+            out[name] = self.seg_heads[name](fused, self.grid_size)
+        return out
 
     def _joint(self) -> torch.Tensor:
         if self.mtoe.combine is None:
@@ -157,6 +217,8 @@ class M4oE(nn.Module):
     def modality_task_joint(self) -> torch.Tensor:
         """P(M, T) per sample of the last forward pass, ``(b, modalities, tasks)``, detached, fp32.
 
+        Tasks are in ``task_names`` order (classification tasks, then segmentation tasks).
+
         An absent modality gets 0: its placeholder tokens' share is dropped and the rest renormalised, so
         contributions describe only the views the model actually saw.
         """
@@ -164,6 +226,6 @@ class M4oE(nn.Module):
         return joint / joint.sum((1, 2), keepdim=True).clamp_min(1e-12)
 
     def modality_contributions(self) -> torch.Tensor:
-        """P(M | T) per sample of the last forward pass, ``(b, tasks, modalities)``, detached."""
+        """P(M | T) per sample of the last forward pass, ``(b, tasks, modalities)`` (``task_names`` order), detached."""
         p_mt = self.modality_task_joint()
         return (p_mt / p_mt.sum(1, keepdim=True).clamp_min(1e-12)).transpose(1, 2)
