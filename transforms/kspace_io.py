@@ -61,6 +61,8 @@ def _read_h5(path: Path, slice_index: int | None) -> np.ndarray:
         if "kspace" not in f:
             raise ValueError(f"{path}: no 'kspace' dataset (found {sorted(f.keys())}); expected a fastMRI-style file.")
         dset = f["kspace"]
+        if slice_index is not None and dset.ndim in (3, 4) and not -dset.shape[0] <= slice_index < dset.shape[0]:
+            raise ValueError(f"{path}: slice {slice_index} out of range (the file has {dset.shape[0]} slices).")
         if dset.ndim == 2:  # one single-coil slice (H, W)
             data = dset[()][None, None]
         elif dset.ndim == 3:  # single-coil (S, H, W)

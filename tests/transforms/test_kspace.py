@@ -219,6 +219,8 @@ def test_fastmri_h5_single_and_multi_coil(tmp_path, brain_slice):
     mc = LoadKspace(slice_index=-1)(multi)
     assert mc.shape == (2, 181, 217) and torch.allclose(mc[1], torch.from_numpy(-k))
     assert read_kspace(multi).shape == (2, 4, 181, 217)
+    with pytest.raises(ValueError, match=r"single.h5: slice 3 out of range \(the file has 3 slices\)"):
+        LoadKspace(slice_index=3)(single)
     rss = RootSumOfSquares()(KspaceToImage()(mc))
     assert torch.allclose(rss, brain_slice * math.sqrt(2), atol=1e-5)
     np.save(tmp_path / "k.npy", k)
