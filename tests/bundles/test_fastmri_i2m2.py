@@ -87,3 +87,14 @@ def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> Non
     launcher = (torchrun, "--standalone", "--nproc_per_node=2")
     bundle("train.json", "multi_gpu_train.json", launcher=launcher, **small(cohort, tmp_path / "ddp"), max_epochs=1)
     assert (tmp_path / "ddp" / "models" / "model.pt").is_file()
+
+
+def test_pretrain_experts_then_fine_tune_the_product(cohort: Path, tmp_path: Path) -> None:
+    run = small(cohort, tmp_path / "b")
+    bundle("train.json", "pretrain.json", **run, max_epochs=1)
+    pretrained = tmp_path / "b" / "models" / "pretrain" / "model.pt"
+    start = torch.load(pretrained, map_location="cpu", weights_only=True)
+    bundle("train.json", **run, max_epochs=1, learning_rate=0.0, init_weights=str(pretrained))
+    end = torch.load(tmp_path / "b" / "models" / "last.pt", map_location="cpu", weights_only=True)["model"]
+    for key, value in start.items():  # learning rate 0: fine-tuning started from, and kept, the pretrained weights
+        torch.testing.assert_close(end[key], value)
