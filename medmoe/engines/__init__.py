@@ -3,6 +3,7 @@
 from .checkpoint import CheckpointHandler, atomic_save, load_weights
 from .metrics import TaskMetric, accuracy, auroc, task_metrics
 from .prepare import MultimodalPrepareBatch
+from .robustness import corruption_sweep
 from .writers import EvaluationWriter
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "accuracy",
     "atomic_save",
     "auroc",
+    "corruption_sweep",
     "load_weights",
     "task_metrics",
 ]

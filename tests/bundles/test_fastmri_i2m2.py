@@ -98,3 +98,15 @@ def test_pretrain_experts_then_fine_tune_the_product(cohort: Path, tmp_path: Pat
     end = torch.load(tmp_path / "b" / "models" / "last.pt", map_location="cpu", weights_only=True)["model"]
     for key, value in start.items():  # learning rate 0: fine-tuning started from, and kept, the pretrained weights
         torch.testing.assert_close(end[key], value)
+
+
+def test_robustness_sweep_writes_auroc_per_noise_level(cohort: Path, tmp_path: Path) -> None:
+    run = small(cohort, tmp_path / "b")
+    bundle("train.json", **run, max_epochs=1)
+    bundle("train.json", "robustness.json", **run, noise_levels=[0, 25, 50])
+    out = tmp_path / "b" / "eval" / "robustness"
+    result = json.loads((out / "robustness.json").read_text())
+    assert result["levels"] == [0.0, 25.0, 50.0] and set(result["auroc"]) == set(TASKS)
+    for values in result["auroc"].values():
+        assert len(values) == 3 and all(v is None or 0.0 <= v <= 1.0 for v in values)
+    assert (out / "robustness.png").stat().st_size > 1000
