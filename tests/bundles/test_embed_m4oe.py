@@ -7,46 +7,24 @@ ids overridden on the command line (tiny images, few epochs, outputs under ``tmp
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from bundle_runner import ok, run_bundle, torchrun
 
 from medmoe.data import make_embed_demo
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "bundles" / "embed_m4oe" / "configs"
 TASKS = ("density", "birads", "risk")
 MODALITIES = ("ffdm_cc", "ffdm_mlo", "s2d_cc", "s2d_mlo")
 
 pytestmark = pytest.mark.slow
 
 
-def config_list(*names: str) -> str:
-    return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
-
-
-def bundle(
-    *configs: str, launcher: tuple[str, ...] = (sys.executable,), env: dict | None = None, **overrides
-) -> subprocess.CompletedProcess:
-    """Run ``monai.bundle run`` on ``configs`` with ``--key value`` overrides; return the finished process."""
-    cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", config_list(*configs)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=900)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
-    )
-    return proc
+def bundle(*configs: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_bundle("embed_m4oe", *configs, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +86,10 @@ def test_train_resume_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
 
 
 def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> None:
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     proc = bundle(
         "train.json",
         "multi_gpu_train.json",
-        launcher=(torchrun, "--standalone", "--nproc_per_node=2"),
+        launcher=torchrun(2),
         **small(cohort, tmp_path / "ddp"),
         max_epochs=1,
     )

@@ -7,37 +7,23 @@ ids overridden on the command line (32 x 32 k-space, one epoch, outputs under ``
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from bundle_runner import ok, run_bundle, torchrun
 
 from medmoe.data import make_fastmri_demo
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "bundles" / "fastmri_i2m2" / "configs"
 TASKS = ("acl", "meniscus", "cartilage", "other")
 
 pytestmark = pytest.mark.slow
 
 
-def bundle(*configs: str, launcher: tuple[str, ...] = (sys.executable,), **overrides) -> subprocess.CompletedProcess:
-    """Run ``monai.bundle run`` on ``configs`` with ``--key value`` overrides; return the finished process."""
-    files = "[" + ",".join(f"'{CONFIGS / n}'" for n in configs) + "]"
-    cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file", files]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
-    )
-    return proc
+def bundle(*configs: str, **kwargs) -> subprocess.CompletedProcess:
+    return ok(run_bundle("fastmri_i2m2", *configs, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +69,7 @@ def test_train_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
 
 
 def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> None:
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    launcher = (torchrun, "--standalone", "--nproc_per_node=2")
-    bundle("train.json", "multi_gpu_train.json", launcher=launcher, **small(cohort, tmp_path / "ddp"), max_epochs=1)
+    bundle("train.json", "multi_gpu_train.json", launcher=torchrun(2), **small(cohort, tmp_path / "ddp"), max_epochs=1)
     assert (tmp_path / "ddp" / "models" / "model.pt").is_file()
 
 
