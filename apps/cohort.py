@@ -35,10 +35,11 @@ def _parse_tasks(text: str) -> dict[str, int]:
     return tasks
 
 
-def _spec_from_config(config_file: str) -> tuple[list[str], dict[str, int], str]:
+def _spec_from_config(config_file: str) -> tuple[list[str], dict[str, int], str, list[str]]:
     config = json.loads(Path(config_file).read_text())
+    masks = list(config.get("segmentation_tasks") or {})  # mask path columns (gamma_m4oe: cup)
     try:
-        return list(config["modalities"]), dict(config["tasks"]), config.get("id_column", "exam_id")
+        return list(config["modalities"]), dict(config["tasks"]), config.get("id_column", "exam_id"), masks
     except KeyError as err:
         raise SystemExit(f"{config_file}: no '{err.args[0]}' entry; pass --modalities and --tasks instead") from err
 
@@ -47,9 +48,9 @@ def _validate(args: argparse.Namespace) -> int:
     from medmoe.data import SPLITS, CohortError, load_cohort
 
     if args.config_file:
-        modalities, tasks, id_column = _spec_from_config(args.config_file)
+        modalities, tasks, id_column, masks = _spec_from_config(args.config_file)
     else:
-        modalities, tasks, id_column = [], {}, "exam_id"
+        modalities, tasks, id_column, masks = [], {}, "exam_id", []
     modalities = args.modalities.split(",") if args.modalities else modalities
     tasks = args.tasks or tasks
     id_column = args.id_column or id_column
@@ -65,6 +66,7 @@ def _validate(args: argparse.Namespace) -> int:
             split_column=None if args.no_split else "split",
             required_splits=() if args.no_split else ("train", "val"),
             check_files=not args.skip_files,
+            path_columns=masks,
         )
     except CohortError as err:
         print(err, file=sys.stderr)

@@ -3,14 +3,21 @@
 from .cohort import SPLITS, Cohort, CohortError, check_readable, load_cohort
 from .demo_embed import embed_demo_cohort, make_embed_demo
 from .demo_fastmri import fastmri_demo_cohort, make_fastmri_demo
+from .demo_gamma import gamma_demo_cohort, make_gamma_demo
 from .fastmri_adapter import build_fastmri_cohort, fastmri_label_groups
-from .missing import FillMissingModalitiesd
+from .gamma_adapter import build_gamma_cohort, read_gamma_grades
+from .missing import FillMissingMasksd, FillMissingModalitiesd
 
 __all__ = [
     "SPLITS",
     "Cohort",
     "CohortError",
+    "FillMissingMasksd",
     "FillMissingModalitiesd",
+    "build_gamma_cohort",
+    "gamma_demo_cohort",
+    "make_gamma_demo",
+    "read_gamma_grades",
     "check_readable",
     "build_fastmri_cohort",
     "embed_demo_cohort",

@@ -19,6 +19,7 @@ import pandas as pd
 __all__ = ["CohortError", "Cohort", "load_cohort", "check_readable", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
+_FOLDER_IMAGES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")
 _DATALIST_SPLITS = {"training": "train", "validation": "val", "test": "test", "testing": "test"}
 
 
@@ -33,7 +34,14 @@ class CohortError(ValueError):
 
 
 def check_readable(path: Path) -> str | None:
-    """Return why ``path`` cannot be read as an image (None if it can), reading headers only."""
+    """Return why ``path`` cannot be read as an image (None if it can), reading headers only.
+
+    A folder (e.g. an OCT volume stored as numbered B-scans, as GAMMA ships it) must hold at least one image file;
+    its first one (by name) is checked.
+    """
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in _FOLDER_IMAGES)
+        return check_readable(images[0]) if images else f"folder without image files ({', '.join(_FOLDER_IMAGES)})"
     suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
     try:
         if suffix in (".dcm", ".dicom", ""):
@@ -97,6 +105,7 @@ class Cohort:
     split_column: str | None
     source: str
     extra_columns: list[str] = field(default_factory=list)
+    path_columns: list[str] = field(default_factory=list)
 
     def records(self, split: str | None = None) -> list[dict]:
         """Sample dicts for one split (``None`` = all rows)."""
@@ -118,6 +127,9 @@ class Cohort:
                 rec[task] = int(row[task]) if task in row and row[task] != "" else -1
             for col in self.extra_columns:
                 rec[col] = row[col]
+            for col in self.path_columns:  # e.g. a segmentation mask: set only when present
+                if row[col]:
+                    rec[col] = row[col]
             out.append(rec)
         return out
 
@@ -137,6 +149,7 @@ def load_cohort(
     check_files: bool = True,
     check_file: Callable[[Path], str | None] = check_readable,
     extra_columns: Sequence[str] = (),
+    path_columns: Sequence[str] = (),
 ) -> Cohort:
     """Read and validate a cohort, reporting every bad row at once.
 
@@ -152,6 +165,9 @@ def load_cohort(
         check_files: check every referenced file exists and its header reads.
         check_file: the readability check, ``path -> reason or None``.
         extra_columns: further columns copied into every record (e.g. subgroup columns).
+        path_columns: optional file columns that are not modalities, e.g. segmentation masks (empty = missing):
+            resolved against ``data_root`` and checked like modality paths, set in a record only when present.
+            With ``require_labels=False`` they may be absent from the file.
 
     Returns:
         a :class:`Cohort`.
@@ -170,13 +186,14 @@ def load_cohort(
     df = _read_table(source)
     root = Path(data_root) if data_root else source.parent
     required = [id_column, *modalities, *(tasks if require_labels else []), *([split_column] if split_column else [])]
-    missing_cols = [c for c in [*required, *extra_columns] if c not in df.columns]
+    needed_paths = list(path_columns) if require_labels else []
+    missing_cols = [c for c in [*required, *extra_columns, *needed_paths] if c not in df.columns]
     if missing_cols:
         raise CohortError(str(source), [f"missing column(s) {missing_cols}; the file has {list(df.columns)}"])
     df = df.copy()
-    for task in tasks:
-        if task not in df.columns:
-            df[task] = ""
+    for column in [*tasks, *path_columns]:
+        if column not in df.columns:
+            df[column] = ""
     problems: list[str] = []
     ids = df[id_column].str.strip()
     for rid, count in ids.value_counts().items():
@@ -196,9 +213,18 @@ def load_cohort(
             path = Path(value) if Path(value).is_absolute() else root / value
             df.at[i, key] = str(path)
             if check_files:
-                if not path.is_file():
+                if not path.exists():
                     problems.append(f"{line}: column '{key}': file not found: {path}")
                 elif (reason := check_file(path)) is not None:
+                    problems.append(f"{line}: column '{key}': {path}: {reason}")
+        for key in path_columns:
+            value = row[key].strip()
+            if value:
+                path = Path(value) if Path(value).is_absolute() else root / value
+                df.at[i, key] = str(path)
+                if check_files and not path.exists():
+                    problems.append(f"{line}: column '{key}': file not found: {path}")
+                elif check_files and (reason := check_file(path)) is not None:
                     problems.append(f"{line}: column '{key}': {path}: {reason}")
         if present == 0:
             problems.append(f"{line}: no modality present (all of {list(modalities)} empty)")
@@ -225,4 +251,6 @@ def load_cohort(
         df[split_column] = df[split_column].str.strip()
     if problems:
         raise CohortError(str(source), problems)
-    return Cohort(df, list(modalities), dict(tasks), id_column, split_column, str(source), list(extra_columns))
+    return Cohort(
+        df, list(modalities), dict(tasks), id_column, split_column, str(source), list(extra_columns), list(path_columns)
+    )

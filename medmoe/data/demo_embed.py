@@ -11,16 +11,13 @@ rows. :func:`embed_demo_cohort` generates it once into a cache folder and reuses
 from __future__ import annotations
 
 import csv
-import json
 import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from medmoe.data.demo_cache import cached_demo, default_cache_root
 from medmoe.data.demo_mammo_images import DicomTags, render_kind, render_view, sample_anatomy, write_mammo
 from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS, split_by_patient
 
@@ -32,20 +29,6 @@ DEMO_NAME = "embed_m4oe_v2"
 _DEFAULTS = {"num_exams": 240, "image_size": (96, 72), "seed": 0}
 _BIRADS_MIX = (0.45, 0.30, 0.25)  # negative, benign, suspicious
 _AGE_GROUPS = ("<50", "50-65", ">65")
-
-
-def default_cache_root() -> Path:
-    """Cache root: ``$MEDMOE_CACHE`` if set, else ``~/.cache/medmoe``.
-
-    Returns:
-        the folder (not created).
-
-    Example:
-        >>> isinstance(default_cache_root(), Path)
-        True
-    """
-    env = os.environ.get("MEDMOE_CACHE", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "medmoe"
 
 
 def _balanced(rng: np.random.Generator, n: int, proportions: Sequence[float]) -> np.ndarray:
@@ -213,29 +196,11 @@ def embed_demo_cohort(cache_dir: str | os.PathLike | None = None, **kwargs) -> P
     if unknown:
         raise ValueError(f"unknown argument(s) {sorted(unknown)}; expected some of {sorted(_DEFAULTS)}")
     target = _cache_folder(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root(), kwargs)
-    csv_path = target / "cohort.csv"
-    if csv_path.is_file():
-        return csv_path
-    if target.exists():
-        raise RuntimeError(f"demo cache folder {target} exists but has no cohort.csv; delete it to regenerate")
-    target.parent.mkdir(parents=True, exist_ok=True)
     params = {**_DEFAULTS, **kwargs}
-    print(
-        f"medmoe: generating the EMBED demo cohort ({params['num_exams']} exams) into {target} ...",
-        flush=True,
-        file=sys.stderr,
+    info = {"name": DEMO_NAME, **params, "image_size": list(params["image_size"])}
+    return cached_demo(
+        target,
+        lambda folder: make_embed_demo(folder, **params),
+        info,
+        f"the EMBED demo cohort ({params['num_exams']} exams)",
     )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        make_embed_demo(tmp, **params)
-        info = {"name": DEMO_NAME, **params, "image_size": list(params["image_size"])}
-        (tmp / "demo_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not csv_path.is_file():  # someone else won the race only if the target is complete
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return csv_path

@@ -19,16 +19,12 @@ generates it once into a cache folder and reuses it.
 from __future__ import annotations
 
 import csv
-import json
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from medmoe.data.demo_embed import default_cache_root
+from medmoe.data.demo_cache import cached_demo, default_cache_root
 from medmoe.data.embed_adapter import split_by_patient
 
 __all__ = ["DEMO_NAME", "FASTMRI_LABELS", "FASTMRI_COLUMNS", "fastmri_demo_cohort", "make_fastmri_demo"]
@@ -196,23 +192,9 @@ def fastmri_demo_cohort(cache_dir: str | os.PathLike | None = None, **kwargs) ->
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
     name = DEMO_NAME if params == _DEFAULTS else DEMO_NAME + "_" + "_".join(f"{k}{v}" for k, v in params.items())
     target = cache_root / "demo" / name
-    csv_path = target / "cohort.csv"
-    if csv_path.is_file():
-        return csv_path
-    if target.exists():
-        raise RuntimeError(f"demo cache folder {target} exists but has no cohort.csv; delete it to regenerate")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"medmoe: generating the fastMRI demo cohort into {target} ...", flush=True, file=sys.stderr)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        make_fastmri_demo(tmp, **params)
-        (tmp / "demo_info.json").write_text(json.dumps({"name": DEMO_NAME, **params}, indent=2) + "\n")
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not csv_path.is_file():  # someone else won the race only if the target is complete
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return csv_path
+    return cached_demo(
+        target,
+        lambda folder: make_fastmri_demo(folder, **params),
+        {"name": DEMO_NAME, **params},
+        "the fastMRI demo cohort",
+    )

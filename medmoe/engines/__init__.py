@@ -1,7 +1,7 @@
 """Glue on monai.engines: multimodal prepare_batch, per-task metrics, atomic checkpoints, evaluation writers."""
 
 from .checkpoint import CheckpointHandler, atomic_save, load_weights
-from .metrics import TaskMetric, accuracy, auroc, task_metrics
+from .metrics import SegmentationDice, TaskMetric, accuracy, auroc, mean_of, task_metrics
 from .prepare import MultimodalPrepareBatch
 from .robustness import corruption_sweep
 from .writers import EvaluationWriter
@@ -10,11 +10,13 @@ __all__ = [
     "CheckpointHandler",
     "EvaluationWriter",
     "MultimodalPrepareBatch",
+    "SegmentationDice",
     "TaskMetric",
     "accuracy",
     "atomic_save",
     "auroc",
     "corruption_sweep",
     "load_weights",
+    "mean_of",
     "task_metrics",
 ]

@@ -10,7 +10,7 @@ from ignite.metrics import Metric
 from monai.metrics import compute_roc_auc
 from monai.utils import evenly_divisible_all_gather
 
-__all__ = ["TaskMetric", "task_metrics", "auroc", "accuracy"]
+__all__ = ["SegmentationDice", "TaskMetric", "task_metrics", "auroc", "accuracy"]
 
 
 def auroc(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -89,6 +89,58 @@ class TaskMetric(Metric):
             values.append(self.fn(probs, labels))
         finite = [v for v in values if v == v]
         return sum(finite) / len(finite) if finite else float("nan")
+
+
+class SegmentationDice(Metric):
+    """Mean per-case Dice of a segmentation task's ``argmax`` prediction, over the cases whose mask is present.
+
+    Expects the engine output ``{"pred": {task: (b, K, H, W) logits}, "label": {task: (b, 1, H, W) labels,
+    "<task>_present": (b,) bool}}`` (``decollate=False``; as :class:`~medmoe.engines.MultimodalPrepareBatch` gives).
+    A case's Dice is the mean over the foreground classes ``1..K-1`` that occur in its prediction or its mask; a
+    case with neither is skipped. Under ``torch.distributed`` the per-case values are gathered from all ranks.
+
+    Args:
+        task: the segmentation task.
+        output_transform: maps the engine output to ``(preds, labels)`` dicts.
+
+    Example::
+
+        >>> metric = SegmentationDice("cup")  # in a config: additional_metrics {"cup_dice": metric}
+    """
+
+    def __init__(self, task: str, output_transform: Callable = _default_transform) -> None:
+        self.task = task
+        super().__init__(output_transform=output_transform)
+
+    def reset(self) -> None:
+        self._dice: list[torch.Tensor] = []
+
+    def update(self, output: tuple) -> None:
+        preds, labels = output
+        logits = preds[self.task].detach()
+        classes = logits.shape[1]
+        pred = logits.argmax(1).flatten(1)  # b (H W)
+        truth = labels[self.task].detach().reshape(pred.shape).to(pred.device)
+        present = labels.get(f"{self.task}_present")
+        present = torch.ones(pred.shape[0], dtype=torch.bool) if present is None else present.detach().bool().cpu()
+        k = torch.arange(1, classes, device=pred.device).view(1, -1, 1)
+        p, t = pred.unsqueeze(1) == k, truth.unsqueeze(1) == k  # b (K-1) (H W)
+        inter, total = (p & t).sum(-1).float(), (p.sum(-1) + t.sum(-1)).float()
+        dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.nan).nanmean(1).cpu()  # b
+        self._dice.append(dice[present])
+
+    def compute(self) -> float:
+        dice = torch.cat(self._dice) if self._dice else torch.zeros(0)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dice = evenly_divisible_all_gather(dice.unsqueeze(1), concat=True).view(-1)
+        dice = dice[~torch.isnan(dice)]
+        return float(dice.mean()) if dice.numel() else float("nan")
+
+
+def mean_of(*values: float) -> float:
+    """Mean of the finite values (NaN if none), e.g. to combine a grade AUROC and a cup Dice into one key metric."""
+    finite = [float(v) for v in values if v == v]
+    return sum(finite) / len(finite) if finite else float("nan")
 
 
 def task_metrics(tasks: Mapping[str, int] | Sequence[str], metrics: Sequence[str] = ("auroc", "accuracy")) -> dict:

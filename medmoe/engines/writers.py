@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
+from PIL import Image
 
 from ..interpret import contributions_table, dataset_contributions, plot_contributions
+from ..losses.multitask import present_key
 from ..utils import atomic_write, atomic_write_text
 
 __all__ = ["EvaluationWriter"]
@@ -31,6 +33,14 @@ class EvaluationWriter:
     network exposes ``modality_task_joint()``, ``modality_contributions.csv`` (per sample and task
     P(M|T)) and ``modality_contributions.png`` (dataset-level P(M|T)). ``metrics.json`` and ``report/`` are
     skipped with ``with_metrics=False`` (inference). Every file is written atomically.
+
+    Segmentation tasks (``segmentation_tasks``; outputs ``(b, K, H, W)``) are left out of ``predictions.csv`` and
+    the classification metrics. With metrics, ``segmentation.csv`` gets one row per (sample, task) whose mask is
+    present (``"<task>_present"`` in the targets): Dice, IoU and HD95 (pixels) of each foreground class of the
+    ``argmax`` prediction at the model's resolution (:func:`medmoe.apps.evaluate.case_metrics`), and
+    ``metrics.json`` the mean and standard deviation of the per-case Dice per class. With ``mask_palette``, every
+    predicted mask is also written as ``<task>_masks/<id>.png`` with class ``k`` drawn in grey level
+    ``palette[k]`` (GAMMA cup: ``[255, 0]``; cup / disc: ``[255, 128, 0]``).
     Engine output must not be decollated (``decollate=False``).
 
     Args:
@@ -44,6 +54,8 @@ class EvaluationWriter:
         ci: confidence level of the intervals.
         seed: bootstrap seed.
         title: title of ``report/report.md``.
+        segmentation_tasks: segmentation task -> spec with ``"classes"`` (e.g. the model's ``segmentation_tasks``).
+        mask_palette: segmentation task -> grey level per class, to write the predicted masks as PNG.
     """
 
     def __init__(
@@ -58,11 +70,19 @@ class EvaluationWriter:
         ci: float = 0.95,
         seed: int = 0,
         title: str = "Evaluation",
+        segmentation_tasks: Mapping[str, Mapping] | None = None,
+        mask_palette: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
         self.network = getattr(network, "module", network)
         self.modalities, self.with_metrics = list(modalities), with_metrics
         self.n_bootstrap, self.ci, self.seed, self.title = int(n_bootstrap), float(ci), int(seed), title
+        self.segmentation_tasks = {k: dict(v) for k, v in (segmentation_tasks or {}).items()}
+        self.tasks = {k: v for k, v in self.tasks.items() if k not in self.segmentation_tasks}
+        self.mask_palette = {k: [int(g) for g in v] for k, v in (mask_palette or {}).items()}
+        for task, palette in self.mask_palette.items():
+            if task not in self.segmentation_tasks or len(palette) != int(self.segmentation_tasks[task]["classes"]):
+                raise ValueError(f"mask_palette['{task}'] needs one grey level per class of a segmentation task")
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -74,6 +94,7 @@ class EvaluationWriter:
         self.probs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         self.labels: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         self.joints: list[np.ndarray] = []
+        self.segmentation_rows: list[dict] = []
 
     def _collect(self, engine: Engine) -> None:
         ids = engine.state.batch[self.id_key]
@@ -82,8 +103,39 @@ class EvaluationWriter:
         for t in self.tasks:
             self.probs[t].append(preds[t].detach().float().softmax(-1).cpu().numpy())
             self.labels[t].append(labels[t].detach().cpu().numpy())
+        batch_ids = [str(i) for i in ids]
+        for t, spec in self.segmentation_tasks.items():
+            self._collect_masks(t, int(spec["classes"]), batch_ids, preds[t], labels)
         if self.network is not None and hasattr(self.network, "modality_task_joint"):
             self.joints.append(self.network.modality_task_joint().cpu().numpy())
+
+    def _collect_masks(
+        self, task: str, classes: int, ids: list[str], logits: torch.Tensor, labels: Mapping[str, torch.Tensor]
+    ) -> None:
+        from ..apps.evaluate import case_metrics
+
+        pred = logits.detach().argmax(1).cpu().numpy()  # b H W
+        if task in self.mask_palette:
+            palette = np.asarray(self.mask_palette[task], dtype=np.uint8)
+            folder = self.output_dir / f"{task}_masks"
+            folder.mkdir(parents=True, exist_ok=True)
+            for sample_id, mask in zip(ids, pred):
+                image = Image.fromarray(palette[mask])
+                atomic_write(folder / f"{sample_id}.png", lambda tmp, im=image: im.save(tmp, format="PNG"))
+        if not self.with_metrics or task not in labels:
+            return
+        truth = labels[task].detach().cpu().numpy().reshape(pred.shape[0], -1)
+        present = labels.get(present_key(task))
+        present = np.ones(len(ids), bool) if present is None else present.detach().cpu().numpy().astype(bool)
+        for i, sample_id in enumerate(ids):
+            if not present[i]:
+                continue
+            if truth[i].size != pred[i].size:
+                raise ValueError(f"'{task}' mask of {sample_id} has {truth[i].size} pixels, prediction {pred[i].size}")
+            row = {"id": sample_id, "task": task}
+            for k, values in case_metrics(pred[i], truth[i].reshape(pred[i].shape), range(1, classes)).items():
+                row.update({f"{m}_{k}": values[m] for m in ("dice", "iou", "hd95")})
+            self.segmentation_rows.append(row)
 
     def _write(self, _: Engine) -> None:
         table = pd.DataFrame({"id": self.ids})
@@ -96,7 +148,7 @@ class EvaluationWriter:
         if self.with_metrics:
             self._write_metrics(table)
         if self.joints:
-            joints, tasks = np.concatenate(self.joints), list(self.tasks)
+            joints, tasks = np.concatenate(self.joints), [*self.tasks, *self.segmentation_tasks]
             long = contributions_table(self.ids, joints, self.modalities, tasks)
             atomic_write(self.output_dir / "modality_contributions.csv", lambda tmp: long.to_csv(tmp, index=False))
             plot_contributions(
@@ -125,13 +177,40 @@ class EvaluationWriter:
                     task[f"{entry['metric']}_ci"] = [_finite(entry["ci_low"]), _finite(entry["ci_high"])]
                     task["n"] = int(entry["n"])
             write_report(result, self.output_dir / "report", title=self.title)
+        metrics.update(self._segmentation_metrics())
         text = json.dumps({"ci_level": self.ci, "n_bootstrap": self.n_bootstrap, "tasks": metrics}, indent=2)
         atomic_write_text(self.output_dir / "metrics.json", text)
         for t, m in metrics.items():
+            if t in self.segmentation_tasks:
+                logger.info(f"{t}: Dice {m['dice']} (n={m['n']})")
+                continue
             logger.info(
                 f"{t}: AUROC {_fmt(m['auroc'], m['auroc_ci'])}, accuracy {_fmt(m['accuracy'], m['accuracy_ci'])}"
                 f" (n={m['n']})"
             )
+
+    def _segmentation_metrics(self) -> dict[str, dict]:
+        """Per segmentation task: mean / std of the per-case Dice per foreground class; writes segmentation.csv."""
+        if not self.segmentation_tasks:
+            return {}
+        table = pd.DataFrame(self.segmentation_rows, columns=["id", "task"])
+        if self.segmentation_rows:
+            table = pd.DataFrame(self.segmentation_rows)
+        atomic_write(self.output_dir / "segmentation.csv", lambda tmp: table.to_csv(tmp, index=False))
+        out = {}
+        for t, spec in self.segmentation_tasks.items():
+            rows = table[table["task"] == t]
+            dice = {}
+            for k in range(1, int(spec["classes"])):
+                values = rows.get(f"dice_{k}", pd.Series(dtype=float)).dropna()
+                dice[str(k)] = {
+                    "mean": _finite(values.mean()) if len(values) else None,
+                    "std": _finite(values.std(ddof=0)) if len(values) else None,
+                    "n": int(len(values)),
+                }
+            mean = [d["mean"] for d in dice.values() if d["mean"] is not None]
+            out[t] = {"dice": float(np.mean(mean)) if mean else None, "dice_per_class": dice, "n": int(len(rows))}
+        return out
 
 
 def _empty_task(classes: int) -> dict:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..blocks import MSoE, MToE, TransformerBlock
-from ..encoders import GroupedPatchEmbedding, TimmEmbedding
+from ..encoders import GroupedPatchEmbedding, OCTEmbedding, TimmEmbedding
 from ..encoders.patch import _pair
 from ..heads import MultiTaskClassificationHead, SegmentationHead
 from ..layers import SoftMoE
@@ -29,11 +29,13 @@ class M4oE(nn.Module):
     Data flow (Sec. 3.2): tokens ``X_i`` of each modality go to the modality's MSoE (``Z_i``) and,
     concatenated, to the MToE, which yields task features ``G_k``. For each task the pool
     ``H_k = [mean G_k, mean Z_1, ..., mean Z_M]`` passes through shared Soft MoE blocks; its first
-    token feeds task ``k``'s head. A segmentation task ``k`` of modality ``i`` instead takes ``G_k``'s tokens of
-    modality ``i``, fuses them with ``Z_i`` (concat -> LayerNorm -> Linear) and decodes them on the patch grid
-    with a :class:`~medmoe.heads.SegmentationHead` to logits at the image size. Missing modalities
-    (``modality_mask`` False) never reach the embedder: their tokens are replaced by a learned per-modality token
-    bank (``"learned"``) or zeros (``"zero"``).
+    token feeds task ``k``'s head. Volume modalities (``volume_modalities``, e.g. OCT) are embedded by an
+    :class:`~medmoe.encoders.OCTEmbedding` each (2D patches per B-scan, pooled over B-scans) to the same token
+    count ``n`` as the image modalities, so every later stage is unchanged. A segmentation task ``k`` of modality
+    ``i`` instead takes ``G_k``'s tokens of modality ``i``, fuses them with ``Z_i`` (concat -> LayerNorm ->
+    Linear) and decodes them on the patch grid with a :class:`~medmoe.heads.SegmentationHead` to logits at the
+    image size. Missing modalities (``modality_mask`` False) never reach the embedder: their tokens are replaced
+    by a learned per-modality token bank (``"learned"``) or zeros (``"zero"``).
 
     Args:
         modalities: batch keys of the image modalities, in model order (``modality_mask`` column order).
@@ -53,13 +55,21 @@ class M4oE(nn.Module):
             (``K >= 2`` incl. background; binary = 2). All tasks (classification first, then segmentation, each in
             the given order) own MToE task slots, the MI loss and the modality contributions.
         seg_feature_size: channels of the segmentation decoder's full-resolution stage.
+        volume_modalities: modality name -> volume spec for modalities given as volumes ``(b, c, S, H, W)``,
+            e.g. ``{"oct": {"num_bscans": 8}}``. Spec keys: ``num_bscans`` (``S``, required), ``size``
+            (``(H, W)``, default ``image_size``), ``patch_size`` (default ``patch_size``), ``in_channels``
+            (default 1), ``pooling`` (``"attention"`` or ``"mean"``). Each must give the image modalities' token
+            count ``n``, e.g. fundus 64 x 64 with patch 8 and OCT B-scans 32 x 32 with patch 4 both give 64 tokens.
+            The other modalities keep the ``embedder``. A segmentation task must belong to an image modality.
 
     Returns (forward): task name -> logits, ``(b, classes)`` for a classification task and ``(b, K, H, W)``
     for a segmentation task.
 
     Raises:
         ValueError: on an unknown missing mode or embedder, no task, a task name used twice, a segmentation
-            task of an unknown modality, or an embedder grid whose upsampling factor is not a power of two.
+            task of an unknown or volume modality, a volume spec that is not a mapping with ``num_bscans`` or whose
+            token count differs from the image modalities', or an embedder grid whose upsampling factor is not a
+            power of two.
 
     Example::
 
@@ -93,6 +103,7 @@ class M4oE(nn.Module):
         modality_mask_key: str = "modality_mask",
         segmentation_tasks: Mapping[str, Mapping[str, int | str]] | None = None,
         seg_feature_size: int = 16,
+        volume_modalities: Mapping[str, Mapping] | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -101,18 +112,34 @@ class M4oE(nn.Module):
             raise ValueError(f"missing_modality must be one of {MISSING_MODES}, got '{missing_modality}'")
         self.modalities, self.tasks = list(modalities), dict(tasks)
         self.segmentation_tasks = {k: dict(v) for k, v in (segmentation_tasks or {}).items()}
+        self.volume_modalities = {k: dict(v) for k, v in (volume_modalities or {}).items()}
+        self.image_modalities = [k for k in self.modalities if k not in self.volume_modalities]
         self._check_tasks()
         self.task_names = [*self.tasks, *self.segmentation_tasks]  # MToE slot order
         self.missing_modality, self.modality_mask_key = missing_modality, modality_mask_key
         self._last_mask: torch.Tensor | None = None
-        num_m = len(self.modalities)
-        if embedder == "patch":
-            self.embedder = GroupedPatchEmbedding(num_m, in_channels, image_size, patch_size, hidden_size)
-        elif embedder.startswith("timm:"):
-            self.embedder = TimmEmbedding(embedder[5:], num_m, in_channels, image_size, hidden_size)
-        else:
+        num_m, num_images = len(self.modalities), len(self.image_modalities)
+        if embedder != "patch" and not embedder.startswith("timm:"):
             raise ValueError(f"embedder must be 'patch' or 'timm:<model_name>', got '{embedder}'")
-        tokens = self.embedder.num_tokens
+        self.embedder: nn.Module | None = None  # grouped embedder of the image modalities
+        if num_images and embedder == "patch":
+            self.embedder = GroupedPatchEmbedding(num_images, in_channels, image_size, patch_size, hidden_size)
+        elif num_images:
+            self.embedder = TimmEmbedding(embedder[5:], num_images, in_channels, image_size, hidden_size)
+        self.volume_embedders = nn.ModuleDict(
+            {
+                name: _volume_embedder(name, spec, image_size, patch_size, hidden_size)
+                for name, spec in self.volume_modalities.items()
+            }
+        )
+        counts = {k: self.embedder.num_tokens for k in self.image_modalities[:1]}
+        counts.update({k: e.num_tokens for k, e in self.volume_embedders.items()})
+        if len(set(counts.values())) > 1:
+            raise ValueError(
+                f"every modality must give the same number of tokens, got {counts}; adjust the volume spec's "
+                "'size' / 'patch_size' (tokens = (H / ph) * (W / pw))"
+            )
+        tokens = next(iter(counts.values()))
         if missing_modality == "learned":
             self.missing_tokens = nn.Parameter(torch.randn(num_m, 1, tokens, hidden_size) * 0.02)
         self.msoe = MSoE(num_m, hidden_size, mlp_dim, num_heads, msoe_depth, msoe_experts, num_slots, dropout_rate)
@@ -154,35 +181,54 @@ class M4oE(nn.Module):
         if set(self.tasks) & set(self.segmentation_tasks):
             raise ValueError(f"task names used twice: {sorted(set(self.tasks) & set(self.segmentation_tasks))}")
         for name, cfg in self.segmentation_tasks.items():
-            if cfg.get("modality") not in self.modalities:
+            if cfg.get("modality") not in self.image_modalities:
                 raise ValueError(
-                    f"segmentation task '{name}' needs 'modality' in {self.modalities}, got {cfg.get('modality')!r}"
+                    f"segmentation task '{name}' needs 'modality' in the image modalities {self.image_modalities}, "
+                    f"got {cfg.get('modality')!r}"
                 )
             if int(cfg.get("classes", 0)) < 2:
                 raise ValueError(f"segmentation task '{name}' needs 'classes' >= 2 (binary = 2), got {cfg}")
 
-    def _stack_inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _presence(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         missing = [k for k in self.modalities if k not in batch]
         if missing:
             raise KeyError(f"batch has no key(s) {missing}; expected modalities {self.modalities}")
-        images = torch.stack([batch[k] for k in self.modalities], dim=1)  # b g c h w
+        first = batch[self.modalities[0]]
         mask = batch.get(self.modality_mask_key)
         if mask is None:
-            mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
-        mask = mask.to(device=images.device, dtype=torch.bool)
-        if mask.shape != images.shape[:2]:
+            mask = torch.ones(first.shape[0], len(self.modalities), dtype=torch.bool, device=first.device)
+        mask = mask.to(device=first.device, dtype=torch.bool)
+        if mask.shape != (first.shape[0], len(self.modalities)):
             raise ValueError(
                 f"'{self.modality_mask_key}' must be (batch, {len(self.modalities)}), got {tuple(mask.shape)}"
             )
-        present = mask.view(*mask.shape, 1, 1, 1)
+        return mask
+
+    @staticmethod
+    def _zero_absent(images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """``images`` with absent samples zeroed; ``present`` broadcasts against it."""
         if not bool(torch.isfinite(images).logical_or(~present).all()):
             raise ValueError("non-finite values in a modality marked present in the modality_mask")
-        return torch.where(present, images, torch.zeros((), dtype=images.dtype, device=images.device)), mask
+        return torch.where(present, images, torch.zeros((), dtype=images.dtype, device=images.device))
+
+    def _embed(self, batch: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(g, b, n, d)`` of all modalities in model order (absent ones embedded from zeros)."""
+        column = {k: i for i, k in enumerate(self.modalities)}
+        tokens: dict[str, torch.Tensor] = {}
+        if self.image_modalities:
+            images = torch.stack([batch[k] for k in self.image_modalities], dim=1)  # b g c h w
+            present = mask[:, [column[k] for k in self.image_modalities]].view(*images.shape[:2], 1, 1, 1)
+            tokens.update(zip(self.image_modalities, self.embedder(self._zero_absent(images, present))))
+        for name, embed in self.volume_embedders.items():  # few volume modalities (typically one OCT)
+            volume = batch[name]
+            present = mask[:, column[name]].view(-1, *([1] * (volume.dim() - 1)))
+            tokens[name] = embed(self._zero_absent(volume, present))
+        return torch.stack([tokens[k] for k in self.modalities])
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, mask = self._stack_inputs(batch)
+        mask = self._presence(batch)
         self._last_mask = mask
-        tokens = self.embedder(images)  # g b n d
+        tokens = self._embed(batch, mask)  # g b n d
         absent = ~mask.t().view(len(self.modalities), -1, 1, 1)
         fill = self.missing_tokens if self.missing_modality == "learned" else torch.zeros_like(tokens)
         tokens = torch.where(absent, fill.to(tokens.dtype), tokens)
@@ -229,3 +275,27 @@ class M4oE(nn.Module):
         """P(M | T) per sample of the last forward pass, ``(b, tasks, modalities)`` (``task_names`` order), detached."""
         p_mt = self.modality_task_joint()
         return (p_mt / p_mt.sum(1, keepdim=True).clamp_min(1e-12)).transpose(1, 2)
+
+
+def _volume_embedder(
+    name: str,
+    spec: Mapping,
+    image_size: int | Sequence[int],
+    patch_size: int | Sequence[int],
+    hidden_size: int,
+) -> OCTEmbedding:
+    """An :class:`OCTEmbedding` from a ``volume_modalities`` spec (see :class:`M4oE`)."""
+    known = {"num_bscans", "size", "patch_size", "in_channels", "pooling"}
+    if not isinstance(spec, Mapping) or "num_bscans" not in spec or set(spec) - known:
+        raise ValueError(
+            f"volume modality '{name}' needs a spec like {{'num_bscans': 8}} with keys from {sorted(known)}, "
+            f"got {spec!r}"
+        )
+    size = _pair(spec.get("size", image_size))
+    return OCTEmbedding(
+        int(spec.get("in_channels", 1)),
+        (int(spec["num_bscans"]), *size),
+        spec.get("patch_size", patch_size),
+        hidden_size,
+        pooling=spec.get("pooling", "attention"),
+    )

@@ -1,0 +1,70 @@
+"""Shared cache for the generated demo cohorts: one folder per demo and parameter set, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["cached_demo", "default_cache_root"]
+
+
+def default_cache_root() -> Path:
+    """Cache root: ``$MEDMOE_CACHE`` if set, else ``~/.cache/medmoe``.
+
+    Returns:
+        the folder (not created).
+
+    Example:
+        >>> isinstance(default_cache_root(), Path)
+        True
+    """
+    env = os.environ.get("MEDMOE_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medmoe"
+
+
+def cached_demo(target: Path, make: Callable[[Path], Path], info: dict, description: str) -> Path:
+    """``target/cohort.csv``, generating the demo into ``target`` on first use and reusing it afterwards.
+
+    Generation goes into a temp folder next to ``target`` that is renamed into place when complete, so an
+    interrupted run never leaves a half cohort, and concurrent callers (e.g. DDP ranks) end up with one copy.
+
+    Args:
+        target: the demo's cache folder (``<cache root>/demo/<name>[_<params>]``).
+        make: writes the demo into the folder it is given and returns the path of its ``cohort.csv`` there.
+        info: written as ``demo_info.json`` next to the CSV (name and parameters).
+        description: what is generated, for the one-line message on stderr.
+
+    Returns:
+        path of ``cohort.csv``; its folder is the ``data_root``.
+
+    Raises:
+        RuntimeError: if ``target`` exists but holds no ``cohort.csv`` (delete it to regenerate).
+
+    Example:
+        >>> csv_path = cached_demo(Path("/tmp/demo/x"), make_x, {"name": "x"}, "the X demo")  # doctest: +SKIP
+    """
+    csv_path = target / "cohort.csv"
+    if csv_path.is_file():
+        return csv_path
+    if target.exists():
+        raise RuntimeError(f"demo cache folder {target} exists but has no cohort.csv; delete it to regenerate")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"medmoe: generating {description} into {target} ...", flush=True, file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        make(tmp)
+        (tmp / "demo_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not csv_path.is_file():  # someone else won the race only if the target is complete
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return csv_path

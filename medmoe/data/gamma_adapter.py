@@ -1,0 +1,208 @@
+"""Adapter from the GAMMA challenge folder layout to the medmoe fundus + OCT cohort CSV.
+
+GAMMA (Wu et al., Medical Image Analysis 2023; the M4oE paper's Sec. 4.1 fundus + OCT setting) ships one folder per
+case with the colour fundus photograph and a sub-folder of numbered OCT B-scans, a grade table with one-hot columns
+``data, non, early, mid_advanced`` and, for the optic disc / cup task, grey masks (0 cup, 128 rim, 255 background)::
+
+    <root>/multi-modality_images/0001/0001.jpg            fundus
+    <root>/multi-modality_images/0001/0001/0_image.jpg    OCT B-scans (any numbered names)
+    <root>/glaucoma_grading_training_GT.csv               data,non,early,mid_advanced (or .xlsx with openpyxl)
+    <root>/Disc_Cup_Mask/0001.png                         cup / disc mask (optional, per case)
+
+:func:`build_gamma_cohort` turns this into the cohort contract of the ``gamma_m4oe`` bundle: columns
+:data:`GAMMA_COLUMNS` (``case_id, fundus, oct, glaucoma, cup, split``), one row per case, paths relative to
+``root``; a missing OCT folder, grade or mask is an empty cell.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .embed_adapter import split_by_patient
+
+__all__ = ["GAMMA_COLUMNS", "GAMMA_GRADES", "build_gamma_cohort", "read_gamma_grades"]
+
+GAMMA_COLUMNS = ("case_id", "fundus", "oct", "glaucoma", "cup", "split")
+"""Cohort columns: id, fundus image, OCT B-scan folder, grade 0/1/2 (empty = missing), cup mask, split."""
+
+GAMMA_GRADES = ("non", "early", "mid_advanced")
+"""One-hot grade columns of the GAMMA table, in label order (0 = non-glaucoma, 1 = early, 2 = mid / advanced)."""
+
+DEFAULT_GRADES = "glaucoma_grading_training_GT.csv"
+"""The grade table's default name under ``root``; when it is absent the grades are left empty."""
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def _case_key(value: object) -> str:
+    """Case id as in the folder names: numeric ids are zero-padded to 4 digits (``1`` / ``1.0`` -> ``0001``)."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return f"{int(number):04d}" if number.is_integer() else text
+
+
+def read_gamma_grades(grades: str | os.PathLike | pd.DataFrame) -> dict[str, int]:
+    """Read a GAMMA grade table (one-hot ``non, early, mid_advanced`` per ``data`` id) into ``{case id: grade}``.
+
+    Args:
+        grades: a CSV or ``.xlsx`` file (xlsx needs ``openpyxl``), or a DataFrame, with columns ``data`` and
+            :data:`GAMMA_GRADES`.
+
+    Returns:
+        case id (zero-padded like the folders) -> 0 / 1 / 2.
+
+    Raises:
+        ValueError: naming the file and row for a missing column, a row that is not one-hot, or a duplicate id.
+
+    Example:
+        >>> read_gamma_grades(pd.DataFrame({"data": [1, 2], "non": [1, 0], "early": [0, 0], "mid_advanced": [0, 1]}))
+        {'0001': 0, '0002': 2}
+    """
+    if isinstance(grades, pd.DataFrame):
+        table, source = grades.copy(), "grade table (DataFrame)"
+    else:
+        path, source = Path(grades), f"grade table '{grades}'"
+        if not path.is_file():
+            raise ValueError(f"{source}: file not found")
+        if path.suffix.lower() in (".xlsx", ".xls"):
+            try:
+                table = pd.read_excel(path, dtype=str)
+            except ImportError as err:
+                raise ValueError(f"{source}: reading Excel needs openpyxl ({err}); or save the sheet as CSV") from err
+        else:
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("data", *GAMMA_GRADES) if c not in table.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; found {list(table.columns)}")
+    out: dict[str, int] = {}
+    problems = []
+    for i, row in table.reset_index(drop=True).iterrows():
+        line = f"row {int(i) + 2} (data={row['data']!r})"
+        try:
+            onehot = [float(row[c]) for c in GAMMA_GRADES]
+        except (TypeError, ValueError):
+            onehot = []
+        if sorted(onehot) != [0.0, 0.0, 1.0]:
+            problems.append(
+                f"{line}: columns {list(GAMMA_GRADES)} must be one-hot, got {[row[c] for c in GAMMA_GRADES]}"
+            )
+            continue
+        key = _case_key(row["data"])
+        if key in out:
+            problems.append(f"{line}: duplicate case id '{key}'")
+        out[key] = onehot.index(1.0)
+    if problems:
+        raise ValueError(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+    return out
+
+
+def _find_fundus(case_dir: Path) -> Path | None:
+    images = sorted(p for p in case_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    named = [p for p in images if p.stem == case_dir.name]
+    return (named or images or [None])[0]
+
+
+def _find_oct(case_dir: Path) -> Path | None:
+    folders = sorted(p for p in case_dir.iterdir() if p.is_dir())
+    named = [p for p in folders if p.name == case_dir.name]
+    for folder in named or folders:
+        if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.iterdir()):
+            return folder
+    return None
+
+
+def build_gamma_cohort(
+    root: str | os.PathLike,
+    images_dir: str = "multi-modality_images",
+    grades: str | os.PathLike | pd.DataFrame | None = DEFAULT_GRADES,
+    masks_dir: str | None = "Disc_Cup_Mask",
+    output_csv: str | os.PathLike | None = None,
+    seed: int = 0,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+) -> pd.DataFrame:
+    """Build the cohort table (one row per case) from a GAMMA-layout folder.
+
+    Args:
+        root: dataset folder; every path in the table is relative to it (use it as the bundle's ``data_root``).
+        images_dir: folder (under ``root``) of the case folders.
+        grades: grade table relative to ``root`` (or absolute, or a DataFrame); ``None`` or a missing default file
+            leaves every grade empty (inference).
+        masks_dir: folder (under ``root``) of ``<case id>.png`` / ``.bmp`` / ``.jpg`` cup / disc masks; ``None`` or
+            a missing folder leaves every mask empty.
+        output_csv: if given, the table is written there atomically (CSV).
+        seed: seed of the 70/15/15 case split.
+        fractions: train / val / test fractions.
+
+    Returns:
+        the table with columns :data:`GAMMA_COLUMNS`; ``glaucoma`` is ``"0"`` / ``"1"`` / ``"2"`` or ``""``.
+
+    Raises:
+        ValueError: if ``images_dir`` holds no case folder, a case has no fundus image and no OCT folder, a grade
+            names a case that has no folder, or the grade table is bad (see :func:`read_gamma_grades`).
+
+    Example:
+        >>> root = "/data/GAMMA/training"
+        >>> table = build_gamma_cohort(root, output_csv=root + "/cohort.csv")  # doctest: +SKIP
+    """
+    root = Path(root)
+    cases_root = root / images_dir
+    cases = sorted(p for p in cases_root.iterdir() if p.is_dir()) if cases_root.is_dir() else []
+    if not cases:
+        raise ValueError(f"no case folder under {cases_root}")
+    labels: dict[str, int] = {}
+    if isinstance(grades, pd.DataFrame):
+        labels = read_gamma_grades(grades)
+    elif grades is not None:
+        path = Path(grades) if Path(grades).is_absolute() else root / grades
+        if path.is_file() or str(grades) != DEFAULT_GRADES:  # an explicit table must exist
+            labels = read_gamma_grades(path)
+    masks: dict[str, Path] = {}
+    if masks_dir is not None and (root / masks_dir).is_dir():
+        masks = {p.stem: p for p in sorted((root / masks_dir).iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES}
+    unknown = sorted(set(labels) - {c.name for c in cases})
+    problems = [f"grade for case '{k}' but no folder {cases_root / k}" for k in unknown]
+    rows = []
+    for case in cases:
+        fundus, oct_dir = _find_fundus(case), _find_oct(case)
+        if fundus is None and oct_dir is None:
+            problems.append(f"case folder {case}: no fundus image and no OCT B-scan folder")
+            continue
+        mask = masks.get(case.name)
+        rows.append(
+            {
+                "case_id": case.name,
+                "fundus": fundus.relative_to(root).as_posix() if fundus else "",
+                "oct": oct_dir.relative_to(root).as_posix() if oct_dir else "",
+                "glaucoma": str(labels[case.name]) if case.name in labels else "",
+                "cup": mask.relative_to(root).as_posix() if mask else "",
+            }
+        )
+    if problems:
+        raise ValueError(
+            f"GAMMA folder {root}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    splits = split_by_patient([r["case_id"] for r in rows], seed=seed, fractions=fractions)
+    table = pd.DataFrame(rows)
+    table["split"] = table["case_id"].map(splits)
+    table = table[list(GAMMA_COLUMNS)]
+    if output_csv is not None:
+        output = Path(output_csv)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+        os.close(fd)
+        try:
+            table.to_csv(tmp, index=False, lineterminator="\n")
+            os.replace(tmp, output)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return table

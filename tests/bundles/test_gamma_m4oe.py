@@ -1,0 +1,99 @@
+"""End to end: the gamma_m4oe bundle trains, evaluates (grade AUROC + cup Dice) and infers on a tiny demo cohort.
+
+Each run goes through ``python -m monai.bundle run`` in a subprocess exactly as a user types it, with config
+ids overridden on the command line (tiny images, few epochs, outputs under ``tmp_path``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from bundle_runner import ok, run_bundle, torchrun
+from PIL import Image
+
+from medmoe.data import make_gamma_demo
+
+pytestmark = pytest.mark.slow
+
+
+def bundle(*configs: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_bundle("gamma_m4oe", *configs, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """40 demo eyes; the OCT of the first train and first test eye is dropped so that both paths see a missing OCT."""
+    path = make_gamma_demo(tmp_path_factory.mktemp("gamma"), num_cases=40, fundus_size=64, num_bscans=4, bscan_size=32)
+    rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for split in ("train", "test"):
+        rows.loc[rows.index[rows["split"] == split][0], "oct"] = ""
+    rows.to_csv(path, index=False)
+    return path
+
+
+def small(cohort: Path, root: Path, **extra) -> dict:
+    """Overrides for a fast run: 32 x 32 fundus, 4 B-scans of 16 x 16 (16 tokens each), batch 4."""
+    return {
+        "bundle_root": str(root),
+        "cohort_csv": str(cohort),
+        "image_size": [32, 32],
+        "num_bscans": 4,
+        "bscan_size": [16, 16],
+        "batch_size": 4,
+        "device": "cpu",
+        **extra,
+    }
+
+
+def test_train_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
+    run = small(cohort, tmp_path / "b")
+    ok(bundle("train.json", **run, max_epochs=2))
+    weights = torch.load(tmp_path / "b" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("volume_embedders.oct") for k in weights)
+    assert any(k.startswith("seg_heads.cup") for k in weights)
+
+    ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 20}))
+    eval_dir = tmp_path / "b" / "eval"
+    rows = pd.read_csv(cohort, dtype=str, keep_default_na=False)
+    test = rows[rows["split"] == "test"]
+    predictions = pd.read_csv(eval_dir / "predictions.csv", dtype={"id": str})
+    assert set(predictions["id"]) == set(test["case_id"])
+    probs = predictions[[f"glaucoma_prob_{k}" for k in range(3)]].to_numpy()
+    assert abs(probs.sum(1) - 1).max() < 1e-5
+    metrics = json.loads((eval_dir / "metrics.json").read_text())["tasks"]
+    assert metrics["glaucoma"]["n"] == int((test["glaucoma"] != "").sum())
+    assert metrics["cup"]["n"] == int((test["cup"] != "").sum()) > 0
+    assert 0.0 <= metrics["cup"]["dice"] <= 1.0
+    per_case = pd.read_csv(eval_dir / "segmentation.csv", dtype={"id": str})
+    assert set(per_case["id"]) == set(test.loc[test["cup"] != "", "case_id"])
+    contributions = pd.read_csv(eval_dir / "modality_contributions.csv")
+    assert len(contributions) == len(test) * 2  # glaucoma and cup
+
+    unlabelled = tmp_path / "unlabelled.csv"
+    rows[["case_id", "fundus", "oct"]].to_csv(unlabelled, index=False)
+    ok(bundle("train.json", "inference.json", **small(unlabelled, tmp_path / "b"), data_root=str(cohort.parent)))
+    inferred = pd.read_csv(tmp_path / "b" / "inference" / "predictions.csv", dtype={"id": str})
+    assert list(inferred["id"]) == list(rows["case_id"])
+    mask = np.asarray(Image.open(tmp_path / "b" / "inference" / "cup_masks" / f"{rows['case_id'][0]}.png"))
+    assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+    assert not (tmp_path / "b" / "inference" / "metrics.json").exists()
+
+
+def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> None:
+    ok(
+        bundle(
+            "train.json", "multi_gpu_train.json", launcher=torchrun(2), **small(cohort, tmp_path / "ddp"), max_epochs=1
+        )
+    )
+    state = torch.load(tmp_path / "ddp" / "models" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["trainer"]["epoch"] == 1
+    train_rows = int((pd.read_csv(cohort)["split"] == "train").sum())
+    per_rank = math.ceil(train_rows / 2)
+    assert state["trainer"]["iteration"] == math.ceil(per_rank / 4)  # each rank saw half the training set
