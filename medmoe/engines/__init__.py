@@ -1,6 +1,7 @@
 """Glue on monai.engines: multimodal prepare_batch, per-task metrics, atomic checkpoints, evaluation writers."""
 
 from .checkpoint import CheckpointHandler, atomic_save, load_weights
+from .expert_scores import ExpertScores
 from .metrics import SegmentationDice, TaskMetric, accuracy, auroc, mean_of, task_metrics
 from .prepare import MultimodalPrepareBatch
 from .robustness import corruption_sweep
@@ -9,6 +10,7 @@ from .writers import EvaluationWriter
 __all__ = [
     "CheckpointHandler",
     "EvaluationWriter",
+    "ExpertScores",
     "MultimodalPrepareBatch",
     "SegmentationDice",
     "TaskMetric",

@@ -59,6 +59,9 @@ def test_train_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
     assert set(metrics) == set(TASKS)
     for task in TASKS:
         assert metrics[task]["n"] == int(((rows["split"] == "test") & rows[task].notna()).sum())
+    experts = json.loads((tmp_path / "b" / "eval" / "expert_metrics.json").read_text())
+    assert set(experts) == {"magnitude", "phase", "joint"} and all(set(e) == set(TASKS) for e in experts.values())
+    assert experts["joint"]["acl"]["n"] == metrics["acl"]["n"]  # every test slice has both modalities
 
     unlabelled = tmp_path / "unlabelled.csv"
     rows[["slice_id", "kspace", "slice"]].to_csv(unlabelled, index=False)
