@@ -34,18 +34,27 @@ class ExpertScores:
         tasks: task name -> classes.
         network: the model (a DDP wrapper is unwrapped).
         id_key: batch key of the sample ids.
+        split_key, eval_split: when the evaluator runs over several splits (e.g. val + test for thresholds),
+            score only the samples whose ``split_key`` equals ``eval_split``.
 
     Raises:
         ValueError: if the network has no ``expert_logits`` / ``expert_presence``.
     """
 
     def __init__(
-        self, output_dir: str | Path, tasks: Mapping[str, int], network: torch.nn.Module, id_key: str = "id"
+        self,
+        output_dir: str | Path,
+        tasks: Mapping[str, int],
+        network: torch.nn.Module,
+        id_key: str = "id",
+        split_key: str | None = None,
+        eval_split: str = "test",
     ) -> None:
         self.network = getattr(network, "module", network)
         if not (hasattr(self.network, "expert_logits") and hasattr(self.network, "expert_presence")):
             raise ValueError(f"{type(self.network).__name__} has no expert_logits() / expert_presence()")
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
+        self.split_key, self.eval_split = split_key, eval_split
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -54,12 +63,15 @@ class ExpertScores:
 
     def _reset(self, _: Engine) -> None:
         self.ids: list[str] = []
+        self.splits: list[str] = []
         self.labels: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         self.probs: dict[str, dict[str, list[np.ndarray]]] = {}
         self.presence: dict[str, list[np.ndarray]] = {}
 
     def _collect(self, engine: Engine) -> None:
         self.ids += [str(i) for i in engine.state.batch[self.id_key]]
+        if self.split_key:
+            self.splits += [str(v) for v in engine.state.batch[self.split_key]]
         for t in self.tasks:
             self.labels[t].append(engine.state.output["label"][t].detach().cpu().numpy())
         presence = self.network.expert_presence()
@@ -72,6 +84,9 @@ class ExpertScores:
     def _write(self, _: Engine) -> None:
         table, metrics = pd.DataFrame({"id": self.ids}), {}
         labels = {t: np.concatenate(v) for t, v in self.labels.items()}
+        scored = np.asarray(self.splits) == self.eval_split if self.split_key else np.ones(len(self.ids), bool)
+        if self.split_key:
+            table["split"] = self.splits
         for expert, per_task in self.probs.items():
             seen = np.concatenate(self.presence[expert])
             metrics[expert] = {}
@@ -79,7 +94,7 @@ class ExpertScores:
                 probs = np.concatenate(chunks)
                 for k in range(probs.shape[1]):
                     table[f"{expert}_{t}_prob_{k}"] = np.where(seen, probs[:, k], np.nan)
-                use = seen & (labels[t] >= 0)
+                use = seen & (labels[t] >= 0) & scored
                 value = auroc(torch.from_numpy(probs[use]), torch.from_numpy(labels[t][use]))
                 value = float(value) if np.isfinite(value) else None
                 metrics[expert][t] = {"auroc": value, "n": int(use.sum())}

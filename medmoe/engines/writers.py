@@ -56,6 +56,12 @@ class EvaluationWriter:
         title: title of ``report/report.md``.
         segmentation_tasks: segmentation task -> spec with ``"classes"`` (e.g. the model's ``segmentation_tasks``).
         mask_palette: segmentation task -> grey level per class, to write the predicted masks as PNG.
+        split_key: batch key of each sample's split; needed with ``threshold_split``.
+        threshold_split: evaluate over this split *and* ``eval_split`` (e.g. ``"val"`` and ``"test"``): binary
+            tasks get a decision threshold chosen on ``threshold_split`` (Youden), and ``metrics.json`` then holds
+            ``balanced_accuracy`` (with CI) and the ``threshold`` for each binary task, scored on ``eval_split``
+            only; ``predictions.csv`` gains a ``split`` column.
+        eval_split: the split that is scored when ``threshold_split`` is set.
     """
 
     def __init__(
@@ -72,6 +78,9 @@ class EvaluationWriter:
         title: str = "Evaluation",
         segmentation_tasks: Mapping[str, Mapping] | None = None,
         mask_palette: Mapping[str, Sequence[int]] | None = None,
+        split_key: str | None = None,
+        threshold_split: str | None = None,
+        eval_split: str = "test",
     ) -> None:
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
         self.network = getattr(network, "module", network)
@@ -80,6 +89,9 @@ class EvaluationWriter:
         self.segmentation_tasks = {k: dict(v) for k, v in (segmentation_tasks or {}).items()}
         self.tasks = {k: v for k, v in self.tasks.items() if k not in self.segmentation_tasks}
         self.mask_palette = {k: [int(g) for g in v] for k, v in (mask_palette or {}).items()}
+        if threshold_split and not split_key:
+            raise ValueError("threshold_split needs split_key (the batch key holding each sample's split)")
+        self.split_key, self.threshold_split, self.eval_split = split_key, threshold_split, eval_split
         for task, palette in self.mask_palette.items():
             if task not in self.segmentation_tasks or len(palette) != int(self.segmentation_tasks[task]["classes"]):
                 raise ValueError(f"mask_palette['{task}'] needs one grey level per class of a segmentation task")
@@ -91,6 +103,7 @@ class EvaluationWriter:
 
     def _reset(self, _: Engine) -> None:
         self.ids: list[str] = []
+        self.splits: list[str] = []
         self.probs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         self.labels: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         self.joints: list[np.ndarray] = []
@@ -99,6 +112,8 @@ class EvaluationWriter:
     def _collect(self, engine: Engine) -> None:
         ids = engine.state.batch[self.id_key]
         self.ids += [str(i) for i in ids]
+        if self.split_key:
+            self.splits += [str(v) for v in engine.state.batch[self.split_key]]
         preds, labels = engine.state.output["pred"], engine.state.output["label"]
         for t in self.tasks:
             self.probs[t].append(preds[t].detach().float().softmax(-1).cpu().numpy())
@@ -144,6 +159,8 @@ class EvaluationWriter:
             for k in range(classes):
                 table[f"{t}_prob_{k}"] = probs[:, k]
             table[f"{t}_pred"], table[f"{t}_label"] = probs.argmax(1), labels
+        if self.split_key:
+            table["split"] = self.splits
         atomic_write(self.output_dir / "predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
         if self.with_metrics:
             self._write_metrics(table)
@@ -167,11 +184,16 @@ class EvaluationWriter:
         metrics: dict[str, dict] = {t: _empty_task(self.tasks[t]) for t in self.tasks}
         if labelled:
             predictions = table.drop(columns=[c for c in table if c.endswith(("_pred", "_label"))])
+            splits = {"threshold_split": self.threshold_split, "eval_split": self.eval_split} if self.split_key else {}
             result = evaluate_classification(
-                predictions, labels, labelled, n_bootstrap=self.n_bootstrap, seed=self.seed, ci=self.ci
+                predictions, labels, labelled, n_bootstrap=self.n_bootstrap, seed=self.seed, ci=self.ci, **splits
             )
+            scored = ("auroc", "accuracy", "balanced_accuracy") if self.threshold_split else ("auroc", "accuracy")
+            for spec in result["tasks"] if self.threshold_split else []:
+                if spec["kind"] == "binary":
+                    metrics[spec["name"]]["threshold"] = _finite(spec["thresholds"].get("1"))
             for entry in result["metrics"]:
-                if entry["class"] is None and entry["group"] is None and entry["metric"] in ("auroc", "accuracy"):
+                if entry["class"] is None and entry["group"] is None and entry["metric"] in scored:
                     task = metrics[entry["task"]]
                     task[entry["metric"]] = _finite(entry["value"])
                     task[f"{entry['metric']}_ci"] = [_finite(entry["ci_low"]), _finite(entry["ci_high"])]

@@ -28,7 +28,7 @@ def bundle(*configs: str, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
-    return make_fastmri_demo(tmp_path_factory.mktemp("demo"), num_volumes=10, num_slices=2, image_size=32)
+    return make_fastmri_demo(tmp_path_factory.mktemp("demo"), num_volumes=20, num_slices=4, image_size=32)
 
 
 def small(cohort: Path, root: Path, **extra) -> dict:
@@ -52,13 +52,15 @@ def test_train_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
     rows = pd.read_csv(cohort)
     test_ids = set(rows.loc[rows["split"] == "test", "slice_id"])
     predictions = pd.read_csv(tmp_path / "b" / "eval" / "predictions.csv")
-    assert set(predictions["id"]) == test_ids
+    assert set(predictions.loc[predictions["split"] == "test", "id"]) == test_ids
+    assert set(predictions["split"]) == {"val", "test"}  # val rows choose the decision thresholds
     for task in TASKS:
         assert (predictions[f"{task}_prob_0"] + predictions[f"{task}_prob_1"] - 1).abs().max() < 1e-5
     metrics = json.loads((tmp_path / "b" / "eval" / "metrics.json").read_text())["tasks"]
     assert set(metrics) == set(TASKS)
     for task in TASKS:
         assert metrics[task]["n"] == int(((rows["split"] == "test") & rows[task].notna()).sum())
+        assert 0.0 <= metrics[task]["balanced_accuracy"] <= 1.0 and metrics[task]["threshold"] is not None
     experts = json.loads((tmp_path / "b" / "eval" / "expert_metrics.json").read_text())
     assert set(experts) == {"magnitude", "phase", "joint"} and all(set(e) == set(TASKS) for e in experts.values())
     assert experts["joint"]["acl"]["n"] == metrics["acl"]["n"]  # every test slice has both modalities
