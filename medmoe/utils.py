@@ -13,7 +13,8 @@ __all__ = ["atomic_write", "atomic_write_text"]
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``.
 
-    A crash or an exception never leaves a half-written ``path``; the temp file is removed.
+    A crash or an exception never leaves a half-written ``path``; the temp file is removed. The file gets the
+    permissions of a normal ``open()`` (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,11 +22,18 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

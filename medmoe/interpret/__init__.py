@@ -1,5 +1,14 @@
 """Interpretation: modality contributions, expert weights, plots."""
 
+from .expert_weights import collect_expert_weights, expert_weight_summary, plot_expert_weights, plot_sample_weights
 from .modality_contributions import contributions_table, dataset_contributions, plot_contributions
 
-__all__ = ["contributions_table", "dataset_contributions", "plot_contributions"]
+__all__ = [
+    "collect_expert_weights",
+    "contributions_table",
+    "dataset_contributions",
+    "expert_weight_summary",
+    "plot_contributions",
+    "plot_expert_weights",
+    "plot_sample_weights",
+]

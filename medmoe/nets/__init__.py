@@ -1,7 +1,20 @@
 """Full models and the registry (``create_model`` / ``list_models``)."""
 
+from .fusion import EarlyFusion, FusionModel, LateFusion, TransformerFusion
 from .i2m2 import I2M2
+from .i2moe import I2MoE
 from .m4oe import M4oE
 from .registry import create_model, list_models, register_model
 
-__all__ = ["I2M2", "M4oE", "create_model", "list_models", "register_model"]
+__all__ = [
+    "EarlyFusion",
+    "FusionModel",
+    "I2M2",
+    "I2MoE",
+    "LateFusion",
+    "M4oE",
+    "TransformerFusion",
+    "create_model",
+    "list_models",
+    "register_model",
+]

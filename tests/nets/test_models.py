@@ -26,6 +26,21 @@ TINY = {
         blocks=(1, 1, 1, 1),
         norm_groups=2,
     ),
+    "fusion": dict(
+        modalities=["cc", "mlo", "s2d_cc"],
+        tasks=TASKS,
+        in_features=256,
+        hidden_size=16,
+        backbone_kwargs={"num_layers": 1, "num_heads": 2},
+    ),
+    "i2moe": dict(
+        modalities=["cc", "mlo", "s2d_cc"],
+        tasks=TASKS,
+        in_features=256,
+        hidden_size=16,
+        backbone_kwargs={"num_layers": 1, "num_heads": 2},
+        identical_init=False,  # identical experts give the reweighting model no gradient before the first step
+    ),
 }
 
 

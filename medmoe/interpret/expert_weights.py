@@ -1,0 +1,125 @@
+"""I2MoE expert weights (papers/i2moe_paper.txt, Sec. 3.5): local (per sample) and global (per dataset).
+
+Local interpretation: a sample's reweighting weights ``(n + 2,)`` say how much each interaction
+expert (``unique_<modality>``, ``synergy``, ``redundancy``) contributes to its prediction. Global: the
+distribution of each expert's weight over a dataset (the paper's violin plots, Fig. 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..utils import atomic_write
+
+__all__ = ["collect_expert_weights", "expert_weight_summary", "plot_expert_weights", "plot_sample_weights"]
+
+
+@torch.no_grad()
+def collect_expert_weights(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> np.ndarray:
+    """Run ``model`` in eval mode over ``batches`` and stack its ``expert_weights()``: ``(N, n + 2)``.
+
+    The model's training mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        weights = []
+        for batch in batches:
+            model(batch)
+            weights.append(model.expert_weights().float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(weights, 0)
+
+
+def expert_weight_summary(weights: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
+    """Dataset-level distribution of each expert's weight.
+
+    Args:
+        weights: ``(N, E)`` per-sample expert weights (rows sum to 1).
+        names: ``E`` expert names.
+
+    Returns:
+        One row per expert: ``mean, std, median, q05, q95`` of its weight and ``top1`` (fraction of
+        samples for which it has the largest weight).
+
+    Raises:
+        ValueError: if ``weights`` is not ``(N, len(names))``.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[1] != len(names):
+        raise ValueError(f"weights must be (samples, {len(names)}), got {weights.shape}")
+    top = np.bincount(weights.argmax(1), minlength=len(names)) / max(len(weights), 1)
+    return pd.DataFrame(
+        {
+            "mean": weights.mean(0),
+            "std": weights.std(0),
+            "median": np.median(weights, 0),
+            "q05": np.quantile(weights, 0.05, axis=0),
+            "q95": np.quantile(weights, 0.95, axis=0),
+            "top1": top,
+        },
+        index=pd.Index(list(names), name="expert"),
+    )
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_expert_weights(weights: np.ndarray, names: Sequence[str], path: str | Path, title: str | None = None) -> Path:
+    """Violin plot of each expert's weight over a dataset (means marked), written atomically as PNG."""
+    weights = np.asarray(weights, dtype=np.float64)
+    expert_weight_summary(weights, names)  # validates the shape
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(names), 3.2))
+    ax.violinplot([weights[:, i] for i in range(len(names))], showmeans=True, showextrema=True)
+    ax.set_xticks(range(1, len(names) + 1), labels=list(names), rotation=20)
+    ax.axhline(1.0 / len(names), color="grey", lw=0.8, ls="--", label="uniform")
+    ax.set_ylabel("expert weight")
+    ax.set_ylim(0, 1)
+    ax.set_title(title or f"I2MoE expert weights over {len(weights)} samples")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sample_weights(
+    weights: np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    ids: Sequence[str] | None = None,
+    max_samples: int = 16,
+) -> Path:
+    """Stacked bars of the expert weights of the first ``max_samples`` samples (local interpretation), PNG."""
+    weights = np.asarray(weights, dtype=np.float64)[:max_samples]
+    expert_weight_summary(weights, names)
+    ids = [str(i) for i in (ids if ids is not None else range(len(weights)))][: len(weights)]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * len(weights), 3.2))
+    bottom = np.zeros(len(weights))
+    for i, name in enumerate(names):
+        ax.bar(range(len(weights)), weights[:, i], bottom=bottom, label=name)
+        bottom += weights[:, i]
+    ax.set_xticks(range(len(weights)), labels=ids, rotation=60, fontsize=7)
+    ax.set_ylabel("expert weight")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    ax.set_title("Per-sample expert weights")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,223 @@
+"""I2MoE: interpretable multimodal interaction-aware mixture of experts (papers/i2moe_paper.txt, Sec. 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..losses.interaction import INTERACTION_KINDS, interaction_losses
+from .fusion import FusionBackbone, ModalityEncoders, build_backbone, split_tasks
+from .registry import register_model
+
+__all__ = ["I2MoE"]
+
+
+def _reweighting_mlp(in_features: int, hidden: int, out_features: int, layers: int, dropout: float) -> nn.Sequential:
+    """Linear -> ReLU -> Dropout repeated ``layers - 1`` times, then Linear (``layers = 1``: one Linear)."""
+    modules: list[nn.Module] = []
+    for _ in range(layers - 1):
+        modules += [nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        in_features = hidden
+    return nn.Sequential(*modules, nn.Linear(in_features, out_features))
+
+
+@register_model("i2moe")
+class I2MoE(nn.Module):
+    """n uniqueness experts + a synergy and a redundancy expert over shared encoders, reweighted per sample.
+
+    Sec. 3.2-3.4 and Algorithm 1: modality encoders ``E_m`` (shared by all experts) give embeddings
+    ``Z_m``; each interaction expert ``F_i`` is a copy of one fusion backbone (transformer / early / late
+    fusion, any :class:`~medmoe.nets.fusion.FusionBackbone` factory with an expert axis, or any single-copy
+    backbone wrapped in :func:`~medmoe.nets.fusion.stacked`) with its own parameters. A
+    reweighting MLP on the concatenated mean-pooled clean embeddings gives ``w = softmax(z / T)``
+    ``(b, n + 2)`` and the prediction is ``sum_i w_i y_i^(0)`` (Eq. 1).
+
+    Training (Alg. 1, lines 2-5): every expert runs 1 clean pass and n passes with modality ``j``'s
+    embedding replaced by N(0, 1) noise of the same shape, drawn afresh per call, expert and modality.
+    All ``(n + 2) x (1 + n)`` passes run as **one** batched backbone call: experts on the backbone's
+    group axis, passes folded into the batch. The interaction losses
+    (:func:`~medmoe.losses.interaction_losses`) are exposed as
+    ``auxiliary_losses()["interaction"] = interaction_weight * mean_i L_int^(i)`` (Alg. 1, line 9), so
+    ``MultiTaskLoss(aux_weights={"interaction": 1.0})`` gives ``L_task + lambda_int L_int``. In eval mode
+    only the clean pass runs (Alg. 1, inference) unless ``perturb_in_eval``; the interaction loss is then 0.
+
+    Missing modalities (``modality_mask`` False) are zeroed before their encoder and after it, excluded
+    by the backbone (see :mod:`medmoe.nets.fusion`), and their (sample, modality) pairs do not enter the
+    interaction losses. A masked (noise) modality counts as present in its perturbed pass.
+
+    Args:
+        modalities: batch keys, in model order; experts are named ``unique_<key>``, ``synergy``, ``redundancy``.
+        tasks: task name -> number of outputs (classes; 1 per regression target).
+        in_features: values per sample per modality (int or per key) for the default vector encoders.
+        backbone: ``"transformer"``, ``"early"``, ``"late"`` or a factory (see ``build_backbone``).
+        hidden_size: token width ``d``.
+        num_tokens: tokens per modality.
+        encoders: optional encoder modules per key (``(b, ...) -> (b, d)`` or ``(b, n, d)``).
+        encoder_dim: hidden width of the default encoders.
+        backbone_kwargs: extra backbone options (``num_layers``, ``num_heads``, ``mlp_dim``, ``dropout_rate``).
+        reweight_hidden: hidden width of the reweighting MLP (default ``hidden_size``).
+        reweight_layers: layers of the reweighting MLP (1 = a single Linear).
+        reweight_dropout: dropout in the reweighting MLP.
+        temperature: softmax temperature ``T`` of the expert weights.
+        interaction_weight: ``lambda_int``.
+        interaction_loss: ``"classification"`` (triplet / cosine) or ``"regression"`` (MSE with hinges).
+        triplet_margin: uniqueness margin. synergy_margin: regression synergy hinge margin.
+        identical_init: start every expert from the same weights (the paper's "initially identical fusion
+            models"; the public code deep-copies one model). Until the experts diverge (after the first
+            optimiser step) their clean logits agree, so the reweighting MLP gets no gradient on step one.
+        perturb_in_eval: run the perturbed passes (and the interaction loss) in eval mode too.
+        modality_mask_key: batch key of the ``(b, M)`` presence mask.
+
+    Returns (forward): task name -> logits ``(b, classes)``.
+
+    Raises:
+        ValueError: on empty modalities/tasks, bad options, a backbone without ``n + 2`` parameter copies;
+            at call time see :class:`~medmoe.nets.fusion.ModalityEncoders`.
+
+    Example::
+
+        >>> model = I2MoE(modalities=["mri", "csf"], tasks={"dx": 3}, in_features={"mri": 20, "csf": 5},
+        ...               hidden_size=16, backbone_kwargs={"num_heads": 2})
+        >>> out = model({"mri": torch.randn(4, 20), "csf": torch.randn(4, 5)})
+        >>> out["dx"].shape, model.expert_weights().shape, sorted(model.auxiliary_losses())
+        (torch.Size([4, 3]), torch.Size([4, 4]), ['interaction'])
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        tasks: Mapping[str, int],
+        in_features: int | Mapping[str, int] | None = None,
+        backbone: str | Callable[..., FusionBackbone] = "transformer",
+        hidden_size: int = 64,
+        num_tokens: int = 1,
+        encoders: Mapping[str, nn.Module] | None = None,
+        encoder_dim: int | None = None,
+        backbone_kwargs: Mapping[str, object] | None = None,
+        reweight_hidden: int | None = None,
+        reweight_layers: int = 2,
+        reweight_dropout: float = 0.0,
+        temperature: float = 1.0,
+        interaction_weight: float = 0.5,
+        interaction_loss: str = "classification",
+        triplet_margin: float = 1.0,
+        synergy_margin: float = 1.0,
+        identical_init: bool = True,
+        perturb_in_eval: bool = False,
+        modality_mask_key: str = "modality_mask",
+    ) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("at least one task is required")
+        if interaction_loss not in INTERACTION_KINDS:
+            raise ValueError(f"interaction_loss must be one of {INTERACTION_KINDS}, got '{interaction_loss}'")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if reweight_layers < 1:
+            raise ValueError(f"reweight_layers must be >= 1, got {reweight_layers}")
+        self.modalities, self.tasks = list(modalities), {k: int(v) for k, v in tasks.items()}
+        num_m = len(self.modalities)
+        self.num_experts = num_m + 2
+        self.expert_names = [f"unique_{m}" for m in self.modalities] + ["synergy", "redundancy"]
+        self.temperature, self.interaction_weight = float(temperature), float(interaction_weight)
+        self.interaction_loss, self.triplet_margin, self.synergy_margin = (
+            interaction_loss,
+            triplet_margin,
+            synergy_margin,
+        )
+        self.perturb_in_eval = perturb_in_eval
+        self.encoders = ModalityEncoders(
+            self.modalities, hidden_size, in_features, num_tokens, encoders, encoder_dim, modality_mask_key
+        )
+        self.experts = build_backbone(
+            backbone, num_m, hidden_size, self.tasks, num_tokens, self.num_experts, **dict(backbone_kwargs or {})
+        )
+        for name, p in self.experts.named_parameters():
+            if p.shape[0] % self.num_experts:
+                raise ValueError(f"backbone parameter '{name}' {tuple(p.shape)} has no leading expert axis")
+            if identical_init:
+                with torch.no_grad():
+                    flat = p.view(self.num_experts, -1)
+                    flat[1:] = flat[0]
+        self.reweight = _reweighting_mlp(
+            num_m * hidden_size, reweight_hidden or hidden_size, self.num_experts, reweight_layers, reweight_dropout
+        )
+        self._weights: torch.Tensor | None = None
+        self._clean: torch.Tensor | None = None
+        self._passes: torch.Tensor | None = None
+        self._interaction: torch.Tensor | None = None
+
+    def draw_noise(self, like: torch.Tensor) -> torch.Tensor:
+        """The random vectors replacing embeddings: N(0, 1) of the shape of ``like`` (Sec. 3.3.2, Eqs. 2-3)."""
+        return torch.randn_like(like)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tokens, mask = self.encoders(batch)  # b m n d, b m
+        b, m = mask.shape
+        e = self.num_experts
+        if self.training or self.perturb_in_eval:
+            # pass 0 clean; pass 1 + j replaces modality j by noise (drawn per expert): e p b m n d
+            p = 1 + m
+            replace = torch.cat([torch.zeros(1, m, dtype=torch.bool), torch.eye(m, dtype=torch.bool)]).to(mask.device)
+            x = tokens.expand(e, p, *tokens.shape)
+            x = torch.where(replace[None, :, None, :, None, None], self.draw_noise(x), x)
+            pass_mask = (mask[None] | replace[:, None]).reshape(p * b, m)  # noise counts as present
+            logits = self.experts.fuse(x.reshape(e, p * b, *tokens.shape[1:]), pass_mask).view(e, p, b, -1)
+            self._passes, clean = logits, logits[:, 0]
+            sizes = list(self.tasks.values())
+            per_task = [
+                interaction_losses(chunk, mask, self.interaction_loss, self.triplet_margin, self.synergy_margin)
+                for chunk in logits.split(sizes, dim=-1)
+            ]
+            self._interaction = torch.stack(per_task).mean(0)  # (e,), averaged over tasks
+        else:
+            clean = self.experts.fuse(tokens.expand(e, *tokens.shape), mask)  # e b k
+            self._passes, self._interaction = None, None
+        # reweighting model on the concatenated mean-pooled clean embeddings (absent = 0), Sec. 3.3.1
+        weights = torch.softmax(self.reweight(tokens.mean(2).flatten(1)) / self.temperature, dim=-1)  # b e
+        self._weights, self._clean = weights, clean
+        prediction = torch.einsum("b e, e b k -> b k", weights, clean)  # Eq. 1
+        return split_tasks(prediction, self.tasks)
+
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """``{"interaction": lambda_int * mean_i L_int^(i)}`` of the last forward (0 without perturbed passes)."""
+        if self._interaction is None:
+            device = self._weights.device if self._weights is not None else None
+            return {"interaction": torch.zeros((), device=device)}
+        return {"interaction": self.interaction_weight * self._interaction.mean()}
+
+    def interaction_losses(self) -> dict[str, torch.Tensor]:
+        """Unweighted per-expert interaction losses of the last training forward, ``{expert: scalar}``.
+
+        Raises:
+            RuntimeError: if the last forward ran no perturbed passes.
+        """
+        if self._interaction is None:
+            raise RuntimeError("no perturbed passes in the last forward (train mode or perturb_in_eval=True)")
+        return dict(zip(self.expert_names, self._interaction))
+
+    def expert_weights(self) -> torch.Tensor:
+        """Per-sample expert weights ``(b, n + 2)`` of the last forward, columns in ``expert_names`` order.
+
+        Raises:
+            RuntimeError: before the first forward pass.
+        """
+        if self._weights is None:
+            raise RuntimeError("run a forward pass first")
+        return self._weights
+
+    def expert_logits(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Clean per-expert logits of the last forward: ``{expert: {task: (b, classes)}}``.
+
+        Raises:
+            RuntimeError: before the first forward pass.
+        """
+        if self._clean is None:
+            raise RuntimeError("run a forward pass first")
+        return {name: split_tasks(self._clean[i], self.tasks) for i, name in enumerate(self.expert_names)}
+
+    def pass_logits(self) -> torch.Tensor | None:
+        """All outputs of the last perturbed forward ``(n + 2, 1 + n, b, k)`` (tasks concatenated), else None."""
+        return self._passes
