@@ -16,6 +16,7 @@ from PIL import Image
 from ..interpret import contributions_table, dataset_contributions, plot_contributions
 from ..losses.multitask import present_key
 from ..utils import atomic_write, atomic_write_text
+from .metrics import quadratic_kappa
 
 __all__ = ["EvaluationWriter"]
 
@@ -62,6 +63,9 @@ class EvaluationWriter:
             ``balanced_accuracy`` (with CI) and the ``threshold`` for each binary task, scored on ``eval_split``
             only; ``predictions.csv`` gains a ``split`` column.
         eval_split: the split that is scored when ``threshold_split`` is set.
+        n_overlays: segmentation: overlay PNGs (prediction vs truth) of this many lowest-Dice cases per task, in
+            ``<task>_overlays/``. ``metrics.json`` also holds ``dice_ci`` (bootstrap CI of the mean per-case Dice)
+            and, for classification tasks of 3+ classes, the quadratic-weighted ``kappa`` with ``kappa_ci``.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class EvaluationWriter:
         split_key: str | None = None,
         threshold_split: str | None = None,
         eval_split: str = "test",
+        n_overlays: int = 3,
     ) -> None:
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
         self.network = getattr(network, "module", network)
@@ -92,6 +97,7 @@ class EvaluationWriter:
         if threshold_split and not split_key:
             raise ValueError("threshold_split needs split_key (the batch key holding each sample's split)")
         self.split_key, self.threshold_split, self.eval_split = split_key, threshold_split, eval_split
+        self.n_overlays = int(n_overlays)
         for task, palette in self.mask_palette.items():
             if task not in self.segmentation_tasks or len(palette) != int(self.segmentation_tasks[task]["classes"]):
                 raise ValueError(f"mask_palette['{task}'] needs one grey level per class of a segmentation task")
@@ -108,6 +114,7 @@ class EvaluationWriter:
         self.labels: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         self.joints: list[np.ndarray] = []
         self.segmentation_rows: list[dict] = []
+        self.segmentation_cases: dict[str, list[tuple[float, str, np.ndarray, np.ndarray]]] = {}
 
     def _collect(self, engine: Engine) -> None:
         ids = engine.state.batch[self.id_key]
@@ -148,9 +155,12 @@ class EvaluationWriter:
             if truth[i].size != pred[i].size:
                 raise ValueError(f"'{task}' mask of {sample_id} has {truth[i].size} pixels, prediction {pred[i].size}")
             row = {"id": sample_id, "task": task}
-            for k, values in case_metrics(pred[i], truth[i].reshape(pred[i].shape), range(1, classes)).items():
+            true_mask = truth[i].reshape(pred[i].shape)
+            for k, values in case_metrics(pred[i], true_mask, range(1, classes)).items():
                 row.update({f"{m}_{k}": values[m] for m in ("dice", "iou", "hd95")})
             self.segmentation_rows.append(row)
+            dice = np.nanmean([row[f"dice_{k}"] for k in range(1, classes)])
+            self.segmentation_cases.setdefault(task, []).append((float(dice), sample_id, pred[i], true_mask))
 
     def _write(self, _: Engine) -> None:
         table = pd.DataFrame({"id": self.ids})
@@ -198,6 +208,7 @@ class EvaluationWriter:
                     task[entry["metric"]] = _finite(entry["value"])
                     task[f"{entry['metric']}_ci"] = [_finite(entry["ci_low"]), _finite(entry["ci_high"])]
                     task["n"] = int(entry["n"])
+            self._add_kappa(table, metrics)
             write_report(result, self.output_dir / "report", title=self.title)
         metrics.update(self._segmentation_metrics())
         text = json.dumps({"ci_level": self.ci, "n_bootstrap": self.n_bootstrap, "tasks": metrics}, indent=2)
@@ -210,6 +221,24 @@ class EvaluationWriter:
                 f"{t}: AUROC {_fmt(m['auroc'], m['auroc_ci'])}, accuracy {_fmt(m['accuracy'], m['accuracy_ci'])}"
                 f" (n={m['n']})"
             )
+
+    def _add_kappa(self, table: pd.DataFrame, metrics: dict[str, dict]) -> None:
+        """Quadratic-weighted kappa (with a bootstrap CI) of the arg-max prediction for tasks of 3+ classes."""
+        from ..apps.evaluate import percentile_ci
+
+        rows = table["split"] == self.eval_split if self.split_key else np.ones(len(table), bool)
+        rng = np.random.default_rng(self.seed)
+        for t, classes in self.tasks.items():
+            labels, preds = table[f"{t}_label"].to_numpy(), table[f"{t}_pred"].to_numpy()
+            use = np.asarray(rows) & (labels >= 0)
+            if classes < 3 or not use.any():
+                continue
+            y, p = labels[use], preds[use]
+            metrics[t]["kappa"] = _finite(quadratic_kappa(y, p, classes))
+            draws = rng.integers(0, y.size, (self.n_bootstrap, y.size)) if self.n_bootstrap > 0 else []
+            samples = np.array([quadratic_kappa(y[d], p[d], classes) for d in draws])
+            interval = percentile_ci(samples, self.ci) if len(draws) else (None, None)
+            metrics[t]["kappa_ci"] = [_finite(v) for v in interval]
 
     def _segmentation_metrics(self) -> dict[str, dict]:
         """Per segmentation task: mean / std of the per-case Dice per foreground class; writes segmentation.csv."""
@@ -231,8 +260,35 @@ class EvaluationWriter:
                     "n": int(len(values)),
                 }
             mean = [d["mean"] for d in dice.values() if d["mean"] is not None]
-            out[t] = {"dice": float(np.mean(mean)) if mean else None, "dice_per_class": dice, "n": int(len(rows))}
+            case_dice = np.array([c[0] for c in self.segmentation_cases.get(t, [])], np.float64)
+            out[t] = {
+                "dice": float(np.mean(mean)) if mean else None,
+                "dice_ci": self._mean_ci(case_dice),
+                "dice_per_class": dice,
+                "n": int(len(rows)),
+            }
+            self._overlays(t)
         return out
+
+    def _mean_ci(self, values: np.ndarray) -> list[float | None]:
+        """Percentile bootstrap interval of the mean over cases (``n_bootstrap`` resamples, seeded)."""
+        from ..apps.evaluate import percentile_ci
+
+        values = values[np.isfinite(values)]
+        if self.n_bootstrap <= 0 or values.size < 2:
+            return [None, None]
+        rng = np.random.default_rng(self.seed)
+        means = values[rng.integers(0, values.size, (self.n_bootstrap, values.size))].mean(1)
+        return [_finite(v) for v in percentile_ci(means, self.ci)]
+
+    def _overlays(self, task: str) -> None:
+        """Prediction vs truth PNGs of the ``n_overlays`` cases with the lowest Dice: ``<task>_overlays/<id>.png``."""
+        from ..apps.evaluate.plots import plot_overlay
+
+        worst = sorted(self.segmentation_cases.get(task, []), key=lambda c: (np.nan_to_num(c[0], nan=-1.0), c[1]))
+        for dice, sample_id, pred, truth in worst[: self.n_overlays]:
+            title = f"{task} {sample_id}: Dice {dice:.3f}"
+            plot_overlay(pred, truth, (1.0, 1.0), title, self.output_dir / f"{task}_overlays" / f"{sample_id}.png")
 
 
 def _empty_task(classes: int) -> dict:

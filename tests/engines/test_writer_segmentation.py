@@ -11,6 +11,7 @@ from ignite.engine import Engine
 from PIL import Image
 
 from medmoe.engines import EvaluationWriter, SegmentationDice, mean_of
+from medmoe.engines.metrics import quadratic_kappa
 
 
 def _batches():
@@ -62,6 +63,10 @@ def test_segmentation_dice_and_masks(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "metrics.json").read_text())["tasks"]
     assert metrics["grade"]["accuracy"] == 1.0 and metrics["grade"]["n"] == 4
     assert metrics["cup"]["n"] == 3 and metrics["cup"]["dice"] == pytest.approx(8 / 9)
+    assert metrics["cup"]["dice_ci"] == [None, None]  # n_bootstrap=0
+    assert metrics["grade"]["kappa"] == 1.0  # all grades right
+    overlays = sorted(p.name for p in (tmp_path / "cup_overlays").iterdir())
+    assert overlays == ["c0.png", "c1.png", "c2.png"]  # the 3 lowest-Dice cases (all 3 present ones)
     mask = np.asarray(Image.open(tmp_path / "cup_masks" / "c3.png"))
     assert mask.dtype == np.uint8 and (mask[:, :2] == 0).all() and (mask[:, 2:] == 255).all()
 
@@ -83,3 +88,30 @@ def test_segmentation_dice_metric_matches_the_writer() -> None:
     metric.update(({"cup": empty}, {"cup": torch.zeros(1, 1, 4, 4, dtype=torch.long)}))
     assert np.isnan(metric.compute())
     assert mean_of(0.5, float("nan"), 1.0) == 0.75 and np.isnan(mean_of(float("nan")))
+
+
+def test_dice_interval_and_kappa_with_bootstrap(tmp_path: Path) -> None:
+    writer = EvaluationWriter(
+        tmp_path,
+        tasks={"grade": 3, "cup": 2},
+        id_key="case_id",
+        n_bootstrap=200,
+        segmentation_tasks={"cup": {"modality": "fundus", "classes": 2}},
+        n_overlays=1,
+    )
+    _run(writer)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["tasks"]
+    low, high = metrics["cup"]["dice_ci"]
+    assert 2 / 3 <= low <= 8 / 9 <= high <= 1.0  # per-case Dice 1, 1, 2/3
+    assert [p.name for p in (tmp_path / "cup_overlays").iterdir()] == ["c2.png"]  # the worst case only
+    assert metrics["grade"]["kappa_ci"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_quadratic_kappa_matches_sklearn(seed: int) -> None:
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(seed)
+    y, p = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
+    expected = cohen_kappa_score(y, p, weights="quadratic", labels=[0, 1, 2, 3])
+    assert quadratic_kappa(y, p, 4) == pytest.approx(expected, abs=1e-12)
