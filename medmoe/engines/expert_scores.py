@@ -36,6 +36,9 @@ class ExpertScores:
         id_key: batch key of the sample ids.
         split_key, eval_split: when the evaluator runs over several splits (e.g. val + test for thresholds),
             score only the samples whose ``split_key`` equals ``eval_split``.
+        threshold_split: with ``split_key``: for binary tasks, choose each expert's decision threshold on this
+            split (Youden's J, over the samples it saw) and add ``balanced_accuracy`` and ``threshold`` on
+            ``eval_split`` (``null`` when the tuning samples hold a single class).
 
     Raises:
         ValueError: if the network has no ``expert_logits`` / ``expert_presence``.
@@ -49,12 +52,15 @@ class ExpertScores:
         id_key: str = "id",
         split_key: str | None = None,
         eval_split: str = "test",
+        threshold_split: str | None = None,
     ) -> None:
         self.network = getattr(network, "module", network)
         if not (hasattr(self.network, "expert_logits") and hasattr(self.network, "expert_presence")):
             raise ValueError(f"{type(self.network).__name__} has no expert_logits() / expert_presence()")
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
-        self.split_key, self.eval_split = split_key, eval_split
+        if threshold_split and not split_key:
+            raise ValueError("threshold_split needs split_key (the batch key holding each sample's split)")
+        self.split_key, self.eval_split, self.threshold_split = split_key, eval_split, threshold_split
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -98,11 +104,27 @@ class ExpertScores:
                 value = auroc(torch.from_numpy(probs[use]), torch.from_numpy(labels[t][use]))
                 value = float(value) if np.isfinite(value) else None
                 metrics[expert][t] = {"auroc": value, "n": int(use.sum())}
+                if self.threshold_split and probs.shape[1] == 2:
+                    tune = seen & (labels[t] >= 0) & (np.asarray(self.splits) == self.threshold_split)
+                    metrics[expert][t].update(_balanced_at_val_threshold(probs[:, 1], labels[t], tune, use))
         atomic_write(self.output_dir / "expert_predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
         atomic_write_text(self.output_dir / "expert_metrics.json", json.dumps(metrics, indent=2))
         for expert, per_task in metrics.items():
             text = ", ".join(f"{t} {_fmt(m['auroc'])}" for t, m in per_task.items())
             logger.info(f"expert {expert} alone: AUROC {text}")
+
+
+def _balanced_at_val_threshold(score: np.ndarray, labels: np.ndarray, tune: np.ndarray, use: np.ndarray) -> dict:
+    """Youden threshold on the ``tune`` rows, balanced accuracy on the ``use`` rows (``None`` where undefined)."""
+    from ..apps.evaluate import choose_threshold
+
+    positive = labels == 1
+    if len(set(positive[tune])) < 2 or len(set(positive[use])) < 2:
+        return {"balanced_accuracy": None, "threshold": None}
+    threshold = choose_threshold(score[tune], positive[tune])
+    pred = score[use] >= threshold
+    sensitivity, specificity = pred[positive[use]].mean(), (~pred[~positive[use]]).mean()
+    return {"balanced_accuracy": float(0.5 * (sensitivity + specificity)), "threshold": float(threshold)}
 
 
 def _fmt(value: float | None) -> str:

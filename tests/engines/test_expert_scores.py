@@ -74,3 +74,32 @@ def test_single_class_gives_null_and_bad_network_is_rejected(tmp_path):
     assert metrics["mag"]["t"] == {"auroc": None, "n": 2}
     with pytest.raises(ValueError, match="Linear has no expert_logits"):
         ExpertScores(tmp_path, {"t": 2}, torch.nn.Linear(2, 2))
+
+
+def test_balanced_accuracy_at_a_threshold_chosen_on_validation(tmp_path):
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.25, 0.35, 0.05, 0.9])
+    logits = torch.stack([torch.zeros(8), torch.log(scores / (1 - scores))], 1)  # softmax -> p(1) = score
+    batch = {
+        "id": [f"s{i}" for i in range(8)],
+        "split": ["val"] * 4 + ["test"] * 4,
+        "t": torch.tensor([0, 0, 1, 1, 0, 1, 1, 0]),
+        "seen": torch.ones(8, dtype=torch.bool),
+        "mag": logits,
+        "joint": logits,
+    }
+    net = TwoExperts()
+
+    def step(engine, b):
+        net.batch = b
+        return {"label": {"t": b["t"]}}
+
+    engine = Engine(step)
+    scores_handler = ExpertScores(tmp_path, {"t": 2}, net, id_key="id", split_key="split", threshold_split="val")
+    scores_handler.attach(engine)
+    engine.run([batch])
+    metrics = json.loads((tmp_path / "expert_metrics.json").read_text())["mag"]["t"]
+    assert metrics["n"] == 4 and metrics["threshold"] == pytest.approx(0.3, abs=1e-6)
+    assert metrics["balanced_accuracy"] == pytest.approx(0.5)  # test: predicted [0, 1, 0, 1] vs [0, 1, 1, 0]
+    assert metrics["auroc"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="threshold_split needs split_key"):
+        ExpertScores(tmp_path, {"t": 2}, net, threshold_split="val")
