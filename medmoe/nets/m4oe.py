@@ -8,7 +8,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..blocks import MSoE, MToE, TransformerBlock
+from ..blocks import MoERetriever, MSoE, MToE, TransformerBlock
 from ..encoders import GroupedPatchEmbedding, OCTEmbedding, TimmEmbedding
 from ..encoders.patch import _pair
 from ..heads import MultiTaskClassificationHead, SegmentationHead
@@ -18,7 +18,7 @@ from .registry import register_model
 
 __all__ = ["M4oE"]
 
-MISSING_MODES = ("learned", "zero")
+MISSING_MODES = ("learned", "zero", "retriever")
 
 
 @register_model("m4oe")
@@ -35,7 +35,8 @@ class M4oE(nn.Module):
     ``i`` instead takes ``G_k``'s tokens of modality ``i``, fuses them with ``Z_i`` (concat -> LayerNorm ->
     Linear) and decodes them on the patch grid with a :class:`~medmoe.heads.SegmentationHead` to logits at the
     image size. Missing modalities (``modality_mask`` False) never reach the embedder: their tokens are replaced
-    by a learned per-modality token bank (``"learned"``) or zeros (``"zero"``).
+    by a learned per-modality token bank (``"learned"``), zeros (``"zero"``) or embeddings retrieved by
+    :class:`~medmoe.blocks.MoERetriever` from cached training embeddings (``"retriever"``).
 
     Args:
         modalities: batch keys of the image modalities, in model order (``modality_mask`` column order).
@@ -48,7 +49,13 @@ class M4oE(nn.Module):
         mtoe_experts: experts of the MToE (one slot per expert and task).
         fusion_depth, fusion_experts: fusion Soft MoE blocks (shared across tasks) and their experts.
         num_slots: slots per expert in MSoE and fusion Soft MoEs.
-        missing_modality: ``"learned"`` or ``"zero"`` replacement of a missing modality's tokens.
+        missing_modality: ``"learned"`` or ``"zero"`` replacement of a missing modality's tokens, or
+            ``"retriever"``: a :class:`~medmoe.blocks.MoERetriever` fills them after the embedder (MoE-Retriever).
+            In training mode it reads, then updates, a cache of the batch's present embeddings: the caller must
+            only train on training-split batches (evaluators run in eval mode and never update it).
+        retriever_kwargs: keyword arguments of :class:`~medmoe.blocks.MoERetriever` (``mode``, ``num_supports``,
+            ``num_candidates``, ``num_shared``, ``top_k``, ``capacity``, ...) plus ``id_key`` (batch key of the
+            sample ids recorded in the cache, default ``"id"``; optional in the batch). Only with ``"retriever"``.
         embedder: ``"patch"`` (grouped ViT patch embedding) or ``"timm:<model_name>"``.
         modality_mask_key: batch key of the ``(b, M)`` bool presence mask.
         segmentation_tasks: segmentation task name -> ``{"modality": <key in modalities>, "classes": K}``
@@ -104,6 +111,7 @@ class M4oE(nn.Module):
         segmentation_tasks: Mapping[str, Mapping[str, int | str]] | None = None,
         seg_feature_size: int = 16,
         volume_modalities: Mapping[str, Mapping] | None = None,
+        retriever_kwargs: Mapping | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -142,6 +150,8 @@ class M4oE(nn.Module):
         tokens = next(iter(counts.values()))
         if missing_modality == "learned":
             self.missing_tokens = nn.Parameter(torch.randn(num_m, 1, tokens, hidden_size) * 0.02)
+        if retriever_kwargs and missing_modality != "retriever":
+            raise ValueError("retriever_kwargs needs missing_modality='retriever'")
         self.msoe = MSoE(num_m, hidden_size, mlp_dim, num_heads, msoe_depth, msoe_experts, num_slots, dropout_rate)
         self.mtoe = MToE(hidden_size, mlp_dim, num_heads, mtoe_experts, len(self.task_names), dropout_rate)
         if self.tasks:  # classification path
@@ -174,6 +184,12 @@ class M4oE(nn.Module):
                     for name, cfg in self.segmentation_tasks.items()
                 }
             )
+        self.retriever: MoERetriever | None = None
+        if missing_modality == "retriever":  # built last: the other modules' initialisation is unchanged
+            kwargs = dict(retriever_kwargs or {})
+            self.retriever_id_key = kwargs.pop("id_key", "id")
+            kwargs.setdefault("num_heads", num_heads)
+            self.retriever = MoERetriever(num_m, tokens, hidden_size, **kwargs)
 
     def _check_tasks(self) -> None:
         if not self.tasks and not self.segmentation_tasks:
@@ -229,9 +245,13 @@ class M4oE(nn.Module):
         mask = self._presence(batch)
         self._last_mask = mask
         tokens = self._embed(batch, mask)  # g b n d
-        absent = ~mask.t().view(len(self.modalities), -1, 1, 1)
-        fill = self.missing_tokens if self.missing_modality == "learned" else torch.zeros_like(tokens)
-        tokens = torch.where(absent, fill.to(tokens.dtype), tokens)
+        if self.retriever is not None:
+            ids = batch.get(self.retriever_id_key)
+            tokens = self.retriever(tokens.transpose(0, 1), mask, ids).transpose(0, 1)
+        else:
+            absent = ~mask.t().view(len(self.modalities), -1, 1, 1)
+            fill = self.missing_tokens if self.missing_modality == "learned" else torch.zeros_like(tokens)
+            tokens = torch.where(absent, fill.to(tokens.dtype), tokens)
         g, b, n, d = tokens.shape
         z = self.msoe(tokens)  # g b n d
         task_tokens = self.mtoe(tokens.transpose(0, 1).reshape(b, g * n, d))  # b t (g n) d
@@ -257,8 +277,13 @@ class M4oE(nn.Module):
         return modality_expert_task_joint(self.mtoe.combine, len(self.modalities))
 
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """Auxiliary terms of the last forward pass: ``{"mutual_information": I(M;E|T)}`` (Eq. 7)."""
-        return {"mutual_information": conditional_mutual_information(self._joint())}
+        """Auxiliary terms of the last forward pass: ``{"mutual_information": I(M;E|T)}`` (Eq. 7), plus
+        ``"retriever_importance"`` / ``"retriever_balance"`` with ``missing_modality="retriever"``."""
+        losses = {"mutual_information": conditional_mutual_information(self._joint())}
+        if self.retriever is not None:
+            aux = self.retriever.auxiliary_losses()
+            losses.update(retriever_importance=aux["importance"], retriever_balance=aux["balance"])
+        return losses
 
     def modality_task_joint(self) -> torch.Tensor:
         """P(M, T) per sample of the last forward pass, ``(b, modalities, tasks)``, detached, fp32.

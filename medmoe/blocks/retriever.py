@@ -1,0 +1,388 @@
+"""MoE-Retriever: missing-modality embeddings retrieved by a sparse MoE over a supporting group.
+
+Paper: "Sparse MoE as a New Retriever: Addressing Missing Modality Problem in Incomplete Multimodal Data"
+(ICLR 2025, papers/moe_retriever_abstract.txt); public code notes in reference section 1. This follows the
+paper's intent, not the public code's shortcut (which discards the router output), and fixes its leak: support
+samples come from a cache of *training* embeddings only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import BatchedExperts
+
+__all__ = ["MoERetriever", "RETRIEVER_MODES", "SupportBank", "cv_squared", "noisy_top_k_gating"]
+
+RETRIEVER_MODES = ("moe", "public_mean", "mean", "learned", "zero")
+
+
+class SupportBank(nn.Module):
+    """FIFO cache of training-split token embeddings ``(capacity, M, n, d)`` with presence pattern and id.
+
+    Memory: ``capacity * M * n * d`` floats (fp32), e.g. 256 x 4 views x 64 tokens x 64 = 16.8 MB. The cache is
+    a buffer, so it is saved in checkpoints and an evaluator that loads one retrieves from the training cache.
+    Ids are kept as extra state (a list). Stored embeddings are detached: no gradient flows into the cache.
+
+    Args:
+        num_modalities: ``M``.
+        num_tokens: ``n`` tokens per modality embedding.
+        hidden_size: ``d``.
+        capacity: rows kept; the oldest are overwritten first (FIFO keeps embeddings fresh while encoders train).
+
+    Example::
+
+        >>> bank = SupportBank(2, 4, 8, capacity=16)
+        >>> bank.update(["a", "b"], torch.randn(2, 2, 4, 8), torch.tensor([[True, True], [True, False]]), True)
+        2
+    """
+
+    def __init__(self, num_modalities: int, num_tokens: int, hidden_size: int, capacity: int = 256) -> None:
+        super().__init__()
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.register_buffer("embeddings", torch.zeros(capacity, num_modalities, num_tokens, hidden_size))
+        self.register_buffer("presence", torch.zeros(capacity, num_modalities, dtype=torch.bool))
+        self.register_buffer("filled", torch.zeros(capacity, dtype=torch.bool))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        self.ids: list = [None] * capacity
+        self.last_fallback: torch.Tensor | None = None
+
+    def get_extra_state(self) -> dict:
+        return {"ids": list(self.ids)}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.ids = list(state["ids"])
+
+    def update(self, ids, embeddings: torch.Tensor, mask: torch.Tensor, split_is_train: bool) -> int:
+        """Store the training samples of a batch (rows with at least one present modality).
+
+        Args:
+            ids: ``B`` sample ids (list or tensor) or None.
+            embeddings: ``(B, M, n, d)``; absent modalities are stored as zeros and never read.
+            mask: ``(B, M)`` bool presence.
+            split_is_train: must be True: the bank holds training-split embeddings only (never validation or test:
+                the public code leaks test inputs into the supporting group).
+
+        Returns: the number of rows stored.
+
+        Raises:
+            ValueError: if ``split_is_train`` is False or the shapes disagree.
+        """
+        if not split_is_train:
+            raise ValueError("SupportBank.update takes training-split samples only (split_is_train=False given)")
+        if embeddings.shape[:2] != mask.shape or embeddings.shape[1:] != self.embeddings.shape[1:]:
+            raise ValueError(
+                f"embeddings must be (B, {', '.join(map(str, self.embeddings.shape[1:]))}) with mask (B, M), "
+                f"got {tuple(embeddings.shape)} and {tuple(mask.shape)}"
+            )
+        ids = [None] * mask.shape[0] if ids is None else (ids.tolist() if torch.is_tensor(ids) else list(ids))
+        keep = mask.any(1)
+        rows = keep.nonzero().squeeze(1)[-self.capacity :]  # a batch larger than the bank keeps its last rows
+        count = rows.numel()
+        if count == 0:
+            return 0
+        slots = (self.pointer + torch.arange(count, device=self.pointer.device)) % self.capacity
+        rows_dev = rows.to(self.embeddings.device)
+        mask_rows = mask.to(self.presence.device)[rows_dev]
+        stored = embeddings.detach().to(self.embeddings.device, self.embeddings.dtype)[rows_dev]
+        self.embeddings[slots] = stored * mask_rows[:, :, None, None]
+        self.presence[slots] = mask_rows
+        self.filled[slots] = True
+        self.pointer.copy_((self.pointer + count) % self.capacity)
+        for slot, row in zip(slots.tolist(), rows.tolist()):  # bookkeeping of B ids, no tensor work
+            self.ids[slot] = ids[row]
+        return count
+
+    def candidates(self, observed: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validity matrix ``(P, capacity)`` of support rows for ``P`` (observed pattern, target modality) queries.
+
+        A row is valid if it is filled, has the target modality and has every observed modality of the query.
+        Where no row shares all observed modalities, rows that merely have the target are used (``fallback``).
+
+        Returns: ``(valid (P, capacity) bool, fallback (P,) bool)``.
+        """
+        have_target = self.presence[:, targets].t() & self.filled  # P C
+        shares = (self.presence.unsqueeze(0) | ~observed.unsqueeze(1)).all(-1)  # (1 C M | P 1 M) -> P C
+        full = have_target & shares
+        fallback = ~full.any(1)
+        return torch.where(fallback.unsqueeze(1), have_target, full), fallback
+
+    def sample(
+        self, observed: torch.Tensor, targets: torch.Tensor, k: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``k`` support rows without replacement for each of ``P`` queries, batched.
+
+        Args:
+            observed: ``(P, M)`` bool observed modalities of each query sample.
+            targets: ``(P,)`` target (missing) modality of each query.
+            k: supports per query (``<= capacity``).
+            generator: optional RNG for ``torch.multinomial``.
+
+        Returns: ``(index (P, k) long, valid (P, k) bool)``; a slot is invalid when fewer than ``k`` candidates
+        exist. ``last_fallback`` records which queries fell back to "has the target" only.
+        """
+        if k > self.capacity:
+            raise ValueError(f"k ({k}) must be <= the bank capacity ({self.capacity})")
+        valid, fallback = self.candidates(observed.to(self.presence.device), targets.to(self.presence.device))
+        self.last_fallback = fallback
+        # invalid rows get a tiny weight so multinomial never runs out of categories; they are masked afterwards
+        weights = valid.to(torch.float32).clamp_min(1e-20)
+        index = torch.multinomial(weights, k, replacement=False, generator=generator)
+        return index, valid.gather(1, index)
+
+    def mean_embedding(self) -> torch.Tensor:
+        """Mean token embedding ``(M, n, d)`` of each modality over the cached rows that have it (zeros if none)."""
+        weight = (self.presence & self.filled.unsqueeze(1)).to(self.embeddings.dtype)  # C M
+        total = torch.einsum("cm,cmnd->mnd", weight, self.embeddings)
+        return total / weight.sum(0).clamp_min(1.0)[:, None, None]
+
+
+def cv_squared(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Squared coefficient of variation ``var(x) / (mean(x)^2 + eps)`` (unbiased var; 0 for one element)."""
+    if x.numel() <= 1:
+        return x.new_zeros(())
+    x = x.float()
+    return x.var() / (x.mean() ** 2 + eps)
+
+
+def _cv_squared_rows(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """:func:`cv_squared` of every row of ``x`` (last axis)."""
+    if x.shape[-1] <= 1:
+        return x.new_zeros(x.shape[:-1])
+    x = x.float()
+    return x.var(-1) / (x.mean(-1) ** 2 + eps)
+
+
+def noisy_top_k_gating(
+    clean: torch.Tensor, noise_std: torch.Tensor | None, noise: torch.Tensor | None, allowed: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noisy top-k gating (Shazeer et al. 2017, Eq. 3-5, and the smooth load estimator of App. A).
+
+    Args:
+        clean: ``(T, E)`` clean logits ``x W_g``.
+        noise_std: ``(T, E)`` ``softplus(x W_noise)`` or None (no noise, e.g. eval).
+        noise: ``(T, E)`` standard normal draws (used with ``noise_std``).
+        allowed: ``(T, E)`` bool: disallowed experts get ``-inf`` before top-k.
+        k: experts kept per token (``<=`` allowed experts per token).
+
+    Returns: ``(gates (T, k) softmax over the kept logits, indices (T, k), load (T, E))`` where ``load`` is
+    P(expert in top-k) with noise, else the 0/1 selection.
+    """
+    noisy = clean if noise_std is None else clean + noise * noise_std
+    noisy = noisy.masked_fill(~allowed, float("-inf"))
+    top, indices = noisy.topk(min(k + 1, noisy.shape[1]), dim=1)
+    gates = torch.softmax(top[:, :k], dim=1)
+    indices = indices[:, :k]
+    if noise_std is None:
+        return gates, indices, torch.zeros_like(clean).scatter(1, indices, 1.0)
+    # threshold for expert i: the k-th largest noisy logit of the others (k+1-th if i is in the top k)
+    top = top.clamp_min(-1e4)  # finite thresholds keep the gradient finite where fewer than k + 1 are allowed
+    below = top[:, k : k + 1] if top.shape[1] > k else torch.full_like(top[:, :1], -1e4)
+    in_top = noisy > below
+    threshold = torch.where(in_top, below, top[:, k - 1 : k])
+    normal = torch.distributions.Normal(0.0, 1.0)
+    load = normal.cdf((clean - threshold) / noise_std) * allowed
+    return gates, indices, load
+
+
+class MoERetriever(nn.Module):
+    """Fill the token embeddings of absent modalities (MoE-Retriever and baselines, one interface).
+
+    ``mode``:
+        - ``"moe"`` (paper intent): for each absent (sample, modality ``m``), intra-modal tokens = ``m``-tokens of
+          ``num_supports`` training samples that have ``m`` and share the sample's observed modalities
+          (:class:`SupportBank`); inter-modal tokens = the sample's own observed tokens. One learned query per
+          target token attends across all of them (samples x modalities x tokens, plus a learned null key), then a
+          noisy top-k sparse MoE (FFN experts: ``num_candidates`` per modality + ``num_shared`` shared; modality
+          ``m`` may use only its block and the shared ones) refines it: ``out = h + sum_k g_k E_k(LN(h))``.
+          Auxiliary losses: mean over target modalities of cv^2(importance) and cv^2(load) over the allowed
+          experts (so the missing-rate mix across modalities is not penalised).
+        - ``"public_mean"``: the public code's output, ``0.5 mean(intra) + 0.5 mean(inter)`` (only one term when
+          the other is empty; zeros when both are).
+        - ``"mean"``: the cached training mean of modality ``m``. ``"learned"``: a learned bank per (observed
+          combination, ``m``) as in Flex-MoE (``2^M x M x n x d`` parameters). ``"zero"``: zeros.
+
+    The cache is read before it is updated, so a batch never supports itself. It is updated only in training
+    mode with ``update_bank`` True; the caller guarantees that training-mode batches come from the training
+    split (MONAI's evaluator runs the model in eval mode, so validation/test never enter the cache).
+
+    Args:
+        num_modalities, num_tokens, hidden_size: ``M``, ``n``, ``d``.
+        mode: one of :data:`RETRIEVER_MODES`.
+        num_heads: attention heads.
+        num_supports: ``k`` support samples per query.
+        num_candidates, num_shared, top_k: experts per modality, shared experts, experts kept per token.
+        mlp_dim: expert hidden width (default ``2 d``).
+        capacity: support bank rows.
+
+    Shapes: ``forward(tokens (B, M, n, d), mask (B, M), ids)`` -> ``(B, M, n, d)`` with absent modalities
+    replaced (present ones untouched).
+
+    Raises:
+        ValueError: on an unknown mode, ``top_k`` larger than the allowed experts, or a bad shape.
+
+    Example::
+
+        >>> r = MoERetriever(2, 4, 8, num_heads=2, num_candidates=2, num_shared=1, top_k=2, capacity=8)
+        >>> r(torch.randn(3, 2, 4, 8), torch.tensor([[True, True], [True, False], [False, True]])).shape
+        torch.Size([3, 2, 4, 8])
+    """
+
+    def __init__(
+        self,
+        num_modalities: int,
+        num_tokens: int,
+        hidden_size: int,
+        mode: str = "moe",
+        num_heads: int = 4,
+        num_supports: int = 4,
+        num_candidates: int = 4,
+        num_shared: int = 2,
+        top_k: int = 2,
+        mlp_dim: int | None = None,
+        capacity: int = 256,
+    ) -> None:
+        super().__init__()
+        if mode not in RETRIEVER_MODES:
+            raise ValueError(f"mode must be one of {RETRIEVER_MODES}, got '{mode}'")
+        m, n, d = num_modalities, num_tokens, hidden_size
+        self.mode, self.num_modalities, self.num_supports = mode, m, num_supports
+        self.update_bank = True
+        self.generator: torch.Generator | None = None
+        self._aux: dict[str, torch.Tensor] = {}
+        self._choices: dict[str, torch.Tensor] = {}
+        self._support_ids: list = []
+        self.bank = SupportBank(m, n, d, capacity) if mode in ("moe", "public_mean", "mean") else None
+        if self.bank is not None and not 1 <= num_supports <= capacity:
+            raise ValueError(f"num_supports must be in [1, capacity = {capacity}], got {num_supports}")
+        if mode == "learned":
+            if m > 8:
+                raise ValueError(f"mode 'learned' keeps 2^M banks; M={m} is too many")
+            self.learned = nn.Parameter(torch.randn(2**m, m, n, d) * 0.02)
+        if mode != "moe":
+            return
+        if not 1 <= top_k <= num_candidates + num_shared:
+            raise ValueError(f"top_k must be in [1, num_candidates + num_shared = {num_candidates + num_shared}]")
+        self.top_k, self.num_experts = top_k, m * num_candidates + num_shared
+        self.query = nn.Parameter(torch.randn(m, n, d) * 0.02)  # one query per target token
+        self.null_key = nn.Parameter(torch.randn(m, 1, d) * 0.02)  # always-valid key: no empty context
+        self.source_embed = nn.Parameter(torch.randn(2, m, d) * 0.02)  # [intra of m | inter of modality j]
+        self.position = nn.Parameter(torch.randn(n, d) * 0.02)
+        self.norm_kv = nn.LayerNorm(d)
+        self.attention = nn.MultiheadAttention(d, num_heads, batch_first=True)
+        self.norm_moe = nn.LayerNorm(d)
+        self.w_gate = nn.Parameter(torch.zeros(d, self.num_experts))  # zero init as Shazeer / FastMoE
+        self.w_noise = nn.Parameter(torch.zeros(d, self.num_experts))
+        self.experts = BatchedExperts(d, mlp_dim or 2 * d, self.num_experts)
+        allowed = torch.zeros(m, self.num_experts, dtype=torch.bool)
+        for i in range(m):  # construction only
+            allowed[i, i * num_candidates : (i + 1) * num_candidates] = True
+        allowed[:, m * num_candidates :] = True
+        self.register_buffer("allowed", allowed, persistent=False)
+
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, ids=None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        b, m, n, d = tokens.shape
+        if m != self.num_modalities or mask.shape != (b, m):
+            raise ValueError(
+                f"tokens must be (B, {self.num_modalities}, n, d) with mask (B, M), got {tuple(mask.shape)}"
+            )
+        mask = mask.to(device=tokens.device, dtype=torch.bool)
+        sample, target = (~mask).nonzero(as_tuple=True)  # P missing (sample, modality) pairs
+        self._aux, self._choices = {}, {"sample": sample, "modality": target}
+        if sample.numel():
+            fill = self._retrieve(tokens, mask, sample, target, generator or self.generator)
+            tokens = tokens.index_put((sample, target), fill.to(tokens.dtype))
+        if self.bank is not None and self.training and self.update_bank:
+            self.bank.update(ids, tokens.detach(), mask, split_is_train=True)
+        return tokens
+
+    def _retrieve(self, tokens, mask, sample, target, generator) -> torch.Tensor:
+        observed = mask[sample]  # P M
+        if self.mode == "zero":
+            return tokens.new_zeros(sample.numel(), *tokens.shape[2:])
+        if self.mode == "learned":
+            combination = (observed.long() << torch.arange(self.num_modalities, device=tokens.device)).sum(1)
+            return self.learned[combination, target]
+        if self.mode == "mean":
+            return self.bank.mean_embedding()[target]
+        index, valid = self.bank.sample(observed, target, self.num_supports, generator)
+        index, valid = index.to(tokens.device), valid.to(tokens.device)
+        self._choices.update(support_index=index, support_valid=valid, fallback=self.bank.last_fallback)
+        self._support_ids = list(self.bank.ids)  # snapshot: the update after retrieval may overwrite slots
+        intra = self.bank.embeddings[index, target.unsqueeze(1)].to(tokens.dtype)  # P k n d
+        inter = tokens[sample]  # P M n d (own observed modalities; the target itself is absent)
+        if self.mode == "public_mean":
+            has = torch.stack([valid.any(1), observed.any(1)], 1).to(tokens.dtype)[:, :, None, None]  # P 2 1 1
+            means = torch.stack([_masked_mean(intra, valid), _masked_mean(inter, observed)], 1)  # P 2 n d
+            return (has * means).sum(1) / has.sum(1).clamp_min(1.0)  # 50/50, or the non-empty term alone
+        return self._moe(intra, valid, inter, observed, target)
+
+    def _moe(self, intra, valid, inter, observed, target) -> torch.Tensor:
+        p, k, n, d = intra.shape
+        m = inter.shape[1]
+        intra = intra + self.source_embed[0, target][:, None, None] + self.position
+        inter = inter + self.source_embed[1][None, :, None] + self.position
+        keys = torch.cat([self.null_key[target], intra.reshape(p, k * n, d), inter.reshape(p, m * n, d)], 1)
+        key_valid = torch.cat(
+            [valid.new_ones(p, 1), valid.repeat_interleave(n, 1), observed.repeat_interleave(n, 1)], 1
+        )
+        keys = self.norm_kv(keys)
+        h, _ = self.attention(self.query[target], keys, keys, key_padding_mask=~key_valid, need_weights=False)
+        x = self.norm_moe(h).reshape(p * n, d)  # one routing decision per retrieved token
+        allowed = self.allowed[target].repeat_interleave(n, 0)  # (p n) e
+        clean = x @ self.w_gate
+        noise_std = noise = None
+        if self.training:
+            noise_std = F.softplus(x @ self.w_noise) + 1e-2
+            noise = torch.randn_like(clean)
+        gates, indices, load = noisy_top_k_gating(clean, noise_std, noise, allowed, self.top_k)
+        dense_gates = torch.zeros_like(clean).scatter(1, indices, gates)  # (p n) e
+        expert_out = self.experts(x.unsqueeze(0).expand(self.num_experts, -1, -1))  # e (p n) d
+        moe = torch.einsum("te,etd->td", dense_gates.to(expert_out.dtype), expert_out)
+        self._choices.update(expert_index=indices.view(p, n, -1), expert_gate=gates.view(p, n, -1).detach())
+        self._aux = self._balance(dense_gates, load, target.repeat_interleave(n))
+        return h + moe.view(p, n, d)
+
+    def _balance(self, gates: torch.Tensor, load: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean over the target modalities of this batch of cv^2 over that modality's allowed experts."""
+        onehot = F.one_hot(target, self.num_modalities).to(gates.dtype)  # t m
+        used = onehot.sum(0) > 0
+        per_modality = torch.stack([onehot.t() @ gates, onehot.t() @ load])  # 2 m e (importance, load)
+        allowed = per_modality[:, self.allowed].view(2, self.num_modalities, -1)[:, used]  # 2 m' a
+        cv = _cv_squared_rows(allowed).mean(1)
+        return {"importance": cv[0], "balance": cv[1]}
+
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """``{"importance", "balance"}`` of the last forward.
+
+        Zero when nothing was routed, still tied to every parameter so DDP sees them used.
+        """
+        if self._aux:
+            return dict(self._aux)
+        zero = sum((p.sum() * 0.0 for p in self.parameters()), torch.zeros(()))
+        return {"importance": zero, "balance": zero}
+
+    def last_choices(self) -> dict[str, torch.Tensor | list]:
+        """Interpretation of the last forward: for each retrieved embedding (row ``i``), ``sample`` / ``modality``;
+        in ``"moe"`` mode ``expert_index`` / ``expert_gate`` ``(P, n, top_k)`` (experts ``[m C, (m+1) C)`` belong to
+        modality ``m``, the last ``num_shared`` are shared); with a bank, ``support_index`` / ``support_valid``
+        ``(P, k)``, ``support_ids`` (lists) and ``fallback`` ``(P,)``."""
+        out = dict(self._choices)
+        if "support_index" in out:
+            out["support_ids"] = [
+                [self._support_ids[j] for j, ok in zip(row, good) if ok]
+                for row, good in zip(out["support_index"].tolist(), out["support_valid"].tolist())
+            ]
+        return out
+
+
+def _masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` ``(P, S, n, d)`` over the kept ``S`` entries (zeros where none)."""
+    w = keep.to(x.dtype)[:, :, None, None]
+    return (x * w).sum(1) / w.sum(1).clamp_min(1.0)

@@ -1,0 +1,99 @@
+"""M4oE with ``missing_modality="retriever"``: identity on complete batches, train-only cache, losses, checkpoints."""
+
+import io
+
+import pytest
+import torch
+
+from medmoe.nets import create_model
+
+MODALITIES = ["cc", "mlo", "s2d_cc"]
+TINY = dict(
+    modalities=MODALITIES,
+    tasks={"density": 4, "risk": 2},
+    image_size=16,
+    patch_size=8,
+    hidden_size=16,
+    mlp_dim=16,
+    num_heads=2,
+    msoe_experts=2,
+    mtoe_experts=2,
+    fusion_experts=2,
+)
+RETRIEVER = dict(num_supports=2, num_candidates=2, num_shared=1, top_k=2, capacity=8)
+
+
+def model(missing="retriever", **kwargs):
+    torch.manual_seed(0)
+    extra = {"retriever_kwargs": {**RETRIEVER, **kwargs}} if missing == "retriever" else {}
+    return create_model("m4oe", **TINY, missing_modality=missing, **extra)
+
+
+def batch(mask, prefix="train", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = len(mask)
+    out = {k: torch.rand(b, 1, 16, 16, generator=g) for k in MODALITIES}
+    out["modality_mask"] = torch.tensor(mask)
+    out["id"] = [f"{prefix}-{seed}-{i}" for i in range(b)]
+    return out
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_complete_batch_is_identical_with_retriever_on_or_off(train):
+    off, on = model("zero"), model()
+    on.load_state_dict(off.state_dict(), strict=False)
+    full = batch([[True] * 3] * 2)
+    off.train(train), on.train(train)
+    with torch.no_grad():
+        a, b = off(full), on(full)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cache_holds_training_ids_only_and_supports_come_from_it():
+    net = model()
+    net.train()
+    train_ids = []
+    for seed in range(2):
+        data = batch([[True, True, True], [True, False, True], [True, True, False]], "train", seed)
+        net(data)
+        train_ids += data["id"]
+    net.eval()
+    for seed in range(2):
+        net(batch([[True, False, False], [False, True, True]], "val", seed))
+        seen = [i for row in net.retriever.last_choices()["support_ids"] for i in row]
+        assert seen and set(seen) <= set(train_ids)
+    assert set(net.retriever.bank.ids) - {None} == set(train_ids)
+
+
+def test_retriever_losses_and_gradients():
+    net = model(top_k=3)
+    net.train()
+    net(batch([[True] * 3] * 3, "warm"))
+    out = net(batch([[False, True, True], [True, False, True], [True, True, False]]))
+    losses = net.auxiliary_losses()
+    assert {"retriever_importance", "retriever_balance", "mutual_information"} == set(losses)
+    loss = sum(v.logsumexp(-1).sum() for v in out.values()) + sum(losses.values())
+    loss.backward()
+    dead = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, f"no gradient for {dead}"
+    learned = model("learned")
+    learned(batch([[False, True, True]]))
+    assert set(learned.auxiliary_losses()) == {"mutual_information"}
+
+
+def test_cache_travels_with_the_checkpoint():
+    net = model()
+    net.train()
+    net(batch([[True, True, True], [True, False, True]]))
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = model()
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    assert fresh.retriever.bank.ids == net.retriever.bank.ids
+    assert torch.equal(fresh.retriever.bank.embeddings, net.retriever.bank.embeddings)
+
+
+def test_retriever_kwargs_need_the_retriever():
+    with pytest.raises(ValueError, match="retriever_kwargs"):
+        create_model("m4oe", **TINY, missing_modality="zero", retriever_kwargs={"top_k": 1})
