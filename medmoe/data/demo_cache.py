@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["cached_demo", "default_cache_root"]
+__all__ = ["cached_demo", "default_cache_root", "demo_folder"]
 
 
 def default_cache_root() -> Path:
@@ -25,6 +25,26 @@ def default_cache_root() -> Path:
     """
     env = os.environ.get("MEDMOE_CACHE", "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "medmoe"
+
+
+def demo_folder(
+    cache_dir: str | os.PathLike | None, name: str, defaults: dict[str, int], kwargs: dict
+) -> tuple[Path, dict[str, int]]:
+    """Check a demo's keyword arguments (integers) and return its cache folder and full parameter set.
+
+    The folder is ``<cache root>/demo/<name>`` for the defaults and a parameter-suffixed sibling otherwise.
+
+    Raises:
+        ValueError: for keyword arguments not in ``defaults``.
+    """
+    unknown = set(kwargs) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown argument(s) {sorted(unknown)}; expected some of {sorted(defaults)}")
+    params = {**defaults, **{k: int(v) for k, v in kwargs.items()}}
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    if params != defaults:
+        name += "_" + "_".join(f"{k}{v}" for k, v in params.items())
+    return root / "demo" / name, params
 
 
 def cached_demo(target: Path, make: Callable[[Path], Path], info: dict, description: str) -> Path:

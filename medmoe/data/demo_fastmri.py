@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medmoe.data.demo_cache import cached_demo, default_cache_root
+from medmoe.data.demo_cache import cached_demo, demo_folder
 from medmoe.data.embed_adapter import split_by_patient
 
 __all__ = ["DEMO_NAME", "FASTMRI_LABELS", "FASTMRI_COLUMNS", "fastmri_demo_cohort", "make_fastmri_demo"]
@@ -185,13 +185,7 @@ def fastmri_demo_cohort(cache_dir: str | os.PathLike | None = None, **kwargs) ->
     Example:
         >>> csv_path = fastmri_demo_cohort()  # doctest: +SKIP
     """
-    unknown = set(kwargs) - set(_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown argument(s) {sorted(unknown)}; expected some of {sorted(_DEFAULTS)}")
-    params = {**_DEFAULTS, **{k: int(v) for k, v in kwargs.items()}}
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    name = DEMO_NAME if params == _DEFAULTS else DEMO_NAME + "_" + "_".join(f"{k}{v}" for k, v in params.items())
-    target = cache_root / "demo" / name
+    target, params = demo_folder(cache_dir, DEMO_NAME, _DEFAULTS, kwargs)
     return cached_demo(
         target,
         lambda folder: make_fastmri_demo(folder, **params),

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .demo_cache import cached_demo, default_cache_root
+from .demo_cache import cached_demo, demo_folder
 from .demo_embed import _balanced
 from .gamma_adapter import GAMMA_GRADES, build_gamma_cohort
 
@@ -202,16 +202,9 @@ def gamma_demo_cohort(cache_dir: str | os.PathLike | None = None, **kwargs) -> P
     Example:
         >>> csv_path = gamma_demo_cohort()  # doctest: +SKIP
     """
-    unknown = set(kwargs) - set(_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown argument(s) {sorted(unknown)}; expected some of {sorted(_DEFAULTS)}")
-    params = {**_DEFAULTS, **{k: int(v) for k, v in kwargs.items()}}
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    name = GAMMA_DEMO_NAME
-    if params != _DEFAULTS:
-        name += "_" + "_".join(f"{k}{v}" for k, v in params.items())
+    target, params = demo_folder(cache_dir, GAMMA_DEMO_NAME, _DEFAULTS, kwargs)
     return cached_demo(
-        cache_root / "demo" / name,
+        target,
         lambda folder: make_gamma_demo(folder, **params),
         {"name": GAMMA_DEMO_NAME, **params},
         f"the GAMMA demo cohort ({params['num_cases']} cases)",
