@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .grad_storage import GradientStorage
+
 __all__ = ["BatchedExperts"]
 
 
@@ -41,6 +43,7 @@ class BatchedExperts(nn.Module):
         self.w2 = nn.Parameter(torch.empty(n, mlp_dim, hidden_size).uniform_(-b2, b2))
         self.b2 = nn.Parameter(torch.zeros(n, 1, hidden_size))
         self.drop = nn.Dropout(dropout_rate)
+        self.grad_storage = GradientStorage()  # warm memory for the fused backward's weight gradients
 
     @property
     def dropout_active(self) -> bool:
@@ -76,17 +79,31 @@ def experts_backward(
     hidden: torch.Tensor,
     w1: torch.Tensor,
     w2: torch.Tensor,
+    storage: GradientStorage | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Gradients of :func:`experts_forward`: six ``bmm`` calls, one GELU backward written in place.
+
+    With ``storage``, the two weight gradients are written into its warm buffers when they are free
+    (see :mod:`medmoe.layers.grad_storage`) instead of freshly allocated memory.
 
     Returns:
         ``(grad_slots, grad_w1, grad_b1, grad_w2, grad_b2)``.
     """
-    grad_w2 = torch.bmm(hidden.transpose(1, 2), grad_out)  # n h r, n r d -> n h d
+    grad_w2 = _weight_grad(hidden, grad_out, w2, "w2", storage)  # n h r, n r d -> n h d
     grad_b2 = grad_out.sum(1, keepdim=True)
     grad_pre = torch.bmm(grad_out, w2.transpose(1, 2))  # n r d, n d h -> n r h
     torch.ops.aten.gelu_backward.grad_input(grad_pre, pre, grad_input=grad_pre)  # in place: no new n r h buffer
-    grad_w1 = torch.bmm(slots.transpose(1, 2), grad_pre)  # n d r, n r h -> n d h
+    grad_w1 = _weight_grad(slots, grad_pre, w1, "w1", storage)  # n d r, n r h -> n d h
     grad_b1 = grad_pre.sum(1, keepdim=True)
     grad_slots = torch.bmm(grad_pre, w1.transpose(1, 2))  # n r h, n h d -> n r d
     return grad_slots, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def _weight_grad(
+    inputs: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, name: str, storage: GradientStorage | None
+) -> torch.Tensor:
+    """``inputs^T . grad`` per expert, written into ``storage``'s buffer for ``name`` when given."""
+    if storage is None:
+        return torch.bmm(inputs.transpose(1, 2), grad)
+    out = storage.take(name, tuple(weight.shape), grad.dtype, grad.device)
+    return torch.bmm(inputs.transpose(1, 2), grad, out=out)

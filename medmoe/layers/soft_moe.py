@@ -88,11 +88,12 @@ class _FusedSoftMoE(torch.autograd.Function):
 
     The backward accumulates the three contributions to ``grad_x`` (dispatch, logits, norm) in
     one buffer (``baddbmm_``, ``addcmul_``) instead of autograd's separate token-sized tensors,
-    and the slot layout changes are strided views when ``g == s == 1``.
+    and the slot layout changes are strided views when ``g == s == 1``. The expert weight gradients
+    go into warm reusable memory (:class:`~medmoe.layers.grad_storage.GradientStorage`).
     """
 
     @staticmethod
-    def forward(ctx, x, phi_n, w1, b1, w2, b2, num_experts, num_slots):  # noqa: D102
+    def forward(ctx, x, phi_n, w1, b1, w2, b2, num_experts, num_slots, grad_storage=None):  # noqa: D102
         g, b, m, d = x.shape
         e, s = num_experts, num_slots
         p = e * s
@@ -106,7 +107,7 @@ class _FusedSoftMoE(torch.autograd.Function):
         out, pre, hidden = experts_forward(slots, w1, b1, w2, b2)
         out = _to_batches(out, g, e, s)  # L p d
         ctx.save_for_backward(x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2)
-        ctx.num_experts, ctx.num_slots = e, s
+        ctx.num_experts, ctx.num_slots, ctx.grad_storage = e, s, grad_storage
         return torch.bmm(combine, out).view(g, b, m, d)
 
     @staticmethod
@@ -118,7 +119,9 @@ class _FusedSoftMoE(torch.autograd.Function):
         x_l, grad_y = x.reshape(g * b, m, d), grad_y.reshape(g * b, m, d)
         grad_combine = torch.bmm(grad_y, out.transpose(1, 2))  # L m d, L d p -> L m p
         grad_out = _to_experts(torch.bmm(combine.transpose(1, 2), grad_y), g, e, s)
-        grad_slots, grad_w1, grad_b1, grad_w2, grad_b2 = experts_backward(grad_out, slots, pre, hidden, w1, w2)
+        grad_slots, grad_w1, grad_b1, grad_w2, grad_b2 = experts_backward(
+            grad_out, slots, pre, hidden, w1, w2, ctx.grad_storage
+        )
         del grad_out
         grad_slots = _to_batches(grad_slots, g, e, s)  # L p d
         grad_dispatch = torch.bmm(x_l, grad_slots.transpose(1, 2))  # L m d, L d p -> L m p
@@ -135,7 +138,7 @@ class _FusedSoftMoE(torch.autograd.Function):
         grad_logits.mul_(inv_norm)  # now the gradient of x . phi_n
         grad_phi_n = torch.bmm(grad_logits.transpose(1, 2), x_g).transpose(1, 2)  # (g p (b m), g (b m) d)^T: g d p
         grad_x.baddbmm_(grad_logits, phi_n.transpose(1, 2)).addcmul_(x_g, coef)
-        return grad_x.view(g, b, m, d), grad_phi_n, grad_w1, grad_b1, grad_w2, grad_b2, None, None
+        return grad_x.view(g, b, m, d), grad_phi_n, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None
 
 
 class _SoftRouterParams(nn.Module):
@@ -200,7 +203,9 @@ class SoftMoE(nn.Module):
         else:
             ex = self.experts
             phi_n = _slot_weights(self.router.phi, self.router.scale)
-            y = _FusedSoftMoE.apply(x, phi_n, ex.w1, ex.b1, ex.w2, ex.b2, self.num_experts, self.num_slots)
+            y = _FusedSoftMoE.apply(
+                x, phi_n, ex.w1, ex.b1, ex.w2, ex.b2, self.num_experts, self.num_slots, ex.grad_storage
+            )
         return y.squeeze(0) if squeeze else y
 
     def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
