@@ -48,8 +48,9 @@ Shared machine: with libgomp's default active spin-waiting, two 2-thread process
 parallel region for a scheduler time slice, which multiplies the time of many-op layers (the package most) by
 up to 30x. The script therefore re-executes itself with ``OMP_WAIT_POLICY=PASSIVE`` unless
 ``--omp-wait-policy inherit`` is given; the policy is recorded in the JSON. Large allocations (weight gradients
-of 128 experts are 75 MB each) are fresh ``mmap`` pages on every step with glibc's allocator; the JSON records
-``THP_MEM_ALLOC_ENABLE`` (PyTorch's huge-page switch, which makes those page faults cheap) as found.
+of 128 experts are 75 MB each) are fresh ``mmap`` pages on every step with glibc's allocator; ``ours`` writes its
+expert weight gradients into warm reusable memory (``medmoe.layers.grad_storage``), the package and the dense MLP
+allocate. The JSON records ``THP_MEM_ALLOC_ENABLE`` (PyTorch's huge-page switch) as found.
 """
 
 from __future__ import annotations
