@@ -1,7 +1,9 @@
-"""Compositions of layers: transformer blocks with injectable MLPs and M4oE's MSoE / MToE, the MoE-Retriever."""
+"""Compositions of layers: transformer blocks with injectable MLPs and M4oE's MSoE / MToE, the MoE-Retriever and
+the missing-modality fill built on it."""
 
 from .m4oe_blocks import MSoE, MToE
+from .missing_fill import MissingModalityFill
 from .retriever import MoERetriever, SupportBank
 from .transformer import TransformerBlock
 
-__all__ = ["MSoE", "MToE", "MoERetriever", "SupportBank", "TransformerBlock"]
+__all__ = ["MSoE", "MToE", "MissingModalityFill", "MoERetriever", "SupportBank", "TransformerBlock"]

@@ -14,23 +14,46 @@ from torch import nn
 
 from ..layers import BatchedExperts
 
-__all__ = ["MoERetriever", "RETRIEVER_MODES", "SupportBank", "cv_squared", "noisy_top_k_gating"]
+__all__ = [
+    "MoERetriever",
+    "RETRIEVER_MODES",
+    "SUPPORT_SELECTIONS",
+    "SupportBank",
+    "cv_squared",
+    "noisy_top_k_gating",
+]
 
 RETRIEVER_MODES = ("moe", "public_mean", "mean", "learned", "zero")
+SUPPORT_SELECTIONS = ("nearest", "random")
 
 
 class SupportBank(nn.Module):
-    """FIFO cache of training-split token embeddings ``(capacity, M, n, d)`` with presence pattern and id.
+    """Cache of training-split token embeddings ``(capacity, M, n, d)`` with presence pattern and sample id.
+
+    One row per training sample: a sample seen again (same id, e.g. in a later epoch) overwrites its own row
+    with the newer embedding instead of taking a second one, so the supporting group never holds stale copies of
+    one sample. New samples take the least recently written rows (empty ones first), i.e. FIFO eviction.
+    Rows whose id is None are never de-duplicated.
 
     Memory: ``capacity * M * n * d`` floats (fp32), e.g. 256 x 4 views x 64 tokens x 64 = 16.8 MB. The cache is
     a buffer, so it is saved in checkpoints and an evaluator that loads one retrieves from the training cache.
     Ids are kept as extra state (a list). Stored embeddings are detached: no gradient flows into the cache.
 
+    Distributed training: when ``torch.distributed`` is initialised with more than one rank and ``sync`` is True,
+    :meth:`update` all-gathers the batch (embeddings, mask, ids) from every rank first, so every rank writes the
+    same rows in the same order and all ranks hold one identical bank of the global training batch. Every rank
+    must then call :meth:`update` in lockstep (the retriever does, once per training forward). With ``sync``
+    False each rank keeps its own bank.
+
     Args:
         num_modalities: ``M``.
         num_tokens: ``n`` tokens per modality embedding.
         hidden_size: ``d``.
-        capacity: rows kept; the oldest are overwritten first (FIFO keeps embeddings fresh while encoders train).
+        capacity: rows kept.
+        sync: all-gather updates across ranks when ``torch.distributed`` is initialised.
+
+    Raises:
+        ValueError: if ``capacity < 1``.
 
     Example::
 
@@ -39,15 +62,19 @@ class SupportBank(nn.Module):
         2
     """
 
-    def __init__(self, num_modalities: int, num_tokens: int, hidden_size: int, capacity: int = 256) -> None:
+    def __init__(
+        self, num_modalities: int, num_tokens: int, hidden_size: int, capacity: int = 256, sync: bool = True
+    ) -> None:
         super().__init__()
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
+        self.capacity, self.sync = capacity, sync
         self.register_buffer("embeddings", torch.zeros(capacity, num_modalities, num_tokens, hidden_size))
         self.register_buffer("presence", torch.zeros(capacity, num_modalities, dtype=torch.bool))
         self.register_buffer("filled", torch.zeros(capacity, dtype=torch.bool))
-        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # rows written so far (write clock)
+        # write clock of each row; empty rows count as older than any write, in slot order
+        self.register_buffer("stamp", torch.arange(capacity, dtype=torch.long) - capacity)
         self.ids: list = [None] * capacity
         self.last_fallback: torch.Tensor | None = None
 
@@ -57,20 +84,26 @@ class SupportBank(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         self.ids = list(state["ids"])
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if f"{prefix}embeddings" in state_dict and f"{prefix}stamp" not in state_dict:  # bank saved before `stamp`
+            state_dict[f"{prefix}stamp"] = torch.arange(self.capacity, dtype=torch.long) - self.capacity
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def update(self, ids, embeddings: torch.Tensor, mask: torch.Tensor, split_is_train: bool) -> int:
         """Store the training samples of a batch (rows with at least one present modality).
 
         Args:
-            ids: ``B`` sample ids (list or tensor) or None.
+            ids: ``B`` sample ids (list or tensor) or None. A known id overwrites its own row; within a batch the
+                last occurrence of an id wins.
             embeddings: ``(B, M, n, d)``; absent modalities are stored as zeros and never read.
             mask: ``(B, M)`` bool presence.
             split_is_train: must be True: the bank holds training-split embeddings only (never validation or test:
                 the public code leaks test inputs into the supporting group).
 
-        Returns: the number of rows stored.
+        Returns: the number of rows written (over all ranks when gathering).
 
         Raises:
-            ValueError: if ``split_is_train`` is False or the shapes disagree.
+            ValueError: if ``split_is_train`` is False, the shapes disagree or ``ids`` has the wrong length.
         """
         if not split_is_train:
             raise ValueError("SupportBank.update takes training-split samples only (split_is_train=False given)")
@@ -80,39 +113,79 @@ class SupportBank(nn.Module):
                 f"got {tuple(embeddings.shape)} and {tuple(mask.shape)}"
             )
         ids = [None] * mask.shape[0] if ids is None else (ids.tolist() if torch.is_tensor(ids) else list(ids))
-        keep = mask.any(1)
-        rows = keep.nonzero().squeeze(1)[-self.capacity :]  # a batch larger than the bank keeps its last rows
-        count = rows.numel()
-        if count == 0:
+        if len(ids) != mask.shape[0]:
+            raise ValueError(f"ids must have one entry per sample ({mask.shape[0]}), got {len(ids)}")
+        embeddings = embeddings.detach().to(self.embeddings.device, self.embeddings.dtype)
+        mask = mask.to(self.presence.device, torch.bool)
+        if self.sync:
+            embeddings, mask, ids = _all_gather_batch(embeddings, mask, ids)
+        rows, slots = self._assign(ids, mask.any(1).tolist())
+        if not rows:
             return 0
-        slots = (self.pointer + torch.arange(count, device=self.pointer.device)) % self.capacity
-        rows_dev = rows.to(self.embeddings.device)
-        mask_rows = mask.to(self.presence.device)[rows_dev]
-        stored = embeddings.detach().to(self.embeddings.device, self.embeddings.dtype)[rows_dev]
-        self.embeddings[slots] = stored * mask_rows[:, :, None, None]
-        self.presence[slots] = mask_rows
-        self.filled[slots] = True
-        self.pointer.copy_((self.pointer + count) % self.capacity)
-        for slot, row in zip(slots.tolist(), rows.tolist()):  # bookkeeping of B ids, no tensor work
+        rows_t = torch.tensor(rows, device=self.embeddings.device)
+        slots_t = torch.tensor(slots, device=self.embeddings.device)
+        mask_rows = mask[rows_t]
+        self.embeddings[slots_t] = embeddings[rows_t] * mask_rows[:, :, None, None]
+        self.presence[slots_t] = mask_rows
+        self.filled[slots_t] = True
+        self.stamp[slots_t] = self.pointer + torch.arange(len(rows), device=self.stamp.device)
+        self.pointer.add_(len(rows))
+        for slot, row in zip(slots, rows):  # bookkeeping of B ids, no tensor work
             self.ids[slot] = ids[row]
-        return count
+        return len(rows)
 
-    def candidates(self, observed: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _assign(self, ids: list, keep: list[bool]) -> tuple[list[int], list[int]]:
+        """Rows of the batch to write and their slots: known ids -> their row, new ones -> least recently written."""
+        last = {i: r for r, i in enumerate(ids) if keep[r] and i is not None}  # last occurrence of each id
+        rows = [r for r, i in enumerate(ids) if keep[r] and (i is None or last[i] == r)]
+        where = {i: s for s, i in enumerate(self.ids) if i is not None}
+        known = {r: where[ids[r]] for r in rows if ids[r] is not None and ids[r] in where}
+        new_rows = [r for r in rows if r not in known]
+        free = self.capacity - len(known)
+        new_rows = new_rows[len(new_rows) - free :] if len(new_rows) > free else new_rows  # keep the last rows
+        order = self.stamp.clone()
+        if known:
+            order[list(known.values())] = torch.iinfo(torch.long).max  # refreshed rows are not evicted
+        new_slots = order.topk(len(new_rows), largest=False).indices.tolist() if new_rows else []
+        slot_of = {**known, **dict(zip(new_rows, new_slots))}
+        rows = sorted(slot_of)
+        return rows, [slot_of[r] for r in rows]
+
+    def candidates(
+        self, observed: torch.Tensor, targets: torch.Tensor, query_ids: list | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validity matrix ``(P, capacity)`` of support rows for ``P`` (observed pattern, target modality) queries.
 
-        A row is valid if it is filled, has the target modality and has every observed modality of the query.
-        Where no row shares all observed modalities, rows that merely have the target are used (``fallback``).
+        A row is valid if it is filled, has the target modality, has every observed modality of the query and is
+        not the query sample itself (same id: a training exam seen in an earlier epoch, possibly with the
+        modality present, must not support itself). Where no row shares all observed modalities, rows that
+        merely have the target (and are not the sample) are used (``fallback``).
+
+        Args:
+            observed: ``(P, M)`` bool.
+            targets: ``(P,)`` long.
+            query_ids: ``P`` ids of the query samples, or None (no self-exclusion; None ids never match).
 
         Returns: ``(valid (P, capacity) bool, fallback (P,) bool)``.
         """
         have_target = self.presence[:, targets].t() & self.filled  # P C
+        if query_ids is not None and any(i is not None for i in query_ids):
+            code = {i: c for c, i in enumerate({*self.ids, *query_ids} - {None})}
+            bank = torch.tensor([code.get(i, -1) for i in self.ids], device=have_target.device)
+            query = torch.tensor([code.get(i, -2) for i in query_ids], device=have_target.device)
+            have_target = have_target & (bank.unsqueeze(0) != query.unsqueeze(1))
         shares = (self.presence.unsqueeze(0) | ~observed.unsqueeze(1)).all(-1)  # (1 C M | P 1 M) -> P C
         full = have_target & shares
         fallback = ~full.any(1)
         return torch.where(fallback.unsqueeze(1), have_target, full), fallback
 
     def sample(
-        self, observed: torch.Tensor, targets: torch.Tensor, k: int, generator: torch.Generator | None = None
+        self,
+        observed: torch.Tensor,
+        targets: torch.Tensor,
+        k: int,
+        generator: torch.Generator | None = None,
+        query_ids: list | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``k`` support rows without replacement for each of ``P`` queries, batched.
 
@@ -121,17 +194,70 @@ class SupportBank(nn.Module):
             targets: ``(P,)`` target (missing) modality of each query.
             k: supports per query (``<= capacity``).
             generator: optional RNG for ``torch.multinomial``.
+            query_ids: ``P`` query sample ids: a sample never supports itself (see :meth:`candidates`).
 
         Returns: ``(index (P, k) long, valid (P, k) bool)``; a slot is invalid when fewer than ``k`` candidates
         exist. ``last_fallback`` records which queries fell back to "has the target" only.
         """
         if k > self.capacity:
             raise ValueError(f"k ({k}) must be <= the bank capacity ({self.capacity})")
-        valid, fallback = self.candidates(observed.to(self.presence.device), targets.to(self.presence.device))
+        device = self.presence.device
+        valid, fallback = self.candidates(observed.to(device), targets.to(device), query_ids)
         self.last_fallback = fallback
         # invalid rows get a tiny weight so multinomial never runs out of categories; they are masked afterwards
         weights = valid.to(torch.float32).clamp_min(1e-20)
         index = torch.multinomial(weights, k, replacement=False, generator=generator)
+        return index, valid.gather(1, index)
+
+    def nearest(
+        self,
+        observed: torch.Tensor,
+        targets: torch.Tensor,
+        k: int,
+        query: torch.Tensor,
+        query_ids: list | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` eligible rows most similar to each of ``P`` queries, batched (one einsum + one top-k).
+
+        Eligibility is that of :meth:`candidates` (training rows only, have the target, share the query's observed
+        modalities, not the query sample itself). Similarity: each modality's tokens are mean-pooled and
+        L2-normalised, for the query and for every row; the score is the mean over the modalities that the query
+        observes *and* the row has of their cosine similarities, i.e. the cosine similarity of the concatenated
+        normalised embeddings over those modalities. The choice is discrete, so no gradient flows through it (the
+        bank is detached anyway); it is deterministic, in training and evaluation alike (ties go to the lower
+        row).
+
+        Args:
+            observed: ``(P, M)`` bool observed modalities of each query sample.
+            targets: ``(P,)`` target (missing) modality of each query.
+            k: supports per query (``<= capacity``).
+            query: ``(P, M, n, d)`` the query samples' tokens; only observed modalities are read.
+            query_ids: ``P`` query sample ids: a sample never supports itself.
+
+        Returns: ``(index (P, k) long, valid (P, k) bool)`` ordered from most to least similar; a slot is invalid
+        when fewer than ``k`` eligible rows exist. ``last_fallback`` as in :meth:`sample`.
+
+        Raises:
+            ValueError: if ``k > capacity`` or ``query`` does not match the bank's ``(M, n, d)``.
+        """
+        if k > self.capacity:
+            raise ValueError(f"k ({k}) must be <= the bank capacity ({self.capacity})")
+        if query.shape[1:] != self.embeddings.shape[1:] or query.shape[0] != observed.shape[0]:
+            raise ValueError(
+                f"query must be (P={observed.shape[0]}, {', '.join(map(str, self.embeddings.shape[1:]))}), "
+                f"got {tuple(query.shape)}"
+            )
+        device = self.presence.device
+        observed = observed.to(device)
+        valid, fallback = self.candidates(observed, targets.to(device), query_ids)
+        self.last_fallback = fallback
+        with torch.no_grad():
+            q = F.normalize(query.detach().to(device, torch.float32).mean(2), dim=-1)  # P M d
+            bank = F.normalize(self.embeddings.float().mean(2), dim=-1)  # C M d
+            both = (observed.unsqueeze(1) & self.presence.unsqueeze(0)).float()  # P C M
+            score = torch.einsum("pmd,cmd->pcm", q, bank).mul(both).sum(-1) / both.sum(-1).clamp_min(1.0)
+            score = score.masked_fill(~valid, float("-inf"))
+            index = score.topk(k, dim=1).indices  # sorted, most similar first
         return index, valid.gather(1, index)
 
     def mean_embedding(self) -> torch.Tensor:
@@ -139,6 +265,30 @@ class SupportBank(nn.Module):
         weight = (self.presence & self.filled.unsqueeze(1)).to(self.embeddings.dtype)  # C M
         total = torch.einsum("cm,cmnd->mnd", weight, self.embeddings)
         return total / weight.sum(0).clamp_min(1.0)[:, None, None]
+
+
+def _all_gather_batch(
+    embeddings: torch.Tensor, mask: torch.Tensor, ids: list
+) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Concatenate a batch over all ranks (rank order) when ``torch.distributed`` runs with several ranks."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeddings, mask, ids
+    world = dist.get_world_size()
+    size = torch.tensor([mask.shape[0]], device=embeddings.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    pad = max(sizes) - mask.shape[0]
+    flat = torch.cat([embeddings.flatten(1), mask.to(embeddings.dtype)], 1)  # one collective for both
+    flat = F.pad(flat, (0, 0, 0, pad))
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    flat = torch.cat([g[:s] for g, s in zip(gathered, sizes)])
+    m = mask.shape[1]
+    all_ids: list = [None] * world
+    dist.all_gather_object(all_ids, ids)
+    return flat[:, :-m].view(-1, *embeddings.shape[1:]), flat[:, -m:] > 0.5, [i for part in all_ids for i in part]
 
 
 def cv_squared(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -195,7 +345,7 @@ class MoERetriever(nn.Module):
     ``mode``:
         - ``"moe"`` (paper intent): for each absent (sample, modality ``m``), intra-modal tokens = ``m``-tokens of
           ``num_supports`` training samples that have ``m`` and share the sample's observed modalities
-          (:class:`SupportBank`); inter-modal tokens = the sample's own observed tokens. One learned query per
+          (:class:`SupportBank`; by default the most similar ones, see ``support_selection``); inter-modal tokens = the sample's own observed tokens. One learned query per
           target token attends across all of them (samples x modalities x tokens, plus a learned null key), then a
           noisy top-k sparse MoE (FFN experts: ``num_candidates`` per modality + ``num_shared`` shared; modality
           ``m`` may use only its block and the shared ones) refines it: ``out = h + sum_k g_k E_k(LN(h))``.
@@ -218,6 +368,24 @@ class MoERetriever(nn.Module):
         num_candidates, num_shared, top_k: experts per modality, shared experts, experts kept per token.
         mlp_dim: expert hidden width (default ``2 d``).
         capacity: support bank rows.
+        eval_seed: in eval mode, support sampling uses a generator seeded with this at every forward (unless a
+            ``generator`` is given), so evaluation is reproducible and a batch's output does not depend on what
+            ran before; None draws from the global RNG. Training draws from ``self.generator`` or the global RNG.
+        sync_bank: all-gather bank updates across ranks under ``torch.distributed`` (see :class:`SupportBank`).
+        masked_retrieval: an optional self-supervised term *beyond the paper* (``"moe"`` mode only; 0 = off, the
+            paper's training). In training, each sample with at least two present modalities hides one of them
+            (uniformly) from the retriever with this probability; the retriever retrieves it from the other
+            modalities and the supports (never the sample itself), and ``auxiliary_losses()["reconstruction"]``
+            is the relative squared error ``|r - e|^2 / |e|^2`` to the real, detached embedding ``e``. It trains
+            the retriever on complete samples too, not only on the (possibly rare) naturally missing ones. The
+            downstream model always sees the real embedding.
+        support_selection: how the ``num_supports`` supports are picked among the eligible bank rows (training
+            rows that have ``m`` and share the sample's observed modalities, never the sample itself), for
+            ``"moe"`` and ``"public_mean"``: ``"nearest"`` (default) the rows most similar to the sample
+            (:meth:`SupportBank.nearest`: cosine similarity of the mean-pooled embeddings of the modalities both
+            have; deterministic, no gradient through the choice), so the supports are *relevant* to the sample;
+            ``"random"`` a uniform draw without replacement (:meth:`SupportBank.sample`), which gives only
+            population-level supports (``eval_seed`` / ``generator`` apply to this one only).
 
     Shapes: ``forward(tokens (B, M, n, d), mask (B, M), ids)`` -> ``(B, M, n, d)`` with absent modalities
     replaced (present ones untouched).
@@ -245,18 +413,28 @@ class MoERetriever(nn.Module):
         top_k: int = 2,
         mlp_dim: int | None = None,
         capacity: int = 256,
+        eval_seed: int | None = 0,
+        sync_bank: bool = True,
+        masked_retrieval: float = 0.0,
+        support_selection: str = "nearest",
     ) -> None:
         super().__init__()
         if mode not in RETRIEVER_MODES:
             raise ValueError(f"mode must be one of {RETRIEVER_MODES}, got '{mode}'")
         m, n, d = num_modalities, num_tokens, hidden_size
         self.mode, self.num_modalities, self.num_supports = mode, m, num_supports
-        self.update_bank = True
+        self.update_bank, self.eval_seed = True, eval_seed
+        if not 0.0 <= masked_retrieval <= 1.0 or (masked_retrieval and mode != "moe"):
+            raise ValueError(f"masked_retrieval must be in [0, 1] and needs mode 'moe', got {masked_retrieval}")
+        self.masked_retrieval = masked_retrieval
+        if support_selection not in SUPPORT_SELECTIONS:
+            raise ValueError(f"support_selection must be one of {SUPPORT_SELECTIONS}, got '{support_selection}'")
+        self.support_selection = support_selection
         self.generator: torch.Generator | None = None
         self._aux: dict[str, torch.Tensor] = {}
         self._choices: dict[str, torch.Tensor] = {}
         self._support_ids: list = []
-        self.bank = SupportBank(m, n, d, capacity) if mode in ("moe", "public_mean", "mean") else None
+        self.bank = SupportBank(m, n, d, capacity, sync_bank) if mode in ("moe", "public_mean", "mean") else None
         if self.bank is not None and not 1 <= num_supports <= capacity:
             raise ValueError(f"num_supports must be in [1, capacity = {capacity}], got {num_supports}")
         if mode == "learned":
@@ -293,16 +471,51 @@ class MoERetriever(nn.Module):
                 f"tokens must be (B, {self.num_modalities}, n, d) with mask (B, M), got {tuple(mask.shape)}"
             )
         mask = mask.to(device=tokens.device, dtype=torch.bool)
+        ids = None if ids is None else (ids.tolist() if torch.is_tensor(ids) else list(ids))
+        if ids is not None and len(ids) != b:
+            raise ValueError(f"ids must have one entry per sample ({b}), got {len(ids)}")
+        generator = self._generator(generator)
         sample, target = (~mask).nonzero(as_tuple=True)  # P missing (sample, modality) pairs
         self._aux, self._choices = {}, {"sample": sample, "modality": target}
         if sample.numel():
-            fill = self._retrieve(tokens, mask, sample, target, generator or self.generator)
+            fill = self._retrieve(tokens, mask, sample, target, generator, ids)
             tokens = tokens.index_put((sample, target), fill.to(tokens.dtype))
+        if self.training and self.masked_retrieval > 0:
+            aux, choices = self._aux, self._choices
+            reconstruction = self._masked_retrieval_loss(tokens, mask, ids, generator)
+            self._aux, self._choices = {**aux, "reconstruction": reconstruction}, choices
         if self.bank is not None and self.training and self.update_bank:
             self.bank.update(ids, tokens.detach(), mask, split_is_train=True)
         return tokens
 
-    def _retrieve(self, tokens, mask, sample, target, generator) -> torch.Tensor:
+    def _generator(self, given: torch.Generator | None) -> torch.Generator | None:
+        """The generator for support sampling: given > ``self.generator`` > seeded one in eval > global RNG."""
+        if given is not None or self.generator is not None:
+            return given if given is not None else self.generator
+        if self.training or self.eval_seed is None or self.bank is None:
+            return None
+        return torch.Generator(device=self.bank.presence.device).manual_seed(self.eval_seed)
+
+    def _masked_retrieval_loss(self, tokens, mask, ids, generator) -> torch.Tensor:
+        """Hide one present modality of some samples, retrieve it, return the relative squared error (detached
+        target); zero tied to the parameters when no sample qualifies."""
+        draw = torch.rand(mask.shape, device=mask.device, generator=generator)
+        hide = draw.masked_fill(~mask, -1.0).argmax(1)  # a uniformly drawn present modality per sample
+        keep = (mask.sum(1) >= 2) & (
+            torch.rand(mask.shape[0], device=mask.device, generator=generator) < self.masked_retrieval
+        )
+        sample = keep.nonzero().squeeze(1)
+        if sample.numel() == 0:
+            return sum((p.sum() * 0.0 for p in self.parameters()), tokens.new_zeros(()))
+        target = hide[sample]
+        hidden = mask.clone()
+        hidden[sample, target] = False
+        retrieved = self._retrieve(tokens, hidden, sample, target, generator, ids)
+        real = tokens[sample, target].detach()
+        error = (retrieved - real).square().flatten(1).sum(1) / real.square().flatten(1).sum(1).clamp_min(1e-6)
+        return error.mean()
+
+    def _retrieve(self, tokens, mask, sample, target, generator, ids=None) -> torch.Tensor:
         observed = mask[sample]  # P M
         if self.mode == "zero":
             return tokens.new_zeros(sample.numel(), *tokens.shape[2:])
@@ -311,7 +524,11 @@ class MoERetriever(nn.Module):
             return self.learned[combination, target]
         if self.mode == "mean":
             return self.bank.mean_embedding()[target]
-        index, valid = self.bank.sample(observed, target, self.num_supports, generator)
+        query_ids = None if ids is None else [ids[i] for i in sample.tolist()]
+        if self.support_selection == "nearest":
+            index, valid = self.bank.nearest(observed, target, self.num_supports, tokens[sample], query_ids)
+        else:
+            index, valid = self.bank.sample(observed, target, self.num_supports, generator, query_ids)
         index, valid = index.to(tokens.device), valid.to(tokens.device)
         self._choices.update(support_index=index, support_valid=valid, fallback=self.bank.last_fallback)
         self._support_ids = list(self.bank.ids)  # snapshot: the update after retrieval may overwrite slots
@@ -363,10 +580,11 @@ class MoERetriever(nn.Module):
 
         Zero when nothing was routed, still tied to every parameter so DDP sees them used.
         """
-        if self._aux:
+        names = ["importance", "balance"] + (["reconstruction"] if self.masked_retrieval > 0 else [])
+        if all(k in self._aux for k in names):
             return dict(self._aux)
         zero = sum((p.sum() * 0.0 for p in self.parameters()), torch.zeros(()))
-        return {"importance": zero, "balance": zero}
+        return {**dict.fromkeys(names, zero), **self._aux}
 
     def last_choices(self) -> dict[str, torch.Tensor | list]:
         """Interpretation of the last forward: for each retrieved embedding (row ``i``), ``sample`` / ``modality``;

@@ -26,6 +26,10 @@ class MultimodalPrepareBatch(PrepareBatch):
         tasks: task names (or task -> classes).
         mask_key: the presence mask key.
         segmentation_tasks: names (or the model's mapping) of the segmentation tasks.
+        id_key: optional batch key of the sample ids (e.g. ``"exam_id"``). When set and present in the batch, the
+            ids are passed to the model under the same key (a list stays a list, a tensor is moved to ``device``),
+            e.g. for the MoE-Retriever's support bank (``retriever_kwargs={"id_key": ...}``). Batches without it
+            (inference) are fine. None (default): no ids in the inputs.
 
     Raises:
         KeyError: naming a modality or the mask missing from the batch.
@@ -37,8 +41,10 @@ class MultimodalPrepareBatch(PrepareBatch):
         tasks: Mapping[str, int] | Sequence[str],
         mask_key: str = "modality_mask",
         segmentation_tasks: Mapping[str, Mapping] | Sequence[str] | None = None,
+        id_key: str | None = None,
     ):
         self.modalities, self.tasks, self.mask_key = list(modalities), list(tasks), mask_key
+        self.id_key = id_key
         self.segmentation_tasks = [t for t in (segmentation_tasks or []) if t not in self.tasks]
 
     def __call__(
@@ -54,6 +60,13 @@ class MultimodalPrepareBatch(PrepareBatch):
                 raise KeyError(f"batch has no key '{key}' (keys: {sorted(map(str, batchdata))})")
             inputs[key] = torch.as_tensor(batchdata[key]).to(device=device, non_blocking=non_blocking, **kwargs)
         n = inputs[self.mask_key].shape[0]
+        if self.id_key is not None and batchdata.get(self.id_key) is not None:
+            ids = batchdata[self.id_key]
+            if torch.is_tensor(ids):
+                ids = ids.to(device=device, non_blocking=non_blocking)
+            elif not isinstance(ids, (list, tuple)) or len(ids) != n:
+                raise ValueError(f"'{self.id_key}' must hold one id per sample ({n}), got {ids!r}")
+            inputs[self.id_key] = list(ids) if isinstance(ids, tuple) else ids
         targets = {}
         for task in self.tasks:
             label = batchdata.get(task)

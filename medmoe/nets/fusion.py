@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..blocks.missing_fill import MissingModalityFill
 from ..encoders import VectorEncoder
 from ..layers import MLP, GroupedLayerNorm, GroupedLinear
 from .registry import register_model
@@ -351,7 +352,12 @@ class ModalityEncoders(nn.Module):
     """Shared per-modality encoders: batch dict -> tokens ``(b, M, n, d)`` and mask ``(b, M)``.
 
     Absent modalities (``modality_mask`` False) are zeroed before their encoder (the data layer's NaN
-    placeholder never reaches the network) and their tokens are zeroed after it.
+    placeholder never reaches the network). Their tokens are then zeroed (``missing_modality="zero"``, the
+    default: the returned mask is the presence mask and backbones exclude them), or filled by a
+    :class:`~medmoe.blocks.MissingModalityFill` (``"learned"`` tokens per modality, or ``"retriever"``: the
+    MoE-Retriever or one of its baselines, e.g. ``retriever_kwargs={"mode": "mean"}``), as in M4oE. A filled
+    modality stands in for the absent one, so the returned mask marks it present (all True) and the true
+    presence is kept in ``last_presence``. With a fill, :meth:`auxiliary_losses` gives the retriever's losses.
 
     Args:
         modalities: batch keys, in model order.
@@ -362,9 +368,14 @@ class ModalityEncoders(nn.Module):
         encoders: optional modules per key replacing the default (any ``(b, ...) -> (b, d)`` or ``(b, n, d)``).
         encoder_dim: hidden width of the default encoders.
         modality_mask_key: batch key of the presence mask.
+        missing_modality: ``"zero"`` (default), ``"learned"`` or ``"retriever"`` (see above). With
+            ``"retriever"`` the support bank is updated in training mode: train only on training-split batches.
+        retriever_kwargs: options of the retriever (:class:`~medmoe.blocks.MissingModalityFill`), e.g.
+            ``{"mode": "moe", "num_supports": 4, "top_k": 2, "id_key": "id"}``.
 
     Raises:
-        ValueError: on a modality without ``in_features`` or encoder; at call time on a bad mask, a
+        ValueError: on a modality without ``in_features`` or encoder, an unknown ``missing_modality`` or
+            ``retriever_kwargs`` without ``"retriever"``; at call time on a bad mask, a
             non-finite present modality, or encoder outputs of the wrong shape.
         KeyError: at call time, naming a modality key missing from the batch.
     """
@@ -378,12 +389,15 @@ class ModalityEncoders(nn.Module):
         encoders: Mapping[str, nn.Module] | None = None,
         encoder_dim: int | None = None,
         modality_mask_key: str = "modality_mask",
+        missing_modality: str = "zero",
+        retriever_kwargs: Mapping | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
             raise ValueError("at least one modality is required")
         self.modalities, self.num_tokens, self.hidden_size = list(modalities), num_tokens, hidden_size
-        self.modality_mask_key = modality_mask_key
+        self.modality_mask_key, self.missing_modality = modality_mask_key, missing_modality
+        self.last_presence: torch.Tensor | None = None
         encoders = dict(encoders or {})
         for key in self.modalities:
             if key in encoders:
@@ -393,6 +407,9 @@ class ModalityEncoders(nn.Module):
                 raise ValueError(f"modality '{key}' needs in_features (values per sample) or an encoder")
             encoders[key] = VectorEncoder(size, hidden_size, num_tokens, encoder_dim)
         self.encoders = nn.ModuleDict({k: encoders[k] for k in self.modalities})
+        # built after the encoders, so their initialisation does not depend on the mode
+        fill = MissingModalityFill(missing_modality, len(self.modalities), num_tokens, hidden_size, retriever_kwargs)
+        self.missing_fill = fill if missing_modality != "zero" else None  # zero: no module, state dict unchanged
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         missing = [k for k in self.modalities if k not in batch]
@@ -424,7 +441,14 @@ class ModalityEncoders(nn.Module):
                 )
             tokens.append(z)
         tokens = torch.stack(tokens, dim=1)  # b m n d
-        return torch.where(mask[:, :, None, None], tokens, 0.0), mask
+        self.last_presence = mask
+        if self.missing_fill is None:
+            return torch.where(mask[:, :, None, None], tokens, 0.0), mask
+        return self.missing_fill(tokens, mask, batch), torch.ones_like(mask)
+
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """The fill's losses of the last forward (``retriever_importance`` / ``retriever_balance``), or ``{}``."""
+        return {} if self.missing_fill is None else self.missing_fill.auxiliary_losses()
 
 
 @register_model("fusion")
@@ -444,6 +468,8 @@ class FusionModel(nn.Module):
         encoder_dim: hidden width of the default encoders.
         backbone_kwargs: extra backbone options (``num_layers``, ``num_heads``, ``mlp_dim``, ``dropout_rate``).
         modality_mask_key: batch key of the ``(b, M)`` presence mask.
+        missing_modality: ``"zero"`` (default), ``"learned"`` or ``"retriever"``, see :class:`ModalityEncoders`.
+        retriever_kwargs: options of the fill.
 
     Returns (forward): task name -> logits ``(b, classes)``.
 
@@ -466,11 +492,21 @@ class FusionModel(nn.Module):
         encoder_dim: int | None = None,
         backbone_kwargs: Mapping[str, object] | None = None,
         modality_mask_key: str = "modality_mask",
+        missing_modality: str = "zero",
+        retriever_kwargs: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__()
         self.modalities, self.tasks = list(modalities), {k: int(v) for k, v in tasks.items()}
         self.encoders = ModalityEncoders(
-            modalities, hidden_size, in_features, num_tokens, encoders, encoder_dim, modality_mask_key
+            modalities,
+            hidden_size,
+            in_features,
+            num_tokens,
+            encoders,
+            encoder_dim,
+            modality_mask_key,
+            missing_modality=missing_modality,
+            retriever_kwargs=retriever_kwargs,
         )
         self.backbone = build_backbone(
             backbone, len(self.modalities), hidden_size, self.tasks, num_tokens, 1, **dict(backbone_kwargs or {})
@@ -481,5 +517,5 @@ class FusionModel(nn.Module):
         return self.backbone(tokens, mask)
 
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """None: the vanilla baseline trains on the task loss only; kept for the model contract."""
-        return {}
+        """The missing-modality fill's losses (retriever importance / balance), else ``{}``: no auxiliary loss."""
+        return self.encoders.auxiliary_losses()

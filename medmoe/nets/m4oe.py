@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..blocks import MoERetriever, MSoE, MToE, TransformerBlock
+from ..blocks.missing_fill import MISSING_MODES, MissingModalityFill
 from ..encoders import GroupedPatchEmbedding, OCTEmbedding, TimmEmbedding
 from ..encoders.patch import _pair
 from ..heads import MultiTaskClassificationHead, SegmentationHead
@@ -17,8 +18,6 @@ from ..losses import conditional_mutual_information, modality_expert_task_joint
 from .registry import register_model
 
 __all__ = ["M4oE"]
-
-MISSING_MODES = ("learned", "zero", "retriever")
 
 
 @register_model("m4oe")
@@ -54,8 +53,11 @@ class M4oE(nn.Module):
             In training mode it reads, then updates, a cache of the batch's present embeddings: the caller must
             only train on training-split batches (evaluators run in eval mode and never update it).
         retriever_kwargs: keyword arguments of :class:`~medmoe.blocks.MoERetriever` (``mode``, ``num_supports``,
-            ``num_candidates``, ``num_shared``, ``top_k``, ``capacity``, ...) plus ``id_key`` (batch key of the
-            sample ids recorded in the cache, default ``"id"``; optional in the batch). Only with ``"retriever"``.
+            ``num_candidates``, ``num_shared``, ``top_k``, ``capacity``, ``eval_seed``, ``masked_retrieval``, ...)
+            plus ``id_key`` (batch key of the sample ids recorded in the cache, default ``"id"``; optional in the
+            batch; :class:`~medmoe.engines.MultimodalPrepareBatch` passes it with ``id_key=...``). Only with
+            ``"retriever"``. The fill is a :class:`~medmoe.blocks.MissingModalityFill` (``missing_fill``), shared
+            with :class:`~medmoe.nets.fusion.ModalityEncoders`.
         embedder: ``"patch"`` (grouped ViT patch embedding) or ``"timm:<model_name>"``.
         modality_mask_key: batch key of the ``(b, M)`` bool presence mask.
         segmentation_tasks: segmentation task name -> ``{"modality": <key in modalities>, "classes": K}``
@@ -148,10 +150,11 @@ class M4oE(nn.Module):
                 "'size' / 'patch_size' (tokens = (H / ph) * (W / pw))"
             )
         tokens = next(iter(counts.values()))
-        if missing_modality == "learned":
-            self.missing_tokens = nn.Parameter(torch.randn(num_m, 1, tokens, hidden_size) * 0.02)
         if retriever_kwargs and missing_modality != "retriever":
             raise ValueError("retriever_kwargs needs missing_modality='retriever'")
+        fill = partial(MissingModalityFill, missing_modality, num_m, tokens, hidden_size, num_heads=num_heads)
+        if missing_modality != "retriever":  # "learned" draws its tokens here: initialisation order as before
+            self.missing_fill = fill()
         self.msoe = MSoE(num_m, hidden_size, mlp_dim, num_heads, msoe_depth, msoe_experts, num_slots, dropout_rate)
         self.mtoe = MToE(hidden_size, mlp_dim, num_heads, mtoe_experts, len(self.task_names), dropout_rate)
         if self.tasks:  # classification path
@@ -184,12 +187,14 @@ class M4oE(nn.Module):
                     for name, cfg in self.segmentation_tasks.items()
                 }
             )
-        self.retriever: MoERetriever | None = None
         if missing_modality == "retriever":  # built last: the other modules' initialisation is unchanged
-            kwargs = dict(retriever_kwargs or {})
-            self.retriever_id_key = kwargs.pop("id_key", "id")
-            kwargs.setdefault("num_heads", num_heads)
-            self.retriever = MoERetriever(num_m, tokens, hidden_size, **kwargs)
+            self.missing_fill = fill(retriever_kwargs)
+        self._register_load_state_dict_pre_hook(_rename_missing_fill_keys)
+
+    @property
+    def retriever(self) -> MoERetriever | None:
+        """The :class:`~medmoe.blocks.MoERetriever` with ``missing_modality="retriever"``, else None."""
+        return self.missing_fill.retriever
 
     def _check_tasks(self) -> None:
         if not self.tasks and not self.segmentation_tasks:
@@ -245,13 +250,7 @@ class M4oE(nn.Module):
         mask = self._presence(batch)
         self._last_mask = mask
         tokens = self._embed(batch, mask)  # g b n d
-        if self.retriever is not None:
-            ids = batch.get(self.retriever_id_key)
-            tokens = self.retriever(tokens.transpose(0, 1), mask, ids).transpose(0, 1)
-        else:
-            absent = ~mask.t().view(len(self.modalities), -1, 1, 1)
-            fill = self.missing_tokens if self.missing_modality == "learned" else torch.zeros_like(tokens)
-            tokens = torch.where(absent, fill.to(tokens.dtype), tokens)
+        tokens = self.missing_fill(tokens.transpose(0, 1), mask, batch).transpose(0, 1)
         g, b, n, d = tokens.shape
         z = self.msoe(tokens)  # g b n d
         task_tokens = self.mtoe(tokens.transpose(0, 1).reshape(b, g * n, d))  # b t (g n) d
@@ -279,11 +278,10 @@ class M4oE(nn.Module):
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
         """Auxiliary terms of the last forward pass: ``{"mutual_information": I(M;E|T)}`` (Eq. 7), plus
         ``"retriever_importance"`` / ``"retriever_balance"`` with ``missing_modality="retriever"``."""
-        losses = {"mutual_information": conditional_mutual_information(self._joint())}
-        if self.retriever is not None:
-            aux = self.retriever.auxiliary_losses()
-            losses.update(retriever_importance=aux["importance"], retriever_balance=aux["balance"])
-        return losses
+        return {
+            "mutual_information": conditional_mutual_information(self._joint()),
+            **self.missing_fill.auxiliary_losses(),
+        }
 
     def modality_task_joint(self) -> torch.Tensor:
         """P(M, T) per sample of the last forward pass, ``(b, modalities, tasks)``, detached, fp32.
@@ -300,6 +298,14 @@ class M4oE(nn.Module):
         """P(M | T) per sample of the last forward pass, ``(b, tasks, modalities)`` (``task_names`` order), detached."""
         p_mt = self.modality_task_joint()
         return (p_mt / p_mt.sum(1, keepdim=True).clamp_min(1e-12)).transpose(1, 2)
+
+
+def _rename_missing_fill_keys(state_dict, prefix, *args) -> None:
+    """Load checkpoints written before the fill moved into ``missing_fill`` (``missing_tokens``, ``retriever.*``)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix) :]
+        if rest == "missing_tokens" or rest.startswith("retriever."):
+            state_dict[f"{prefix}missing_fill.{rest}"] = state_dict.pop(key)
 
 
 def _volume_embedder(

@@ -23,18 +23,20 @@ def _load():
 def test_quick_run_writes_json_and_plot(tmp_path):
     bench = _load()
     out = tmp_path / "mm.json"
-    bench.main(["--quick", "--out", str(out), "--modes", "zero", "moe"])
+    modes = ["zero", "moe_masked"]  # moe_masked runs the whole "moe" path plus the masked-retrieval term
+    bench.main(["--quick", "--out", str(out), "--modes", *modes])
     data = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0
-    assert data["config"]["removed_modality"] == "s2d_cc"
-    assert set(data["test_time"]) == {"zero", "moe"} and set(data["train_time"]) == {"zero", "moe"}
-    for key, rates in (("test_time", ["0.00", "0.25", "0.50", "0.75"]), ("train_time", ["0.00", "0.50"])):
+    assert data["config"]["removed_modality"] == "key" and data["config"]["cohort"] == "views"
+    assert set(data["test_time"]) == set(modes) and set(data["train_time"]) == set(modes)
+    rates = ["0.00", "0.25", "0.50", "0.75"]
+    for key in ("test_time", "train_time"):
         for res in data[key].values():
             assert set(res["eval"]) == {"test", "val+test"}
             for rows in res["eval"].values():
                 assert sorted(rows) == rates
                 for row in rows.values():
-                    assert {"density", "birads", "risk", "mean", "mean_seed_std"} <= set(row)
+                    assert {"sum", "diff", "mean", "mean_seed_std"} <= set(row)
                     assert math.isnan(row["mean"]) or 0.0 <= row["mean"] <= 1.0
 
 
@@ -45,10 +47,27 @@ def test_remove_view_is_nested_and_masks():
     n, m = 20, len(bench.MODALITIES)
     data = {"images": torch.zeros(n, m, 1, 4, 4), "mask": torch.ones(n, m, dtype=torch.bool), "ids": list(range(n))}
     col = bench.MODALITIES.index(bench.REMOVED)
-    half, quarter = bench.remove_view(data, 0.5, 3), bench.remove_view(data, 0.25, 3)
+    half, quarter = bench.remove_view(data, 0.5, 3, col), bench.remove_view(data, 0.25, 3, col)
     assert int((~half["mask"][:, col]).sum()) == 10 and int((~quarter["mask"][:, col]).sum()) == 5
     assert bool((~quarter["mask"][:, col] <= ~half["mask"][:, col]).all())  # nested
     assert bool(torch.isnan(half["images"][~half["mask"][:, col], col]).all())
     assert bool(data["mask"].all())  # input untouched
     others = [i for i in range(m) if i != col]
     assert bool(half["mask"][:, others].all())
+
+
+def test_synthetic_views_carry_the_designed_signal():
+    bench = _load()
+    import torch
+
+    data = bench.synthetic_views(400, seed=5, prefix="t-")
+    again = bench.synthetic_views(400, seed=5, prefix="t-")
+    assert torch.equal(data["images"], again["images"]) and data["ids"][:2] == ["t-0", "t-1"]  # seeded
+    assert data["images"].shape == (400, 3, 1, 32, 32) and bool(data["mask"].all())
+    counts = torch.bincount(data["diff"], minlength=3)
+    assert counts.min() > 100 and 0.4 < data["sum"].float().mean() < 0.6  # tertiles, balanced binary
+    # blob amplitude read at the key view's first blob centre vs the left view's z1 blob: correlated, not equal
+    key_z1 = data["images"][:, 0, 0, 9:11, 9:11].mean((1, 2))
+    left_z1 = data["images"][:, 1, 0, 15:17, 7:9].mean((1, 2))
+    corr = torch.corrcoef(torch.stack([key_z1, left_z1]))[0, 1]
+    assert 0.5 < corr < 0.9

@@ -178,3 +178,171 @@ def test_bad_arguments():
         MoERetriever(M, N, D, num_supports=9, capacity=8)
     with pytest.raises(ValueError, match="tokens must be"):
         tiny()(torch.randn(2, M + 1, N, D), torch.ones(2, M + 1, dtype=torch.bool))
+
+
+def test_bank_keeps_one_row_per_id_with_the_newest_embedding():
+    bank = SupportBank(M, N, D, capacity=3)
+    ones = torch.ones(2, M, dtype=torch.bool)
+    bank.update(["a", "b"], torch.zeros(2, M, N, D), ones, True)
+    newer = torch.full((2, M, N, D), 2.0)
+    assert bank.update(["b", "c"], newer, ones, True) == 2  # "b" seen again (next epoch): same row, new value
+    assert bank.ids == ["a", "b", "c"]
+    assert bank.embeddings[1].eq(2.0).all() and bank.embeddings[0].eq(0.0).all()
+    # within one batch the last occurrence wins; "a" is refreshed, so "d" evicts the least recent row ("b")
+    batch = torch.stack([torch.full((M, N, D), 5.0), torch.full((M, N, D), 7.0), torch.full((M, N, D), 9.0)])
+    assert bank.update(["a", "a", "d"], batch, torch.ones(3, M, dtype=torch.bool), True) == 2
+    assert bank.ids == ["a", "d", "c"] and sorted(i for i in bank.ids) == ["a", "c", "d"]
+    assert bank.embeddings[0].eq(7.0).all() and bank.embeddings[1].eq(9.0).all()
+    bank.update(None, torch.ones(2, M, N, D), ones, True)  # anonymous rows are never merged
+    assert bank.ids.count(None) == 2
+    with pytest.raises(ValueError, match="one entry per sample"):
+        bank.update(["x"], torch.ones(2, M, N, D), ones, True)
+
+
+def test_eval_sampling_is_reproducible_by_default():
+    model = tiny(num_supports=1, capacity=8, support_selection="random")
+    fill(model, [[T, T, T]] * 8)
+    model.eval()
+    x, mask = torch.randn(4, M, N, D), torch.tensor([[F, T, T], [T, F, T], [T, T, F], [F, F, T]])
+    first = model(x, mask)
+    supports = model.last_choices()["support_ids"]
+    model(torch.randn(2, M, N, D), mask[:2])  # an unrelated batch in between
+    torch.manual_seed(123)  # the global RNG does not matter in eval
+    torch.testing.assert_close(model(x, mask), first, rtol=0, atol=0)
+    assert model.last_choices()["support_ids"] == supports
+    other = tiny(num_supports=1, capacity=8, eval_seed=1, support_selection="random")
+    other.load_state_dict(model.state_dict())
+    other.eval()(x, mask)
+    draws = [model.last_choices()["support_ids"], other.last_choices()["support_ids"]]
+    assert draws[0] != draws[1]  # 4 draws from 8 rows: seeds 0 and 1 differ (checked, deterministic)
+
+
+def _gather_worker(rank: int, world: int, path: str, result: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
+    bank = SupportBank(M, N, D, capacity=8)
+    x = torch.full((rank + 1, M, N, D), float(rank))  # ranks hold different batch sizes
+    written = bank.update([f"r{rank}-{i}" for i in range(rank + 1)], x, torch.ones(rank + 1, M, dtype=torch.bool), True)
+    torch.save({"ids": bank.ids, "embeddings": bank.embeddings, "written": written}, f"{result}{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_bank_updates_are_gathered_across_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "bank")), nprocs=2)
+    banks = [torch.load(tmp_path / f"bank{r}.pt") for r in range(2)]
+    for bank in banks:
+        assert bank["written"] == 3 and bank["ids"][:3] == ["r0-0", "r1-0", "r1-1"]
+        assert bank["embeddings"][0].eq(0).all() and bank["embeddings"][1:3].eq(1).all()
+    assert torch.equal(banks[0]["embeddings"], banks[1]["embeddings"])
+
+
+def test_a_sample_never_supports_itself():
+    bank = SupportBank(M, N, D, capacity=4)
+    bank.update(["a", "b", "c"], torch.randn(3, M, N, D), torch.ones(3, M, dtype=torch.bool), True)
+    observed, targets = torch.tensor([[T, F, F], [T, F, F]]), torch.tensor([1, 1])
+    valid, _ = bank.candidates(observed, targets, ["b", "z"])
+    assert valid.tolist() == [[T, F, T, F], [T, T, T, F]]
+    index, ok = bank.sample(observed, targets, 3, torch.Generator().manual_seed(0), ["b", None])
+    assert 1 not in index[0][ok[0]].tolist() and ok.sum(1).tolist() == [2, 3]
+    model = tiny(num_supports=3)
+    fill(model, [[T, T, T]] * 3, "train")  # ids train-0..2, e.g. a previous epoch with every view present
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(3, M, N, D), torch.tensor([[F, T, T]] * 3), ["train-0", "train-1", "train-2"])
+    for own, supports in zip(["train-0", "train-1", "train-2"], model.last_choices()["support_ids"]):
+        assert own not in supports and len(supports) == 2
+
+
+def test_masked_retrieval_trains_the_retriever_on_complete_samples():
+    model = tiny(top_k=3, masked_retrieval=1.0, capacity=16)
+    fill(model, [[T, T, T]] * 8, "warm")
+    model.train()
+    x = torch.randn(4, M, N, D)
+    out = model(x, torch.tensor([[T, T, T], [T, T, T], [T, T, F], [T, F, F]]), ["a", "b", "c", "d"])
+    assert torch.equal(out[:, :2][:2], x[:, :2][:2])  # the downstream model still sees the real embeddings
+    losses = model.auxiliary_losses()
+    assert set(losses) == {"importance", "balance", "reconstruction"} and losses["reconstruction"] > 0
+    model.zero_grad()
+    model(x, torch.ones(4, M, dtype=torch.bool), ["a", "b", "c", "d"])  # nothing missing at all
+    assert model.last_choices()["sample"].numel() == 0
+    model.auxiliary_losses()["reconstruction"].backward()
+    trained = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert {"query", "attention.in_proj_weight", "experts.w1"} <= set(trained)
+    model.eval()
+    model(x, torch.ones(4, M, dtype=torch.bool))
+    assert model.auxiliary_losses()["reconstruction"] == 0  # evaluation never hides modalities
+    with pytest.raises(ValueError, match="masked_retrieval"):
+        tiny("public_mean", masked_retrieval=0.5)
+
+
+def _e(i: int) -> torch.Tensor:
+    return torch.eye(D)[i]
+
+
+def _nearest_bank() -> tuple[SupportBank, list[str]]:
+    """Rows whose cosine scores to the query of :func:`test_nearest_supports_by_hand` are easy to compute."""
+    rows = {  # id: (presence, embedding of modality 0, 1, 2) with both tokens equal
+        "far": ([T, T, T], [-_e(0), _e(5), _e(1)]),  # mod 0 opposite, mod 2 equal: (-1 + 1) / 2 = 0
+        "self": ([T, T, T], [_e(0), _e(5), _e(1)]),  # identical to query 0 but its own id
+        "mid": ([T, T, T], [_e(0), _e(5), _e(2)]),  # (1 + 0) / 2 = 0.5
+        "no_target": ([T, F, T], [_e(0), torch.zeros(D), _e(1)]),  # would score 1 but lacks modality 1
+        "near": ([T, T, T], [_e(0) * 3, _e(6), _e(1)]),  # scale does not matter: 1
+        "no_shared": ([T, T, F], [_e(0), _e(5), torch.zeros(D)]),  # lacks the observed modality 2
+        "tilted": ([T, T, T], [_e(0) + _e(3), _e(7), _e(1)]),  # (1 / sqrt 2 + 1) / 2 = 0.854
+    }
+    bank = SupportBank(M, N, D, capacity=8)
+    presence = torch.tensor([p for p, _ in rows.values()])
+    x = torch.stack([torch.stack(e) for _, e in rows.values()]).unsqueeze(2).expand(-1, -1, N, -1)
+    bank.update(list(rows), x, presence, True)
+    return bank, list(rows)
+
+
+def test_nearest_supports_by_hand():
+    bank, ids = _nearest_bank()
+    query = torch.zeros(2, M, N, D)
+    query[0, 0] = torch.stack([_e(0) + _e(4), _e(0) - _e(4)])  # tokens mean-pool to e0
+    query[0, 2] = _e(1)
+    query[1, 0] = -_e(0)
+    query[0, 1] = query[1, 1] = 100.0  # the target's slot (absent) is never read
+    observed, targets = torch.tensor([[T, F, T], [T, F, F]]), torch.tensor([1, 2])
+    index, valid = bank.nearest(observed, targets, 5, query, ["self", "q1"])
+    picked = [[ids[j] for j, ok in zip(row, good) if ok] for row, good in zip(index.tolist(), valid.tolist())]
+    # query 0 (has 0 and 2, misses 1): "self", "no_target", "no_shared" are ineligible; 4 eligible rows only
+    assert picked[0] == ["near", "tilted", "mid", "far"] and valid[0].tolist() == [T, T, T, T, F]
+    # query 1 (has 0, misses 2): rows with 2 and 0; only "far" points along -e0, then "tilted" (-0.707)
+    assert picked[1][:2] == ["far", "tilted"] and set(picked[1]) <= {"far", "tilted", "self", "mid", "near", "no_target"}
+    assert bank.last_fallback.tolist() == [F, F]
+    with pytest.raises(ValueError, match="query must be"):
+        bank.nearest(observed, targets, 2, query[:, :, :1])
+    with pytest.raises(ValueError, match="capacity"):
+        bank.nearest(observed, targets, 9, query)
+
+
+def test_retriever_uses_nearest_training_supports_and_never_ineligible_ones():
+    model = tiny(num_supports=3, capacity=8)
+    assert model.support_selection == "nearest"
+    bank, ids = _nearest_bank()
+    model.bank.load_state_dict(bank.state_dict())
+    model.eval()
+    x = torch.zeros(3, M, N, D)
+    x[:, 0], x[:, 2] = _e(0), _e(1)
+    mask = torch.tensor([[T, F, T]] * 3)
+    before = model.bank.embeddings.clone()
+    for _ in range(2):  # deterministic in eval; evaluation never writes to the bank
+        model(x, mask, ["self", "test-1", "test-2"])
+        supports = model.last_choices()["support_ids"]
+        assert supports[0] == ["near", "tilted", "mid"]  # "self" (score 1) never supports itself
+        assert supports[1] == supports[2] == ["self", "near", "tilted"]  # ties go to the lower row
+        assert not {"no_target", "no_shared"} & {i for row in supports for i in row}
+    assert torch.equal(model.bank.embeddings, before) and model.bank.ids == ids + [None]
+    model.train()  # training selects the same way (deterministic), reading the bank before writing the batch
+    with torch.no_grad():
+        model(x, mask, ["self", "new-1", "new-2"])
+    assert model.last_choices()["support_ids"][0] == ["near", "tilted", "mid"]
+    assert model.last_choices()["support_ids"][1] == ["self", "near", "tilted"]
+    assert {"new-1", "new-2"} <= set(model.bank.ids)
+    with pytest.raises(ValueError, match="support_selection"):
+        tiny(support_selection="closest")

@@ -55,3 +55,17 @@ def test_prepare_batch_splits_inputs_and_targets():
     assert targets["density"].tolist() == [1, -1] and targets["risk"].tolist() == [-1, -1]
     with pytest.raises(KeyError, match="'mlo'"):
         prep({k: v for k, v in batch.items() if k != "mlo"}, "cpu")
+
+
+def test_prepare_batch_passes_ids_when_asked():
+    batch = {"cc": torch.zeros(2, 1, 4, 4), "modality_mask": torch.ones(2, 1, dtype=torch.bool), "exam_id": ["x", "y"]}
+    inputs, _ = MultimodalPrepareBatch(["cc"], ["density"], id_key="exam_id")(batch, "cpu")
+    assert inputs["exam_id"] == ["x", "y"]
+    inputs, _ = MultimodalPrepareBatch(["cc"], ["density"], id_key="exam_id")(
+        {**batch, "exam_id": torch.tensor([3, 4])}
+    )
+    assert inputs["exam_id"].tolist() == [3, 4]
+    no_ids = {k: v for k, v in batch.items() if k != "exam_id"}
+    assert "exam_id" not in MultimodalPrepareBatch(["cc"], ["density"], id_key="exam_id")(no_ids)[0]  # inference
+    with pytest.raises(ValueError, match="'exam_id' must hold one id per sample"):
+        MultimodalPrepareBatch(["cc"], ["density"], id_key="exam_id")({**batch, "exam_id": ["x"]})

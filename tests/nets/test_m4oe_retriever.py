@@ -5,6 +5,7 @@ import io
 import pytest
 import torch
 
+from medmoe.engines import MultimodalPrepareBatch
 from medmoe.nets import create_model
 
 MODALITIES = ["cc", "mlo", "s2d_cc"]
@@ -50,18 +51,26 @@ def test_complete_batch_is_identical_with_retriever_on_or_off(train):
 
 
 def test_cache_holds_training_ids_only_and_supports_come_from_it():
-    net = model()
+    net = model(id_key="exam_id")
+    prepare = MultimodalPrepareBatch(MODALITIES, TINY["tasks"], id_key="exam_id")  # ids travel with the batch
+
+    def run(data):
+        data["exam_id"] = data.pop("id")
+        net(prepare(data)[0])
+        return data["exam_id"]
+
     net.train()
     train_ids = []
-    for seed in range(2):
-        data = batch([[True, True, True], [True, False, True], [True, True, False]], "train", seed)
-        net(data)
-        train_ids += data["id"]
+    for _epoch in range(2):  # the same training exams in two epochs: one row each
+        for seed in range(2):
+            train_ids += run(batch([[True, True, True], [True, False, True], [True, True, False]], "train", seed))
+    assert sorted(i for i in net.retriever.bank.ids if i is not None) == sorted(set(train_ids))
+    assert len(set(train_ids)) == 6
     net.eval()
     for seed in range(2):
-        net(batch([[True, False, False], [False, True, True]], "val", seed))
+        run(batch([[True, False, False], [False, True, True]], "val", seed))
         seen = [i for row in net.retriever.last_choices()["support_ids"] for i in row]
-        assert seen and set(seen) <= set(train_ids)
+        assert seen and None not in seen and set(seen) <= set(train_ids)
     assert set(net.retriever.bank.ids) - {None} == set(train_ids)
 
 
@@ -97,3 +106,19 @@ def test_cache_travels_with_the_checkpoint():
 def test_retriever_kwargs_need_the_retriever():
     with pytest.raises(ValueError, match="retriever_kwargs"):
         create_model("m4oe", **TINY, missing_modality="zero", retriever_kwargs={"top_k": 1})
+
+
+@pytest.mark.parametrize("missing", ["learned", "retriever"])
+def test_checkpoints_from_before_the_shared_fill_module_still_load(missing):
+    net = model(missing)
+    net.train()
+    net(batch([[True, True, True], [True, False, True]]))
+    old = {k.replace("missing_fill.", ""): v for k, v in net.state_dict().items()}  # the former key names
+    old = {k: v for k, v in old.items() if not k.endswith("bank.stamp")}  # nor had the bank a write stamp
+    assert ("missing_tokens" in old) == (missing == "learned")
+    fresh = model(missing)
+    fresh.load_state_dict(old)
+    for key, value in net.state_dict().items():
+        got = fresh.state_dict()[key]
+        if not key.endswith("bank.stamp"):
+            assert torch.equal(got, value) if torch.is_tensor(value) else got == value, key  # ids: extra state
