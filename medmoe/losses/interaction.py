@@ -13,6 +13,16 @@ with modality ``j`` masked:
 - synergy: ``1/n sum_j cos(a, y^(j))`` (minimised: masking any modality must change the output);
 - redundancy: ``1/n sum_j (1 - cos(a, y^(j)))``.
 
+``centre_logits=True`` (an option, off by default = the paper) first subtracts each output's mean over
+classes, ``y - mean_c y``, from every pass. The softmax ignores that common offset, but raw cosines and
+distances do not: with 2 classes the cosine of raw logits is dominated by the offset ``l_0 + l_1``, so an
+expert can satisfy the synergy / redundancy losses through the offset alone, without changing (or
+keeping) what it predicts. Centred, the losses only see the softmax-relevant part of the logits. Caveat:
+with exactly 2 classes the centred logits are ``(-d/2, d/2)`` (``d = l_1 - l_0``), so the centred cosine
+is ``sign(d_a d_j)``, a step with zero gradient; it is meaningful from 3 classes on (for 2 classes the
+triplet term still gets a useful centred distance ``|d_a - d_j| / sqrt(2)``). Use it only for
+single-label (softmax) logits, not multi-label ones.
+
 Regression (Sec. 3.4 says "MSE" without formulas) uses ``D(u, v) = mean_c (u - v)^2``:
 
 - uniqueness ``i``: ``max(D(a, y^(j)) - D(a, y^(i)) + margin, 0)`` averaged over ``j != i`` (the public
@@ -49,6 +59,7 @@ def interaction_losses(
     margin: float = 1.0,
     synergy_margin: float = 1.0,
     eps: float = 1e-6,
+    centre_logits: bool = False,
 ) -> torch.Tensor:
     """Per-expert interaction losses ``(n + 2,)``: uniqueness 1..n, synergy, redundancy.
 
@@ -59,6 +70,8 @@ def interaction_losses(
         margin: triplet (uniqueness) margin.
         synergy_margin: regression synergy hinge margin.
         eps: added to the difference before the norm, as ``torch.nn.functional.pairwise_distance``.
+        centre_logits: classification only: subtract each output's mean over classes first (see the
+            module docstring; off = the paper's appendix C).
 
     Returns:
         ``(n + 2,)`` losses; the paper's total interaction loss is their mean (Alg. 1, line 9).
@@ -73,6 +86,8 @@ def interaction_losses(
     """
     if kind not in INTERACTION_KINDS:
         raise ValueError(f"interaction loss kind must be one of {INTERACTION_KINDS}, got '{kind}'")
+    if centre_logits and kind != "classification":
+        raise ValueError("centre_logits applies to classification logits only, not to kind='regression'")
     e, p, b, _ = outputs.shape
     n = p - 1
     if e != n + 2:
@@ -83,6 +98,8 @@ def interaction_losses(
     if present.shape != (b, n):
         raise ValueError(f"present must be (batch, modalities) = {(b, n)}, got {tuple(present.shape)}")
     outputs = outputs.float()
+    if centre_logits:  # softmax-invariant part only: y - mean_c y
+        outputs = outputs - outputs.mean(-1, keepdim=True)
     clean, masked = outputs[:, 0], outputs[:, 1:]  # e b c, e j b c
     pair_present = present.T  # j b
 

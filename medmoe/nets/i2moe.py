@@ -11,7 +11,9 @@ from ..losses.interaction import INTERACTION_KINDS, interaction_losses
 from .fusion import FusionBackbone, ModalityEncoders, build_backbone, split_tasks
 from .registry import register_model
 
-__all__ = ["I2MoE"]
+__all__ = ["I2MoE", "MASKINGS"]
+
+MASKINGS = ("noise", "shuffle", "mixed")
 
 
 def _reweighting_mlp(in_features: int, hidden: int, out_features: int, layers: int, dropout: float) -> nn.Sequential:
@@ -35,7 +37,8 @@ class I2MoE(nn.Module):
     ``(b, n + 2)`` and the prediction is ``sum_i w_i y_i^(0)`` (Eq. 1).
 
     Training (Alg. 1, lines 2-5): every expert runs 1 clean pass and n passes with modality ``j``'s
-    embedding replaced by N(0, 1) noise of the same shape, drawn afresh per call, expert and modality.
+    embedding replaced by N(0, 1) noise of the same shape, drawn afresh per call, expert and modality
+    (``masking="shuffle"`` / ``"mixed"``: another sample's embedding instead, see :meth:`draw_replacement`).
     All ``(n + 2) x (1 + n)`` passes run as **one** batched backbone call: experts on the backbone's
     group axis, passes folded into the batch. The interaction losses
     (:func:`~medmoe.losses.interaction_losses`) are exposed as
@@ -44,8 +47,9 @@ class I2MoE(nn.Module):
     only the clean pass runs (Alg. 1, inference) unless ``perturb_in_eval``; the interaction loss is then 0.
 
     Missing modalities (``modality_mask`` False) are zeroed before their encoder and after it, excluded
-    by the backbone (see :mod:`medmoe.nets.fusion`), and their (sample, modality) pairs do not enter the
-    interaction losses. A masked (noise) modality counts as present in its perturbed pass.
+    by the backbone (see :mod:`medmoe.nets.fusion`) unless ``missing_modality`` fills them, and their
+    (sample, modality) pairs never enter the interaction losses. A masked (noise) modality counts as
+    present in its perturbed pass.
 
     Args:
         modalities: batch keys, in model order; experts are named ``unique_<key>``, ``synergy``, ``redundancy``.
@@ -69,6 +73,17 @@ class I2MoE(nn.Module):
             optimiser step) their clean logits agree, so the reweighting MLP gets no gradient on step one.
         perturb_in_eval: run the perturbed passes (and the interaction loss) in eval mode too.
         modality_mask_key: batch key of the ``(b, M)`` presence mask.
+        centre_logits: classification only: the interaction losses see each output minus its mean over
+            classes (softmax-invariant; see :mod:`medmoe.losses.interaction`). Off = the paper.
+        masking: what replaces a masked modality's embedding in the perturbed passes (see
+            :meth:`draw_replacement`): ``"noise"`` (the paper: N(0, 1)), ``"shuffle"`` (the same modality's
+            embedding of another sample of the batch) or ``"mixed"`` (shuffle for the uniqueness and synergy
+            experts, noise for the redundancy expert).
+        missing_modality: how absent modalities enter the experts: ``"zero"`` (default: zeroed and excluded
+            by the backbone), ``"learned"`` tokens or ``"retriever"`` (the MoE-Retriever or one of its
+            baselines, see :class:`~medmoe.nets.fusion.ModalityEncoders`); the fill's losses join
+            :meth:`auxiliary_losses`. The interaction losses always use the true presence.
+        retriever_kwargs: options of the fill, e.g. ``{"mode": "moe", "id_key": "id"}``.
 
     Returns (forward): task name -> logits ``(b, classes)``.
 
@@ -107,6 +122,10 @@ class I2MoE(nn.Module):
         identical_init: bool = True,
         perturb_in_eval: bool = False,
         modality_mask_key: str = "modality_mask",
+        centre_logits: bool = False,
+        masking: str = "noise",
+        missing_modality: str = "zero",
+        retriever_kwargs: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -127,9 +146,22 @@ class I2MoE(nn.Module):
             triplet_margin,
             synergy_margin,
         )
-        self.perturb_in_eval = perturb_in_eval
+        if masking not in MASKINGS:
+            raise ValueError(f"masking must be one of {MASKINGS}, got '{masking}'")
+        self.masking = masking
+        if centre_logits and interaction_loss != "classification":
+            raise ValueError("centre_logits applies to interaction_loss='classification' only")
+        self.perturb_in_eval, self.centre_logits = perturb_in_eval, bool(centre_logits)
         self.encoders = ModalityEncoders(
-            self.modalities, hidden_size, in_features, num_tokens, encoders, encoder_dim, modality_mask_key
+            self.modalities,
+            hidden_size,
+            in_features,
+            num_tokens,
+            encoders,
+            encoder_dim,
+            modality_mask_key,
+            missing_modality=missing_modality,
+            retriever_kwargs=retriever_kwargs,
         )
         self.experts = build_backbone(
             backbone, num_m, hidden_size, self.tasks, num_tokens, self.num_experts, **dict(backbone_kwargs or {})
@@ -153,8 +185,42 @@ class I2MoE(nn.Module):
         """The random vectors replacing embeddings: N(0, 1) of the shape of ``like`` (Sec. 3.3.2, Eqs. 2-3)."""
         return torch.randn_like(like)
 
+    def draw_replacement(self, like: torch.Tensor) -> torch.Tensor:
+        """Replacement embeddings for the perturbed passes, shape of ``like`` = ``(e, p, b, M, n, d)``.
+
+        ``"noise"`` (default, Sec. 3.3.2): :meth:`draw_noise`. ``"shuffle"``: for every (expert, pass) an
+        independent random permutation of the batch, so a sample's modality ``j`` becomes another sample's
+        modality ``j``. ``"mixed"``: shuffle for the uniqueness and synergy experts, noise for the
+        redundancy expert (the last).
+
+        Why (a departure from the paper, off by default): N(0, 1) vectors are easy to tell apart from
+        encoder outputs, so an expert can satisfy the uniqueness triplet (move far when its own modality is
+        noise) and the synergy loss (flip when any modality is noise) by reacting to the noise alone, while
+        using every modality freely on clean inputs; on the synthetic benchmark this is what happens
+        (docs/methods/i2moe.md). A shuffled embedding is a real embedding, so "the output changes when
+        modality j changes" must hold on the data distribution. Redundancy asks the opposite ("the output
+        survives the loss of a modality"), which N(0, 1) "absence" expresses and a shuffle, whose content
+        contradicts the other modality, cannot. Notes: a permutation can leave a sample in place (chance
+        ``1/b``); a batch of one cannot be shuffled; a donor whose modality is absent gives zeros.
+
+        Args:
+            like: the expanded clean tokens ``(e, p, b, M, n, d)`` (experts, passes, batch, modalities, tokens, width).
+
+        Returns:
+            A tensor of the same shape; :meth:`forward` uses it only where a modality is masked.
+        """
+        if self.masking == "noise":
+            return self.draw_noise(like)
+        e, p, b = like.shape[:3]
+        order = torch.rand(e, p, b, device=like.device).argsort(-1)  # e p b: donor sample per (expert, pass)
+        shuffled = like.gather(2, order.view(e, p, b, *[1] * (like.dim() - 3)).expand_as(like))
+        if self.masking == "shuffle":
+            return shuffled
+        return torch.cat([shuffled[:-1], self.draw_noise(like[-1:])])  # mixed: redundancy expert gets noise
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        tokens, mask = self.encoders(batch)  # b m n d, b m
+        tokens, mask = self.encoders(batch)  # b m n d, b m (all True when a fill stands in for absent ones)
+        present = self.encoders.last_presence  # the true presence, for the interaction losses
         b, m = mask.shape
         e = self.num_experts
         if self.training or self.perturb_in_eval:
@@ -162,13 +228,20 @@ class I2MoE(nn.Module):
             p = 1 + m
             replace = torch.cat([torch.zeros(1, m, dtype=torch.bool), torch.eye(m, dtype=torch.bool)]).to(mask.device)
             x = tokens.expand(e, p, *tokens.shape)
-            x = torch.where(replace[None, :, None, :, None, None], self.draw_noise(x), x)
+            x = torch.where(replace[None, :, None, :, None, None], self.draw_replacement(x), x)
             pass_mask = (mask[None] | replace[:, None]).reshape(p * b, m)  # noise counts as present
             logits = self.experts.fuse(x.reshape(e, p * b, *tokens.shape[1:]), pass_mask).view(e, p, b, -1)
             self._passes, clean = logits, logits[:, 0]
             sizes = list(self.tasks.values())
             per_task = [
-                interaction_losses(chunk, mask, self.interaction_loss, self.triplet_margin, self.synergy_margin)
+                interaction_losses(
+                    chunk,
+                    present,
+                    self.interaction_loss,
+                    self.triplet_margin,
+                    self.synergy_margin,
+                    centre_logits=self.centre_logits,
+                )
                 for chunk in logits.split(sizes, dim=-1)
             ]
             self._interaction = torch.stack(per_task).mean(0)  # (e,), averaged over tasks
@@ -185,8 +258,8 @@ class I2MoE(nn.Module):
         """``{"interaction": lambda_int * mean_i L_int^(i)}`` of the last forward (0 without perturbed passes)."""
         if self._interaction is None:
             device = self._weights.device if self._weights is not None else None
-            return {"interaction": torch.zeros((), device=device)}
-        return {"interaction": self.interaction_weight * self._interaction.mean()}
+            return {"interaction": torch.zeros((), device=device), **self.encoders.auxiliary_losses()}
+        return {"interaction": self.interaction_weight * self._interaction.mean(), **self.encoders.auxiliary_losses()}
 
     def interaction_losses(self) -> dict[str, torch.Tensor]:
         """Unweighted per-expert interaction losses of the last training forward, ``{expert: scalar}``.

@@ -305,3 +305,62 @@ def test_expert_weight_interpretation(tmp_path):
 
 def test_i2moe_is_exported():
     assert isinstance(make_model(), I2MoE)
+
+
+def _perturbed_inputs(model, batch):
+    """The tokens the experts receive in one training forward, ``(e, p, b, M, n, d)``, and the clean tokens."""
+    seen = {}
+    fuse = model.experts.fuse
+
+    def spy(tokens, mask):
+        seen["x"] = tokens
+        return fuse(tokens, mask)
+
+    model.experts.fuse = spy
+    model.train()
+    model(batch)
+    clean, _ = model.encoders(batch)
+    e, m = model.num_experts, len(model.modalities)
+    return seen["x"].view(e, 1 + m, *clean.shape).detach(), clean.detach()
+
+
+@pytest.mark.parametrize("masking", ["shuffle", "mixed"])
+def test_shuffle_masking_uses_other_samples_embeddings(masking):
+    torch.manual_seed(1)
+    model = make_model(masking=masking)
+    batch = make_batch(b=8)
+    x, clean = _perturbed_inputs(model, batch)
+    e, p, b, m = x.shape[:4]
+    shuffled_experts = range(e) if masking == "shuffle" else range(e - 1)
+    orders = set()
+    for i in range(e):
+        torch.testing.assert_close(x[i, 0], clean)  # pass 0 is clean
+        for j in range(m):
+            replaced, others = x[i, 1 + j, :, j], x[i, 1 + j, :, [k for k in range(m) if k != j]]
+            torch.testing.assert_close(others, clean[:, [k for k in range(m) if k != j]])  # only modality j changes
+            # distance of every replaced row to every clean row of modality j
+            dist = torch.cdist(replaced.flatten(1), clean[:, j].flatten(1))
+            if i in shuffled_experts:
+                donors = dist.argmin(1)
+                assert torch.allclose(dist.min(1).values, torch.zeros(b), atol=1e-5)  # a real embedding ...
+                assert sorted(donors.tolist()) == list(range(b))  # ... of a permutation of the batch
+                orders.add(tuple(donors.tolist()))
+            else:  # mixed: the redundancy expert gets N(0, 1) noise, not a batch row
+                assert dist.min() > 1e-2
+                assert abs(replaced.std().item() - 1.0) < 0.3
+    assert len(orders) > 1  # drawn afresh per expert / pass
+    loss = sum(v.sum() for v in model(batch).values()) + model.auxiliary_losses()["interaction"]
+    loss.backward()
+    assert all(p.grad is not None for p in model.experts.parameters())
+
+
+def test_masking_and_centring_options_are_checked():
+    with pytest.raises(ValueError, match="masking must be one of"):
+        make_model(masking="zeros")
+    with pytest.raises(ValueError, match="classification"):
+        make_model(tasks={"score": 1}, interaction_loss="regression", centre_logits=True)
+    model = make_model(centre_logits=True)
+    model(make_batch())
+    passes = model.pass_logits()  # centred losses equal the loss function's on the recorded outputs
+    per_task = [interaction_losses(chunk, centre_logits=True) for chunk in passes.split(list(model.tasks.values()), -1)]
+    torch.testing.assert_close(torch.stack(list(model.interaction_losses().values())), torch.stack(per_task).mean(0))
