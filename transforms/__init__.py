@@ -1,5 +1,6 @@
 """MONAI-style transforms for mammography, ophthalmology, MRI and k-space (installed as ``medmoe.transforms``)."""
 
+from .fundus_geometry import *  # noqa: F401,F403
 from .io import *  # noqa: F401,F403
 from .kspace import *  # noqa: F401,F403
 from .kspace_keys import *  # noqa: F401,F403

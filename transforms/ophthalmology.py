@@ -226,16 +226,51 @@ class FundusFOVCrop(CropForeground):
 
 class FundusFOVCropd(CropForegroundd):
     """Dictionary twin of :class:`FundusFOVCrop`: the box comes from ``source_key``, all ``keys`` are cropped
-    (image, cup / disc mask, FOV mask); invertible."""
+    (image, cup / disc mask, FOV mask); invertible.
 
-    def __init__(self, keys: KeysCollection, source_key: str, margin: int = 0, threshold: float = 0.1, **kwargs):
+    With ``geometry_key``, the sample also gets ``d[geometry_key]``: int64 ``(6,)``
+    ``(height, width, row_start, col_start, row_end, col_end)``, the source image's size and the crop box in its
+    pixels, so that a prediction on the cropped (and resized) image can be put back on the original photograph
+    with :class:`~medmoe.transforms.fundus_geometry.RestoreFundusGeometry` (a fixed-size tensor, so it survives
+    caching and collation).
+
+    Raises:
+        ValueError: the source key is missing (naming the keys present), it is not a ``(C, H, W)`` image, or
+            another key's size differs from the source image's (a mask must match its photograph pixel for pixel).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        source_key: str,
+        margin: int = 0,
+        threshold: float = 0.1,
+        geometry_key: str | None = None,
+        **kwargs,
+    ):
         super().__init__(keys, source_key, select_fn=_FOVSelect(threshold), margin=margin, allow_smaller=True, **kwargs)
+        self.geometry_key = geometry_key
 
     def __call__(self, data, lazy=None):  # type: ignore[override]
         if self.source_key not in data:
             raise ValueError(f"FundusFOVCropd: source key '{self.source_key}' missing from {sorted(map(str, data))}.")
-        _image(data[self.source_key], f"key '{self.source_key}'")
-        return super().__call__(data, lazy=lazy)
+        source = _image(data[self.source_key], f"key '{self.source_key}'")
+        size = tuple(int(s) for s in source.shape[1:])
+        for key in self.key_iterator(dict(data)):
+            other = tuple(int(s) for s in torch.as_tensor(data[key]).shape[1:])
+            if other != size:
+                raise ValueError(
+                    f"FundusFOVCropd: key '{key}' is {' x '.join(map(str, other))} but '{self.source_key}' is "
+                    f"{size[0]} x {size[1]}; a mask must have its photograph's size."
+                )
+        d = super().__call__(data, lazy=lazy)
+        if self.geometry_key is not None:
+            if self.start_coord_key is None or self.end_coord_key is None:
+                start, end = self.cropper.compute_bounding_box(img=source)
+            else:  # the box CropForegroundd has just used
+                start, end = d[self.start_coord_key], d[self.end_coord_key]
+            d[self.geometry_key] = torch.tensor([*size, *(int(v) for v in start), *(int(v) for v in end)])
+        return d
 
 
 class FundusNormalize(Transform):
@@ -453,17 +488,25 @@ class LabelToCupDiscd(KeyWise):
 
 
 def fundus_preprocess(
-    image_key: str = "fundus", mask_key: str | None = None, size: int = 512, clahe: bool = False, load: bool = True
+    image_key: str = "fundus",
+    mask_key: str | None = None,
+    size: int = 512,
+    clahe: bool = False,
+    load: bool = True,
+    geometry_key: str | None = None,
 ) -> Compose:
     """Fundus chain: load -> FOV crop (mask cropped alike) -> resize longest side to ``size`` keeping aspect
-    (MONAI ``Resized``, nearest for the mask) -> FOV-standardise (+ optional CLAHE) -> cup / disc labels."""
+    (MONAI ``Resized``, ``nearest-exact`` for the mask) -> FOV-standardise (+ optional CLAHE) -> cup / disc labels.
+
+    ``geometry_key``: record the original size and crop box there (see :class:`FundusFOVCropd`), to map
+    predictions back onto the photograph with :class:`~medmoe.transforms.fundus_geometry.RestoreFundusGeometry`."""
     keys = [image_key] + ([mask_key] if mask_key else [])
     steps: list = []
     if load:
         steps += [LoadFundusd(image_key)] + ([LoadFundusd(mask_key, grey=True)] if mask_key else [])
     steps += [
-        FundusFOVCropd(keys, source_key=image_key),
-        Resized(keys, spatial_size=size, size_mode="longest", mode=["area"] + ["nearest"] * (len(keys) - 1)),
+        FundusFOVCropd(keys, source_key=image_key, geometry_key=geometry_key),
+        Resized(keys, spatial_size=size, size_mode="longest", mode=["area"] + ["nearest-exact"] * (len(keys) - 1)),
         FundusNormalized(image_key, clahe=clahe),
     ]
     if mask_key:

@@ -16,6 +16,7 @@ case with the colour fundus photograph and a sub-folder of numbered OCT B-scans,
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -23,9 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from .cohort import Cohort, CohortError
 from .embed_adapter import split_by_patient
 
-__all__ = ["GAMMA_COLUMNS", "GAMMA_GRADES", "build_gamma_cohort", "read_gamma_grades"]
+__all__ = ["GAMMA_COLUMNS", "GAMMA_GRADES", "build_gamma_cohort", "gamma_records", "read_gamma_grades"]
+
+logger = logging.getLogger(__name__)
 
 GAMMA_COLUMNS = ("case_id", "fundus", "oct", "glaucoma", "cup", "split")
 """Cohort columns: id, fundus image, OCT B-scan folder, grade 0/1/2 (empty = missing), cup mask, split."""
@@ -206,3 +210,68 @@ def build_gamma_cohort(
             if os.path.exists(tmp):
                 os.remove(tmp)
     return table
+
+
+def gamma_records(
+    cohort: Cohort,
+    split: str | None = None,
+    image_key: str = "fundus",
+    mask_keys: Sequence[str] = ("cup",),
+    missing_fundus: str = "error",
+) -> list[dict]:
+    """Sample dicts of the ``gamma_m4oe`` bundle: every case must have its fundus photograph.
+
+    The fundus is required: the field-of-view crop of the fundus and of its mask is computed from it, and the cup
+    is segmented on it, so a case without it can be neither preprocessed nor segmented (an absent OCT is fine).
+    The whole cohort is checked (every split) so that one message lists every such case before any training.
+    Each record also keeps the path of each mask under ``"<mask>_path"`` (``""`` when the case has none), which
+    the evaluation uses to score the restored prediction against the mask at the original resolution.
+
+    Args:
+        cohort: from :func:`medmoe.data.load_cohort` with ``image_key`` among its modalities.
+        split: the split to return (``None`` = all rows).
+        image_key: the fundus modality.
+        mask_keys: mask path columns of the cohort (``path_columns``).
+        missing_fundus: ``"error"`` (raise, naming every case) or ``"skip"`` (drop those cases with a warning
+            naming each).
+
+    Returns:
+        ``cohort.records(split)`` without the skipped cases, each with ``"<mask>_path"`` set.
+
+    Raises:
+        CohortError: with ``missing_fundus="error"``, listing the row and id of every case without a fundus.
+        ValueError: an unknown ``missing_fundus`` or an ``image_key`` that is not a modality of the cohort.
+
+    Example:
+        >>> records = gamma_records(cohort, "train")  # doctest: +SKIP
+        >>> records[0]["cup_path"]  # doctest: +SKIP
+        '/data/GAMMA/training/Disc_Cup_Mask/0001.png'
+    """
+    if missing_fundus not in ("error", "skip"):
+        raise ValueError(f"missing_fundus must be 'error' or 'skip', got '{missing_fundus}'")
+    if image_key not in cohort.modalities:
+        raise ValueError(f"'{image_key}' is not a modality of cohort {cohort.source} ({cohort.modalities})")
+    table = cohort.table.reset_index(drop=True)
+    without = table.index[table[image_key].astype(str).str.strip() == ""]
+    ids = [str(table.at[i, cohort.id_column]) for i in without]
+    if ids and missing_fundus == "error":
+        raise CohortError(
+            cohort.source,
+            [
+                f"row {int(i) + 2} ({cohort.id_column}={case!r}): no '{image_key}' image; the gamma_m4oe bundle "
+                f"needs it to crop and segment the case (add the photograph, drop the row, or pass "
+                f"missing_fundus='skip')"
+                for i, case in zip(without, ids)
+            ],
+        )
+    records = cohort.records(split)
+    if ids:
+        skipped = set(ids)
+        dropped = [r[cohort.id_column] for r in records if str(r[cohort.id_column]) in skipped]
+        for case in dropped:
+            logger.warning(f"skipping case {case!r} of {cohort.source}: no '{image_key}' image to crop and segment")
+        records = [r for r in records if str(r[cohort.id_column]) not in skipped]
+    for record in records:
+        for key in mask_keys:
+            record[f"{key}_path"] = str(record.get(key, ""))
+    return records

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,11 +38,14 @@ class EvaluationWriter:
 
     Segmentation tasks (``segmentation_tasks``; outputs ``(b, K, H, W)``) are left out of ``predictions.csv`` and
     the classification metrics. With metrics, ``segmentation.csv`` gets one row per (sample, task) whose mask is
-    present (``"<task>_present"`` in the targets): Dice, IoU and HD95 (pixels) of each foreground class of the
-    ``argmax`` prediction at the model's resolution (:func:`medmoe.apps.evaluate.case_metrics`), and
-    ``metrics.json`` the mean and standard deviation of the per-case Dice per class. With ``mask_palette``, every
-    predicted mask is also written as ``<task>_masks/<id>.png`` with class ``k`` drawn in grey level
-    ``palette[k]`` (GAMMA cup: ``[255, 0]``; cup / disc: ``[255, 128, 0]``).
+    present (``"<task>_present"`` in the targets): Dice, IoU and HD95 (pixels) of each region (by default each
+    foreground class; see ``mask_regions``) of the ``argmax`` prediction (:func:`medmoe.apps.evaluate.case_metrics`),
+    and ``metrics.json`` the mean and standard deviation of the per-case Dice per region. With ``mask_palette``,
+    every predicted mask is also written as ``<task>_masks/<id>.png`` with class ``k`` drawn in grey level
+    ``palette[k]`` (GAMMA cup: ``[255, 0]``; cup / disc: ``[255, 128, 0]``). Masks, metrics and overlays are at the
+    model's resolution unless ``original_masks`` maps the task back to the original images; then they are at the
+    original resolution against the original ground truth, and ``segmentation.csv`` / ``metrics.json`` also hold
+    the model-resolution Dice (``network_dice_<region>``, ``dice_network``).
     Engine output must not be decollated (``decollate=False``).
 
     Args:
@@ -63,9 +67,24 @@ class EvaluationWriter:
             ``balanced_accuracy`` (with CI) and the ``threshold`` for each binary task, scored on ``eval_split``
             only; ``predictions.csv`` gains a ``split`` column.
         eval_split: the split that is scored when ``threshold_split`` is set.
-        n_overlays: segmentation: overlay PNGs (prediction vs truth) of this many lowest-Dice cases per task, in
-            ``<task>_overlays/``. ``metrics.json`` also holds ``dice_ci`` (bootstrap CI of the mean per-case Dice)
-            and, for classification tasks of 3+ classes, the quadratic-weighted ``kappa`` with ``kappa_ci``.
+        n_overlays: segmentation: overlay PNGs (prediction vs truth, the task's first region) of this many
+            lowest-Dice cases per task, in ``<task>_overlays/``. ``metrics.json`` also holds ``dice_ci`` (bootstrap
+            CI of the mean per-case Dice) and, for classification tasks of 3+ classes, the quadratic-weighted
+            ``kappa`` with ``kappa_ci``.
+        mask_regions: segmentation task -> region name -> the classes it joins, e.g. nested optic disc / cup
+            ``{"cup": {"cup": [2], "disc": [1, 2]}}``; metrics are per region (columns ``dice_<region>``) and a
+            case's Dice is their mean. Default: one region per foreground class, named by its index (``dice_1``).
+        original_masks: segmentation task -> how to map its predictions back to the original images:
+            ``geometry_key`` (batch key of each case's geometry), ``restore`` (callable
+            ``(probabilities (K, h, w), geometry) -> (K, H, W)``, e.g.
+            ``medmoe.transforms.RestoreFundusGeometry(mode="bilinear")``; the mask is the ``argmax`` of its output)
+            and, for metrics, ``truth_key`` (batch key of each case's ground-truth file, ``""`` when none) and
+            ``load_truth`` (callable path -> ``(1, H, W)`` or ``(H, W)`` label map in the task's classes).
+
+    Raises:
+        ValueError: a ``mask_palette`` / ``mask_regions`` / ``original_masks`` entry that does not fit its
+            segmentation task; while writing, a case whose original ground truth is missing or differs in size
+            from its restored prediction (naming the case).
     """
 
     def __init__(
@@ -86,6 +105,8 @@ class EvaluationWriter:
         threshold_split: str | None = None,
         eval_split: str = "test",
         n_overlays: int = 3,
+        mask_regions: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
+        original_masks: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
         self.network = getattr(network, "module", network)
@@ -101,6 +122,21 @@ class EvaluationWriter:
         for task, palette in self.mask_palette.items():
             if task not in self.segmentation_tasks or len(palette) != int(self.segmentation_tasks[task]["classes"]):
                 raise ValueError(f"mask_palette['{task}'] needs one grey level per class of a segmentation task")
+        self.mask_regions = {
+            t: _regions(t, spec, (mask_regions or {}).get(t)) for t, spec in self.segmentation_tasks.items()
+        }
+        unknown = sorted(set(mask_regions or {}) - set(self.segmentation_tasks))
+        if unknown:
+            raise ValueError(f"mask_regions names {unknown}, which are not segmentation tasks")
+        self.original_masks = {
+            t: _original_spec(t, self.segmentation_tasks, v) for t, v in (original_masks or {}).items()
+        }
+        for task, spec in self.original_masks.items():
+            if with_metrics and "truth_key" not in spec:
+                raise ValueError(
+                    f"original_masks['{task}'] needs 'truth_key' and 'load_truth' to score at the original resolution"
+                    " (or with_metrics=False)"
+                )
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -115,6 +151,7 @@ class EvaluationWriter:
         self.joints: list[np.ndarray] = []
         self.segmentation_rows: list[dict] = []
         self.segmentation_cases: dict[str, list[tuple[float, str, np.ndarray, np.ndarray]]] = {}
+        self.network_dice: dict[str, list[float]] = {}
 
     def _collect(self, engine: Engine) -> None:
         ids = engine.state.batch[self.id_key]
@@ -126,17 +163,29 @@ class EvaluationWriter:
             self.probs[t].append(preds[t].detach().float().softmax(-1).cpu().numpy())
             self.labels[t].append(labels[t].detach().cpu().numpy())
         batch_ids = [str(i) for i in ids]
-        for t, spec in self.segmentation_tasks.items():
-            self._collect_masks(t, int(spec["classes"]), batch_ids, preds[t], labels)
+        for t in self.segmentation_tasks:
+            self._collect_masks(t, batch_ids, preds[t], labels, engine.state.batch)
         if self.network is not None and hasattr(self.network, "modality_task_joint"):
             self.joints.append(self.network.modality_task_joint().cpu().numpy())
 
     def _collect_masks(
-        self, task: str, classes: int, ids: list[str], logits: torch.Tensor, labels: Mapping[str, torch.Tensor]
+        self,
+        task: str,
+        ids: list[str],
+        logits: torch.Tensor,
+        labels: Mapping[str, torch.Tensor],
+        batch: Mapping[str, Any],
     ) -> None:
         from ..apps.evaluate import case_metrics
 
-        pred = logits.detach().argmax(1).cpu().numpy()  # b H W
+        probs = logits.detach().float().softmax(1).cpu()  # b K h w
+        network_pred = probs.argmax(1).numpy()  # b h w
+        original = self.original_masks.get(task)
+        if original is None:
+            pred = list(network_pred)
+        else:
+            geometry = _per_case(batch, original["geometry_key"], len(ids), task)
+            pred = [np.asarray(original["restore"](p, g)).argmax(0) for p, g in zip(probs, geometry)]
         if task in self.mask_palette:
             palette = np.asarray(self.mask_palette[task], dtype=np.uint8)
             folder = self.output_dir / f"{task}_masks"
@@ -146,21 +195,56 @@ class EvaluationWriter:
                 atomic_write(folder / f"{sample_id}.png", lambda tmp, im=image: im.save(tmp, format="PNG"))
         if not self.with_metrics or task not in labels:
             return
-        truth = labels[task].detach().cpu().numpy().reshape(pred.shape[0], -1)
+        network_truth = labels[task].detach().cpu().numpy().reshape(network_pred.shape[0], -1)
         present = labels.get(present_key(task))
         present = np.ones(len(ids), bool) if present is None else present.detach().cpu().numpy().astype(bool)
+        truth_paths = _per_case(batch, original["truth_key"], len(ids), task) if original else None
+        regions = self.mask_regions[task]
         for i, sample_id in enumerate(ids):
             if not present[i]:
                 continue
-            if truth[i].size != pred[i].size:
-                raise ValueError(f"'{task}' mask of {sample_id} has {truth[i].size} pixels, prediction {pred[i].size}")
+            if network_truth[i].size != network_pred[i].size:
+                raise ValueError(
+                    f"'{task}' mask of {sample_id} has {network_truth[i].size} pixels, "
+                    f"prediction {network_pred[i].size}"
+                )
+            network_mask = network_truth[i].reshape(network_pred[i].shape)
+            true_mask = network_mask if original is None else self._original_truth(task, sample_id, truth_paths[i])
+            if true_mask.shape != pred[i].shape:
+                raise ValueError(
+                    f"'{task}' ground truth of {sample_id} is {true_mask.shape}, "
+                    f"its restored prediction {pred[i].shape}"
+                )
             row = {"id": sample_id, "task": task}
-            true_mask = truth[i].reshape(pred[i].shape)
-            for k, values in case_metrics(pred[i], true_mask, range(1, classes)).items():
-                row.update({f"{m}_{k}": values[m] for m in ("dice", "iou", "hd95")})
+            for name, classes in regions.items():
+                p, t = np.isin(pred[i], classes), np.isin(true_mask, classes)
+                values = case_metrics(p.astype(np.uint8), t.astype(np.uint8), [1])[1]
+                row.update({f"{m}_{name}": values[m] for m in ("dice", "iou", "hd95")})
+            if original is not None:
+                for name, classes in regions.items():
+                    p, t = np.isin(network_pred[i], classes), np.isin(network_mask, classes)
+                    row[f"network_dice_{name}"] = _dice(p, t)
+                self.network_dice.setdefault(task, []).append(np.nanmean([row[f"network_dice_{n}"] for n in regions]))
             self.segmentation_rows.append(row)
-            dice = np.nanmean([row[f"dice_{k}"] for k in range(1, classes)])
-            self.segmentation_cases.setdefault(task, []).append((float(dice), sample_id, pred[i], true_mask))
+            dice = np.nanmean([row[f"dice_{name}"] for name in regions])
+            first = next(iter(regions.values()))
+            self.segmentation_cases.setdefault(task, []).append(
+                (float(dice), sample_id, np.isin(pred[i], first), np.isin(true_mask, first))
+            )
+
+    def _original_truth(self, task: str, sample_id: str, path: str) -> np.ndarray:
+        """The case's ground truth at the original resolution, ``(H, W)`` integer labels."""
+        if not path:
+            raise ValueError(
+                f"'{task}' mask of {sample_id} is flagged present but '{self.original_masks[task]['truth_key']}' "
+                "names no file"
+            )
+        truth = np.asarray(self.original_masks[task]["load_truth"](path))
+        if truth.ndim == 3 and truth.shape[0] == 1:
+            truth = truth[0]
+        if truth.ndim != 2:
+            raise ValueError(f"'{task}' ground truth of {sample_id} ({path}) has shape {truth.shape}, expected (H, W)")
+        return truth
 
     def _write(self, _: Engine) -> None:
         table = pd.DataFrame({"id": self.ids})
@@ -215,7 +299,9 @@ class EvaluationWriter:
         atomic_write_text(self.output_dir / "metrics.json", text)
         for t, m in metrics.items():
             if t in self.segmentation_tasks:
-                logger.info(f"{t}: Dice {m['dice']} (n={m['n']})")
+                logger.info(
+                    f"{t}: Dice {_fmt(m['dice'], m['dice_ci'])} at the {m['resolution']} resolution (n={m['n']})"
+                )
                 continue
             logger.info(
                 f"{t}: AUROC {_fmt(m['auroc'], m['auroc_ci'])}, accuracy {_fmt(m['accuracy'], m['accuracy_ci'])}"
@@ -249,14 +335,15 @@ class EvaluationWriter:
             table = pd.DataFrame(self.segmentation_rows)
         atomic_write(self.output_dir / "segmentation.csv", lambda tmp: table.to_csv(tmp, index=False))
         out = {}
-        for t, spec in self.segmentation_tasks.items():
+        for t in self.segmentation_tasks:
             rows = table[table["task"] == t]
             dice = {}
-            for k in range(1, int(spec["classes"])):
-                values = rows.get(f"dice_{k}", pd.Series(dtype=float)).dropna()
-                dice[str(k)] = {
+            for name in self.mask_regions[t]:
+                values = rows.get(f"dice_{name}", pd.Series(dtype=float)).dropna()
+                dice[name] = {
                     "mean": _finite(values.mean()) if len(values) else None,
                     "std": _finite(values.std(ddof=0)) if len(values) else None,
+                    "ci": self._mean_ci(values.to_numpy(np.float64)),
                     "n": int(len(values)),
                 }
             mean = [d["mean"] for d in dice.values() if d["mean"] is not None]
@@ -264,9 +351,13 @@ class EvaluationWriter:
             out[t] = {
                 "dice": float(np.mean(mean)) if mean else None,
                 "dice_ci": self._mean_ci(case_dice),
-                "dice_per_class": dice,
+                "dice_per_region": dice,
                 "n": int(len(rows)),
+                "resolution": "original" if t in self.original_masks else "network",
             }
+            if t in self.original_masks:
+                network = np.array(self.network_dice.get(t, []), np.float64)
+                out[t]["dice_network"] = _finite(np.nanmean(network)) if np.isfinite(network).any() else None
             self._overlays(t)
         return out
 
@@ -289,6 +380,55 @@ class EvaluationWriter:
         for dice, sample_id, pred, truth in worst[: self.n_overlays]:
             title = f"{task} {sample_id}: Dice {dice:.3f}"
             plot_overlay(pred, truth, (1.0, 1.0), title, self.output_dir / f"{task}_overlays" / f"{sample_id}.png")
+
+
+def _regions(task: str, spec: Mapping, regions: Mapping[str, Sequence[int]] | None) -> dict[str, list[int]]:
+    """Named regions of a segmentation task (default: one per foreground class), checked against its classes."""
+    classes = int(spec["classes"])
+    if regions is None:
+        return {str(k): [k] for k in range(1, classes)}
+    out = {str(name): [int(k) for k in members] for name, members in regions.items()}
+    if not out or any(not m or min(m) < 1 or max(m) >= classes for m in out.values()):
+        raise ValueError(
+            f"mask_regions['{task}'] must map region names to non-empty lists of foreground classes 1..{classes - 1},"
+            f" got {dict(regions)}"
+        )
+    return out
+
+
+def _original_spec(task: str, segmentation_tasks: Mapping, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Check one ``original_masks`` entry: geometry key and restore callable, truth key and loader together."""
+    if task not in segmentation_tasks:
+        raise ValueError(f"original_masks names '{task}', which is not a segmentation task")
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {"geometry_key", "restore", "truth_key", "load_truth"})
+    if unknown or "geometry_key" not in spec or not callable(spec.get("restore")):
+        raise ValueError(
+            f"original_masks['{task}'] needs 'geometry_key' and a callable 'restore' (optional 'truth_key' with a "
+            f"callable 'load_truth'); got keys {sorted(spec)}"
+        )
+    if ("truth_key" in spec) != callable(spec.get("load_truth")):
+        raise ValueError(f"original_masks['{task}']: give 'truth_key' and a callable 'load_truth' together")
+    return spec
+
+
+def _per_case(batch: Mapping[str, Any], key: str | None, n: int, task: str) -> list:
+    """``batch[key]`` as one entry per case, with a clear error when the batch lacks it."""
+    if key is None or key not in batch:
+        raise ValueError(
+            f"original_masks['{task}']: the batch has no key '{key}' (keys: {sorted(map(str, batch))}); "
+            "add it in the preprocessing"
+        )
+    values = batch[key]
+    values = list(values) if not torch.is_tensor(values) else list(values.cpu())
+    if len(values) != n:
+        raise ValueError(f"batch key '{key}' holds {len(values)} entries for {n} cases")
+    return values
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    total = int(pred.sum()) + int(truth.sum())
+    return 2.0 * int(np.count_nonzero(pred & truth)) / total if total else float("nan")
 
 
 def _empty_task(classes: int) -> dict:

@@ -1,4 +1,5 @@
-"""End to end: the gamma_m4oe bundle trains, evaluates (grade AUROC + cup Dice) and infers on a tiny demo cohort.
+"""End to end: the gamma_m4oe bundle trains, resumes, evaluates (grade AUROC + cup Dice) and infers on a tiny demo
+cohort; the disc + cup (3-class) option; a case without a fundus.
 
 Each run goes through ``python -m monai.bundle run`` in a subprocess exactly as a user types it, with config
 ids overridden on the command line (tiny images, few epochs, outputs under ``tmp_path``).
@@ -52,10 +53,15 @@ def small(cohort: Path, root: Path, **extra) -> dict:
     }
 
 
-def test_train_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
+def test_train_resume_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
     run = small(cohort, tmp_path / "b")
-    ok(bundle("train.json", **run, max_epochs=2))
-    weights = torch.load(tmp_path / "b" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    ok(bundle("train.json", **run, max_epochs=1))
+    models = tmp_path / "b" / "models"
+    assert torch.load(models / "last.pt", map_location="cpu", weights_only=True)["trainer"]["epoch"] == 1
+    resumed = ok(bundle("train.json", **run, max_epochs=2, resume=True))
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert torch.load(models / "last.pt", map_location="cpu", weights_only=True)["trainer"]["epoch"] == 2
+    weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     assert any(k.startswith("volume_embedders.oct") for k in weights)
     assert any(k.startswith("seg_heads.cup") for k in weights)
 
@@ -70,9 +76,11 @@ def test_train_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
     metrics = json.loads((eval_dir / "metrics.json").read_text())["tasks"]
     assert metrics["glaucoma"]["n"] == int((test["glaucoma"] != "").sum())
     assert metrics["cup"]["n"] == int((test["cup"] != "").sum()) > 0
-    assert 0.0 <= metrics["cup"]["dice"] <= 1.0
+    assert metrics["cup"]["resolution"] == "original"  # against the 64 x 64 GAMMA masks, not the 32 x 32 input
+    assert 0.0 <= metrics["cup"]["dice"] <= 1.0 and 0.0 <= metrics["cup"]["dice_network"] <= 1.0
     per_case = pd.read_csv(eval_dir / "segmentation.csv", dtype={"id": str})
     assert set(per_case["id"]) == set(test.loc[test["cup"] != "", "case_id"])
+    assert {"dice_cup", "iou_cup", "hd95_cup", "network_dice_cup"} <= set(per_case.columns)
     contributions = pd.read_csv(eval_dir / "modality_contributions.csv")
     assert len(contributions) == len(test) * 2  # glaucoma and cup
 
@@ -81,8 +89,10 @@ def test_train_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
     ok(bundle("train.json", "inference.json", **small(unlabelled, tmp_path / "b"), data_root=str(cohort.parent)))
     inferred = pd.read_csv(tmp_path / "b" / "inference" / "predictions.csv", dtype={"id": str})
     assert list(inferred["id"]) == list(rows["case_id"])
-    mask = np.asarray(Image.open(tmp_path / "b" / "inference" / "cup_masks" / f"{rows['case_id'][0]}.png"))
-    assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+    for case, fundus in zip(rows["case_id"], rows["fundus"]):  # masks on the original photographs
+        mask = np.asarray(Image.open(tmp_path / "b" / "inference" / "cup_masks" / f"{case}.png"))
+        width, height = Image.open(cohort.parent / fundus).size
+        assert mask.shape == (height, width) == (64, 64) and set(np.unique(mask)) <= {0, 255}
     assert not (tmp_path / "b" / "inference" / "metrics.json").exists()
 
 
@@ -97,3 +107,35 @@ def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> Non
     train_rows = int((pd.read_csv(cohort)["split"] == "train").sum())
     per_rank = math.ceil(train_rows / 2)
     assert state["trainer"]["iteration"] == math.ceil(per_rank / 4)  # each rank saw half the training set
+
+
+def test_disc_and_cup_three_classes(cohort: Path, tmp_path: Path) -> None:
+    """``mask_classes=3``: background / rim / cup; evaluate gives per-case cup and disc Dice, inference 0/128/255."""
+    run = small(cohort, tmp_path / "b", mask_classes=3)
+    ok(bundle("train.json", **run, max_epochs=1))
+    weights = torch.load(tmp_path / "b" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert weights["seg_heads.cup.out.conv.conv.bias"].shape == (3,)
+    ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 20}))
+    rows = pd.read_csv(cohort, dtype=str, keep_default_na=False)
+    masked = rows.loc[(rows["split"] == "test") & (rows["cup"] != ""), "case_id"]
+    per_case = pd.read_csv(tmp_path / "b" / "eval" / "segmentation.csv", dtype={"id": str})
+    assert set(per_case["id"]) == set(masked)
+    for region in ("cup", "disc"):
+        assert per_case[f"dice_{region}"].between(0, 1).all() and per_case[f"network_dice_{region}"].notna().all()
+    cup = json.loads((tmp_path / "b" / "eval" / "metrics.json").read_text())["tasks"]["cup"]
+    assert set(cup["dice_per_region"]) == {"cup", "disc"} and cup["dice_per_region"]["disc"]["n"] == len(masked)
+    ok(bundle("train.json", "inference.json", **run))
+    grey = [np.asarray(Image.open(p)) for p in (tmp_path / "b" / "inference" / "cup_masks").iterdir()]
+    assert len(grey) == len(rows) and all(g.shape == (64, 64) and set(np.unique(g)) <= {0, 128, 255} for g in grey)
+
+
+def test_a_case_without_fundus_fails_before_training_naming_it(cohort: Path, tmp_path: Path) -> None:
+    rows = pd.read_csv(cohort, dtype=str, keep_default_na=False)
+    case = rows.loc[rows["split"] == "val", "case_id"].iloc[0]
+    rows.loc[rows["case_id"] == case, "fundus"] = ""
+    bad = tmp_path / "no_fundus.csv"
+    rows.to_csv(bad, index=False)
+    proc = bundle("train.json", **small(bad, tmp_path / "b", data_root=str(cohort.parent)), max_epochs=1)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"case_id='{case}'): no 'fundus' image" in message, message[-3000:]
+    assert not (tmp_path / "b" / "models").exists()

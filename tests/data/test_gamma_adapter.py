@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medmoe.data.gamma_adapter import GAMMA_COLUMNS, build_gamma_cohort, read_gamma_grades
+from medmoe.data import CohortError, load_cohort
+from medmoe.data.gamma_adapter import GAMMA_COLUMNS, build_gamma_cohort, gamma_records, read_gamma_grades
 
 
 def _png(path: Path, value: int = 128) -> None:
@@ -44,8 +45,6 @@ def test_layout_to_cohort(gamma: Path) -> None:
     assert set(table["split"]) <= {"train", "val", "test"}
     written = pd.read_csv(gamma / "cohort.csv", dtype=str, keep_default_na=False)
     pd.testing.assert_frame_equal(written, table.reset_index(drop=True))
-    from medmoe.data import load_cohort
-
     cohort = load_cohort(
         gamma / "cohort.csv",
         ["fundus", "oct"],
@@ -97,3 +96,43 @@ def test_bad_grade_rows_are_named(gamma: Path) -> None:
         build_gamma_cohort(gamma, grades=extra)
     with pytest.raises(ValueError, match="no case folder"):
         build_gamma_cohort(gamma / "empty")
+
+
+def _cohort(gamma: Path, table: pd.DataFrame):
+    table.to_csv(gamma / "cohort.csv", index=False)
+    return load_cohort(
+        gamma / "cohort.csv",
+        ["fundus", "oct"],
+        {"glaucoma": 3},
+        id_column="case_id",
+        required_splits=(),
+        path_columns=["cup"],
+    )
+
+
+def test_records_keep_the_mask_path_for_original_resolution_scoring(gamma: Path) -> None:
+    cohort = _cohort(gamma, build_gamma_cohort(gamma))
+    records = gamma_records(cohort)
+    assert [r["case_id"] for r in records] == ["0001", "0002", "0003", "0004", "0005"]
+    assert records[0]["cup_path"] == records[0]["cup"] and Path(records[0]["cup_path"]).is_file()
+    assert records[1]["cup_path"] == "" and "cup" not in records[1]
+    split = records[0]["case_id"], cohort.table.loc[0, "split"]
+    assert split[0] in [r["case_id"] for r in gamma_records(cohort, split[1])]
+
+
+def test_a_case_without_fundus_is_an_error_naming_it_or_a_warned_skip(gamma: Path, caplog) -> None:
+    """The fundus is required (the FOV crop and the cup segmentation need it); an absent OCT is fine."""
+    table = build_gamma_cohort(gamma)
+    table.loc[1, "fundus"] = ""  # 0002: OCT only
+    cohort = _cohort(gamma, table)
+    with pytest.raises(CohortError, match=r"row 3 \(case_id='0002'\): no 'fundus' image") as err:
+        gamma_records(cohort, "train")  # the whole cohort is checked, whatever the split
+    assert len(err.value.problems) == 1 and "missing_fundus='skip'" in str(err.value)
+    with caplog.at_level("WARNING", logger="medmoe.data.gamma_adapter"):
+        records = gamma_records(cohort, missing_fundus="skip")
+    assert [r["case_id"] for r in records] == ["0001", "0003", "0004", "0005"]
+    assert "skipping case '0002'" in caplog.text and "0004" not in caplog.text  # 0004 lacks only the OCT
+    with pytest.raises(ValueError, match="'error' or 'skip'"):
+        gamma_records(cohort, missing_fundus="ignore")
+    with pytest.raises(ValueError, match="not a modality"):
+        gamma_records(cohort, image_key="slo")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from medmoe.transforms.fundus_geometry import RestoreFundusGeometry, RestoreFundusGeometryd
 from medmoe.transforms.ophthalmology import (
     CupDiscToLabel,
     CupDiscToLabeld,
@@ -25,7 +26,7 @@ from medmoe.transforms.ophthalmology import (
     fov_mask,
     fundus_preprocess,
 )
-from monai.transforms import Resize
+from monai.transforms import Resize, Resized
 from PIL import Image
 
 RETINA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fundus" / "retina.jpg"
@@ -177,3 +178,74 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         CupDiscToLabel()(torch.zeros(3, 4, 4))
     with pytest.raises(ValueError, match="exactly one"):
         OpticDiscCropd(["img"], (8, 8))
+
+
+def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.bool(), b.bool()
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_crop_resize_then_restore_gives_the_original_geometry(fundus, size):
+    """A GAMMA disc / cup mask on the real photograph (off-centre FOV in black borders) goes through the bundle's
+    FOV crop + resize to the network size and back; the restored mask lies where the original one does."""
+    padded = torch.zeros(3, 452, 402)
+    padded[:, 60:412, 30:382] = fundus
+    grey = torch.full((1, 452, 402), 255.0)
+    grey[:, 60:412, 30:382] = torch.from_numpy(_gamma_mask()).float()  # disc radius 30, cup 14 at the real disc
+    original = CupDiscToLabel()(grey)
+    d = FundusFOVCropd(["img", "mask"], source_key="img", geometry_key="geom")({"img": padded, "mask": grey})
+    height, width, r0, c0, r1, c1 = d["geom"].tolist()
+    assert (height, width) == (452, 402) and d["geom"].dtype == torch.int64
+    assert abs(r0 - 60) <= 3 and abs(c0 - 30) <= 3 and abs(r1 - 412) <= 3 and abs(c1 - 382) <= 3
+    assert d["img"].shape[1:] == (r1 - r0, c1 - c0)
+    d = Resized(["img", "mask"], (size, size), mode=["area", "nearest-exact"])(d)
+    d = CupDiscToLabeld(["mask"])(d)
+    back = RestoreFundusGeometryd(["mask"], geometry_key="geom")(d)["mask"]
+    assert back.shape == original.shape
+    assert _dice(back >= 1, original >= 1) > (0.95 if size == 128 else 0.93)  # disc
+    assert _dice(back == 2, original == 2) > (0.9 if size == 128 else 0.8)  # cup, 4 px radius at 64
+    assert not back[:, :r0].any() and not back[:, :, c1:].any()  # background outside the crop box
+    grey_back = LabelToCupDisc()(back)
+    assert grey_back.shape == (1, 452, 402) and set(torch.unique(grey_back).tolist()) == {0, 128, 255}
+    # probabilities restored bilinearly, then argmax: at least as close as the nearest-neighbour label map
+    onehot = torch.nn.functional.one_hot(d["mask"][0].long(), 3).permute(2, 0, 1).float()
+    soft = RestoreFundusGeometry(mode="bilinear")(onehot, d["geom"]).argmax(0, keepdim=True)
+    assert _dice(soft >= 1, original >= 1) >= _dice(back >= 1, original >= 1) - 0.01
+
+
+def test_restore_places_the_box_and_keeps_dtype():
+    label = torch.zeros(1, 4, 4, dtype=torch.long)
+    label[:, 1:3, 1:3] = 1
+    out = RestoreFundusGeometry()(label, torch.tensor([10, 12, 2, 4, 10, 12]))
+    assert out.shape == (1, 10, 12) and out.dtype == torch.int64
+    assert torch.equal(torch.nonzero(out[0]).amin(0), torch.tensor([4, 6])) and int(out.sum()) == 16
+    # a box reaching past the image (e.g. k_divisible padding): only the overlap is kept
+    ones = RestoreFundusGeometry(fill=-1.0)(torch.ones(1, 4, 4), [10, 10, -2, -2, 8, 8])
+    assert int((ones == 1).sum()) == 64 and int((ones == -1).sum()) == 36
+    probs = RestoreFundusGeometry("bilinear")(torch.rand(2, 8, 8, dtype=torch.float64), [16, 16, 0, 0, 16, 16])
+    assert probs.dtype == torch.float32 and probs.shape == (2, 16, 16)
+    steps = fundus_preprocess("fundus", "cupdisc", size=32, load=False, geometry_key="geom")
+    img = torch.zeros(3, 40, 50)
+    img[:, 5:35, 10:40] = 100.0
+    out = steps({"fundus": img, "cupdisc": torch.full((1, 40, 50), 255.0)})
+    assert out["geom"].tolist() == [40, 50, 5, 10, 35, 40]
+
+
+def test_restore_and_geometry_errors():
+    with pytest.raises(ValueError, match="mode"):
+        RestoreFundusGeometry(mode="cubic")
+    with pytest.raises(ValueError, match="geometry must be"):
+        RestoreFundusGeometry()(torch.zeros(1, 4, 4), [10, 10, 0, 0])
+    with pytest.raises(ValueError, match="invalid geometry"):
+        RestoreFundusGeometry()(torch.zeros(1, 4, 4), [10, 10, 5, 0, 5, 10])
+    with pytest.raises(ValueError, match=r"\(C, h, w\)"):
+        RestoreFundusGeometry()(torch.zeros(4, 4), [10, 10, 0, 0, 10, 10])
+    with pytest.raises(ValueError, match="geometry key 'geom' missing"):
+        RestoreFundusGeometryd(["m"], geometry_key="geom")({"m": torch.zeros(1, 4, 4)})
+    with pytest.raises(ValueError, match=r"key 'm'.*invalid geometry"):
+        RestoreFundusGeometryd(["m"], geometry_key="g")({"m": torch.zeros(1, 4, 4), "g": [0, 10, 0, 0, 5, 5]})
+    img = torch.zeros(3, 40, 50)
+    img[:, 5:35, 10:40] = 100.0
+    with pytest.raises(ValueError, match=r"key 'mask' is 20 x 25 but 'img' is 40 x 50"):
+        FundusFOVCropd(["img", "mask"], source_key="img")({"img": img, "mask": torch.zeros(1, 20, 25)})
