@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from ..utils import atomic_write, atomic_write_text
+from .collector import EpochCollector
 from .metrics import auroc
 
 __all__ = ["ExpertScores"]
@@ -20,7 +21,7 @@ __all__ = ["ExpertScores"]
 logger = logging.getLogger(__name__)
 
 
-class ExpertScores:
+class ExpertScores(EpochCollector):
     """Evaluator handler: AUROC of each expert alone per task, over the samples that expert saw.
 
     The network must expose ``expert_logits()`` -> ``{expert: {task: (b, classes)}}`` and ``expert_presence()``
@@ -61,11 +62,6 @@ class ExpertScores:
         if threshold_split and not split_key:
             raise ValueError("threshold_split needs split_key (the batch key holding each sample's split)")
         self.split_key, self.eval_split, self.threshold_split = split_key, eval_split, threshold_split
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _reset(self, _: Engine) -> None:
         self.ids: list[str] = []

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from PIL import Image
 
 from ..interpret import contributions_table, dataset_contributions, plot_contributions
 from ..losses.multitask import present_key
 from ..utils import atomic_write, atomic_write_text
+from .collector import EpochCollector
 from .metrics import quadratic_kappa
 
 __all__ = ["EvaluationWriter"]
@@ -24,7 +25,7 @@ __all__ = ["EvaluationWriter"]
 logger = logging.getLogger(__name__)
 
 
-class EvaluationWriter:
+class EvaluationWriter(EpochCollector):
     """Collect an evaluator's predictions and write them when it completes.
 
     Writes into ``output_dir``: ``predictions.csv`` (id, ``<task>_prob_<k>``, ``<task>_pred``,
@@ -137,11 +138,6 @@ class EvaluationWriter:
                     f"original_masks['{task}'] needs 'truth_key' and 'load_truth' to score at the original resolution"
                     " (or with_metrics=False)"
                 )
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _reset(self, _: Engine) -> None:
         self.ids: list[str] = []

@@ -1,0 +1,29 @@
+"""Base for evaluation handlers that collect per-iteration outputs and write them when the run completes."""
+
+from __future__ import annotations
+
+from ignite.engine import Engine, Events
+
+__all__ = ["EpochCollector"]
+
+
+class EpochCollector:
+    """``attach(engine)`` wires ``_reset`` (run started), ``_collect`` (each iteration) and ``_write`` (completed).
+
+    Subclasses implement the three methods, each taking the engine.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        """Register the reset / collect / write events on an evaluator."""
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        raise NotImplementedError
+
+    def _collect(self, engine: Engine) -> None:
+        raise NotImplementedError
+
+    def _write(self, engine: Engine) -> None:
+        raise NotImplementedError
