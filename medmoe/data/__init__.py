@@ -1,15 +1,24 @@
 """Cohort loading + validation, missing-modality placeholders, demo cohorts, public-format adapters."""
 
+from .adni_adapter import build_adni_cohort
 from .cohort import SPLITS, Cohort, CohortError, check_readable, load_cohort
+from .demo_adni import adni_demo_cohort, make_adni_demo
 from .demo_embed import embed_demo_cohort, make_embed_demo
 from .demo_fastmri import fastmri_demo_cohort, make_fastmri_demo
 from .demo_gamma import gamma_demo_cohort, make_gamma_demo
 from .fastmri_adapter import build_fastmri_cohort, fastmri_label_groups
 from .gamma_adapter import build_gamma_cohort, read_gamma_grades
 from .missing import FillMissingMasksd, FillMissingModalitiesd
+from .tabular import TabularPreprocessor, TabularToVectord, load_tabular_cohort
 
 __all__ = [
     "SPLITS",
+    "TabularPreprocessor",
+    "TabularToVectord",
+    "adni_demo_cohort",
+    "build_adni_cohort",
+    "load_tabular_cohort",
+    "make_adni_demo",
     "Cohort",
     "CohortError",
     "FillMissingMasksd",

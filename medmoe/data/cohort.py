@@ -150,6 +150,7 @@ def load_cohort(
     check_file: Callable[[Path], str | None] = check_readable,
     extra_columns: Sequence[str] = (),
     path_columns: Sequence[str] = (),
+    require_modality: bool = True,
 ) -> Cohort:
     """Read and validate a cohort, reporting every bad row at once.
 
@@ -168,6 +169,8 @@ def load_cohort(
         path_columns: optional file columns that are not modalities, e.g. segmentation masks (empty = missing):
             resolved against ``data_root`` and checked like modality paths, set in a record only when present.
             With ``require_labels=False`` they may be absent from the file.
+        require_modality: every row needs at least one present modality path; set False when the caller checks
+            presence itself (e.g. tabular blocks as modalities, :func:`medmoe.data.load_tabular_cohort`).
 
     Returns:
         a :class:`Cohort`.
@@ -226,7 +229,7 @@ def load_cohort(
                     problems.append(f"{line}: column '{key}': file not found: {path}")
                 elif check_files and (reason := check_file(path)) is not None:
                     problems.append(f"{line}: column '{key}': {path}: {reason}")
-        if present == 0:
+        if present == 0 and require_modality:
             problems.append(f"{line}: no modality present (all of {list(modalities)} empty)")
         for task, classes in tasks.items():
             value = row[task].strip()

@@ -2,6 +2,7 @@
 
 from .checkpoint import CheckpointHandler, atomic_save, load_weights
 from .expert_scores import ExpertScores
+from .expert_weights import ExpertWeightsWriter
 from .metrics import SegmentationDice, TaskMetric, accuracy, auroc, mean_of, task_metrics
 from .prepare import MultimodalPrepareBatch
 from .robustness import corruption_sweep
@@ -11,6 +12,7 @@ __all__ = [
     "CheckpointHandler",
     "EvaluationWriter",
     "ExpertScores",
+    "ExpertWeightsWriter",
     "MultimodalPrepareBatch",
     "SegmentationDice",
     "TaskMetric",
