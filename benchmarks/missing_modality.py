@@ -56,7 +56,8 @@ permutations and averaged. Metric: macro one-vs-rest AUROC per task (``medmoe.en
 
 Train-time removal (separately, ``--train-missing 0.5``; skipped when the time budget is spent): each mode is
 retrained with the view removed from 50 % of the training exams (seeded, fixed for all epochs, no extra
-dropout) and evaluated at 0 / 25 / 50 / 75 % test-time removal.
+dropout) and evaluated at 0 / 25 / 50 / 75 % test-time removal. ``--settings`` picks which of the two settings
+run (default both).
 
 Output: a table on stdout, JSON (``--out``, written atomically after every trained model) and a PNG plot
 beside it (mean AUROC on val+test vs test-time missing rate, one line per mode; dashed: train-time removal).
@@ -443,6 +444,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--train-dropout", type=float, default=0.3, help="per-batch drop rate of the view (test_time)")
     parser.add_argument("--train-missing", type=float, default=0.5, help="train-time removal rate (0 = skip)")
+    parser.add_argument(
+        "--settings", nargs="+", default=["test_time", "train_time"], choices=["test_time", "train_time"]
+    )
     parser.add_argument("--num-supports", type=int, default=8)
     parser.add_argument("--num-candidates", type=int, default=2)
     parser.add_argument("--num-shared", type=int, default=2)
@@ -525,8 +529,8 @@ def main(argv=None) -> dict:
         atomic_write_text(out, json.dumps(results, indent=2) + "\n")
         plot(results, out.with_suffix(".png"), pooled)
 
-    runs = [("test_time", m, 0.0) for m in args.modes]
-    if args.train_missing > 0:
+    runs = [("test_time", m, 0.0) for m in args.modes] if "test_time" in args.settings else []
+    if args.train_missing > 0 and "train_time" in args.settings:
         runs += [("train_time", m, args.train_missing) for m in args.modes]
     for key, mode, train_rate in runs:
         elapsed = time.perf_counter() - start

@@ -30,7 +30,8 @@ class MissingModalityFill(nn.Module):
         mode: one of :data:`MISSING_MODES`.
         num_modalities, num_tokens, hidden_size: ``M``, ``n``, ``d``.
         retriever_kwargs: keyword arguments of :class:`~medmoe.blocks.MoERetriever` (``mode``,
-            ``num_supports``, ``num_candidates``, ``num_shared``, ``top_k``, ``capacity``, ``num_heads``, ...)
+            ``num_supports``, ``support_selection``, ``num_candidates``, ``num_shared``, ``top_k``, ``capacity``,
+            ``num_heads``, ...)
             plus ``id_key`` (batch key of the sample ids, default ``"id"``; optional in the batch).
             Only with ``mode="retriever"``.
         num_heads: default attention heads of the retriever.

@@ -257,7 +257,8 @@ class SupportBank(nn.Module):
             both = (observed.unsqueeze(1) & self.presence.unsqueeze(0)).float()  # P C M
             score = torch.einsum("pmd,cmd->pcm", q, bank).mul(both).sum(-1) / both.sum(-1).clamp_min(1.0)
             score = score.masked_fill(~valid, float("-inf"))
-            index = score.topk(k, dim=1).indices  # sorted, most similar first
+            # top-k as a stable descending sort: most similar first, ties to the lower row (topk leaves ties open)
+            index = score.sort(dim=1, descending=True, stable=True).indices[:, :k]
         return index, valid.gather(1, index)
 
     def mean_embedding(self) -> torch.Tensor:
@@ -345,12 +346,12 @@ class MoERetriever(nn.Module):
     ``mode``:
         - ``"moe"`` (paper intent): for each absent (sample, modality ``m``), intra-modal tokens = ``m``-tokens of
           ``num_supports`` training samples that have ``m`` and share the sample's observed modalities
-          (:class:`SupportBank`; by default the most similar ones, see ``support_selection``); inter-modal tokens = the sample's own observed tokens. One learned query per
-          target token attends across all of them (samples x modalities x tokens, plus a learned null key), then a
-          noisy top-k sparse MoE (FFN experts: ``num_candidates`` per modality + ``num_shared`` shared; modality
-          ``m`` may use only its block and the shared ones) refines it: ``out = h + sum_k g_k E_k(LN(h))``.
-          Auxiliary losses: mean over target modalities of cv^2(importance) and cv^2(load) over the allowed
-          experts (so the missing-rate mix across modalities is not penalised).
+          (:class:`SupportBank`; by default the most similar ones, see ``support_selection``); inter-modal tokens = the
+          sample's own observed tokens. One learned query per target token attends across all of them (samples x
+          modalities x tokens, plus a learned null key), then a noisy top-k sparse MoE (FFN experts: ``num_candidates``
+          per modality + ``num_shared`` shared; modality ``m`` may use only its block and the shared ones) refines it:
+          ``out = h + sum_k g_k E_k(LN(h))``. Auxiliary losses: mean over target modalities of cv^2(importance) and
+          cv^2(load) over the allowed experts (so the missing-rate mix across modalities is not penalised).
         - ``"public_mean"``: the public code's output, ``0.5 mean(intra) + 0.5 mean(inter)`` (only one term when
           the other is empty; zeros when both are).
         - ``"mean"``: the cached training mean of modality ``m``. ``"learned"``: a learned bank per (observed
