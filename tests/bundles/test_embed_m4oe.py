@@ -126,3 +126,17 @@ def test_default_demo_run_learns_every_task(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "b" / "eval" / "metrics.json").read_text())["tasks"]
     assert metrics["density"]["auroc"] > 0.6 and metrics["birads"]["auroc"] > 0.6, metrics
     assert metrics["risk"]["auroc"] > 0.55, metrics
+
+
+def test_retriever_option_under_ddp_keeps_one_bank_of_training_exams(cohort: Path, tmp_path: Path) -> None:
+    """``--missing_modality retriever`` with 2 gloo processes: the support bank is synchronised across ranks."""
+    run = small(cohort, tmp_path / "r", missing_modality="retriever")
+    ok(bundle("train.json", "multi_gpu_train.json", launcher=torchrun(2), **run, max_epochs=1))
+    weights = torch.load(tmp_path / "r" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    bank = "missing_fill.retriever.bank."
+    filled = weights[bank + "filled"]
+    ids = {i for i, f in zip(weights[bank + "_extra_state"]["ids"], filled.tolist()) if f}
+    rows = pd.read_csv(cohort)
+    assert ids == set(rows.loc[rows["split"] == "train", "exam_id"])  # both ranks' exams, training split only
+    ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 10}))
+    assert (tmp_path / "r" / "eval" / "metrics.json").is_file()
