@@ -37,6 +37,9 @@ same seeds for every mode; random intensity scaling per view). Modes:
 * ``moe_masked``: ``moe`` (nearest supports) plus the optional masked-retrieval term, *not in the paper*
   (``masked_retrieval=--masked-retrieval``, loss ``retriever_reconstruction`` at ``--reconstruction-weight``):
   the retriever also learns to retrieve a hidden present view of complete exams.
+* ``moe_residual`` / ``moe_masked_residual``: ``moe`` / ``moe_masked`` with ``support_residual=True`` (*not in
+  the paper*): the mean of the nearest supports' tokens is added to the attention output, so the retriever
+  starts from the k-nearest-neighbour average of the view and learns a correction.
 
 Sample ids travel with every batch (``MultimodalPrepareBatch(id_key="id")``), so the support bank keeps one
 row per training exam (the newest embedding). Loss: ``MultiTaskLoss`` with ``aux_weights={"mutual_information":
@@ -90,9 +93,13 @@ MODES = {  # name -> (missing_modality, retriever mode)
     "moe": ("retriever", "moe"),
     "moe_random": ("retriever", "moe"),
     "moe_masked": ("retriever", "moe"),  # + the masked-retrieval term (beyond the paper)
+    "moe_residual": ("retriever", "moe"),  # + support_residual (beyond the paper)
+    "moe_masked_residual": ("retriever", "moe"),  # + both
 }
 # support selection of the bank modes (MoERetriever(support_selection=...)); the others use "nearest"
 RANDOM_SUPPORTS = ("public_mean", "moe_random")
+MASKED = ("moe_masked", "moe_masked_residual")  # modes with masked_retrieval and the reconstruction loss
+RESIDUAL = ("moe_residual", "moe_masked_residual")  # modes with MoERetriever(support_residual=True)
 COHORTS = {
     "views": dict(
         modalities=["key", "left", "right"],
@@ -272,7 +279,9 @@ def build(mode: str, spec: dict, image_size: int, retriever: dict | None = None)
     kwargs = {}
     if retriever_mode:
         options = {k: v for k, v in (retriever or {}).items() if k not in ("masked_retrieval", "reconstruction_weight")}
-        if mode == "moe_masked":
+        if mode in RESIDUAL:
+            options["support_residual"] = True
+        if mode in MASKED:
             options["masked_retrieval"] = (retriever or {}).get("masked_retrieval", 0.5)
         if retriever_mode != "moe":
             options = {}
@@ -311,7 +320,7 @@ def train(
     aux = {"mutual_information": -0.05}
     if MODES[mode][0] == "retriever":
         aux.update(retriever_importance=0.01, retriever_balance=0.01)
-    if mode == "moe_masked":
+    if mode in MASKED:
         aux["retriever_reconstruction"] = reconstruction_weight
     tasks = spec["tasks"]
     loss_fn = MultiTaskLoss(tasks, model, aux_weights=aux)
@@ -452,8 +461,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-shared", type=int, default=2)
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--capacity", type=int, default=512)
-    parser.add_argument("--masked-retrieval", type=float, default=0.5, help="moe_masked: hide probability")
-    parser.add_argument("--reconstruction-weight", type=float, default=0.5, help="moe_masked: loss weight")
+    parser.add_argument("--masked-retrieval", type=float, default=0.5, help="moe_masked*: hide probability")
+    parser.add_argument("--reconstruction-weight", type=float, default=0.5, help="moe_masked*: loss weight")
     parser.add_argument("--time-budget", type=float, default=1e9, help="seconds; train-time runs start only if left")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: 24 exams per split, 1 epoch, 32 x 32")
@@ -510,6 +519,8 @@ def main(argv=None) -> dict:
                         if MODES[m][1] in ("moe", "public_mean")
                         else None
                     ),
+                    "masked_retrieval": m in MASKED,
+                    "support_residual": m in RESIDUAL,
                 }
                 for m in args.modes
             },

@@ -387,6 +387,11 @@ class MoERetriever(nn.Module):
             have; deterministic, no gradient through the choice), so the supports are *relevant* to the sample;
             ``"random"`` a uniform draw without replacement (:meth:`SupportBank.sample`), which gives only
             population-level supports (``eval_seed`` / ``generator`` apply to this one only).
+        support_residual: ``"moe"`` only, *beyond the paper* (default False = the paper's block): add the plain
+            mean of the valid supports' ``m``-tokens to the attention output, so the block starts from the
+            k-nearest-neighbour average of the view and the attention and experts learn a correction
+            (``h = attn + mean(intra)``, ``out = h + sum_k g_k E_k(LN(h))``; zeros are added where no support is
+            valid). The attention alone works on LayerNorm-ed keys, so it does not carry the supports' scale.
 
     Shapes: ``forward(tokens (B, M, n, d), mask (B, M), ids)`` -> ``(B, M, n, d)`` with absent modalities
     replaced (present ones untouched).
@@ -418,6 +423,7 @@ class MoERetriever(nn.Module):
         sync_bank: bool = True,
         masked_retrieval: float = 0.0,
         support_selection: str = "nearest",
+        support_residual: bool = False,
     ) -> None:
         super().__init__()
         if mode not in RETRIEVER_MODES:
@@ -431,6 +437,9 @@ class MoERetriever(nn.Module):
         if support_selection not in SUPPORT_SELECTIONS:
             raise ValueError(f"support_selection must be one of {SUPPORT_SELECTIONS}, got '{support_selection}'")
         self.support_selection = support_selection
+        if support_residual and mode != "moe":
+            raise ValueError(f"support_residual needs mode 'moe', got mode '{mode}'")
+        self.support_residual = support_residual
         self.generator: torch.Generator | None = None
         self._aux: dict[str, torch.Tensor] = {}
         self._choices: dict[str, torch.Tensor] = {}
@@ -544,6 +553,7 @@ class MoERetriever(nn.Module):
     def _moe(self, intra, valid, inter, observed, target) -> torch.Tensor:
         p, k, n, d = intra.shape
         m = inter.shape[1]
+        base = _masked_mean(intra, valid) if self.support_residual else None  # P n d, before the embeddings
         intra = intra + self.source_embed[0, target][:, None, None] + self.position
         inter = inter + self.source_embed[1][None, :, None] + self.position
         keys = torch.cat([self.null_key[target], intra.reshape(p, k * n, d), inter.reshape(p, m * n, d)], 1)
@@ -552,6 +562,8 @@ class MoERetriever(nn.Module):
         )
         keys = self.norm_kv(keys)
         h, _ = self.attention(self.query[target], keys, keys, key_padding_mask=~key_valid, need_weights=False)
+        if base is not None:
+            h = h + base
         x = self.norm_moe(h).reshape(p * n, d)  # one routing decision per retrieved token
         allowed = self.allowed[target].repeat_interleave(n, 0)  # (p n) e
         clean = x @ self.w_gate

@@ -71,3 +71,21 @@ def test_synthetic_views_carry_the_designed_signal():
     left_z1 = data["images"][:, 1, 0, 15:17, 7:9].mean((1, 2))
     corr = torch.corrcoef(torch.stack([key_z1, left_z1]))[0, 1]
     assert 0.5 < corr < 0.9
+
+
+def test_modes_build_the_documented_retriever_options():
+    bench = _load()
+    spec = bench.COHORTS["views"]
+    options = {"num_supports": 3, "capacity": 32, "masked_retrieval": 0.25, "reconstruction_weight": 1.0}
+    expected = {  # mode: (masked_retrieval, support_residual, support_selection)
+        "moe": (0.0, False, "nearest"),
+        "moe_random": (0.0, False, "random"),
+        "moe_masked": (0.25, False, "nearest"),
+        "moe_residual": (0.0, True, "nearest"),
+        "moe_masked_residual": (0.25, True, "nearest"),
+    }
+    for mode, (masked, residual, selection) in expected.items():
+        r = bench.build(mode, spec, 32, options).retriever
+        assert (r.masked_retrieval, r.support_residual, r.support_selection) == (masked, residual, selection), mode
+        assert r.num_supports == 3 and r.bank.capacity == 32
+    assert bench.build("zero", spec, 32, options).retriever is None

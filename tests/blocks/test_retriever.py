@@ -347,3 +347,40 @@ def test_retriever_uses_nearest_training_supports_and_never_ineligible_ones():
     assert {"new-1", "new-2"} <= set(model.bank.ids)
     with pytest.raises(ValueError, match="support_selection"):
         tiny(support_selection="closest")
+
+
+def test_support_residual_adds_the_mean_of_the_valid_supports():
+    plain, residual = tiny(capacity=16), tiny(capacity=16, support_residual=True)
+    assert not plain.support_residual and residual.support_residual
+    for model in (plain, residual):
+        with torch.no_grad():  # no expert contribution: the output is the attention output (+ support mean)
+            model.experts.w2.zero_()
+            model.experts.b2.zero_()
+    x = torch.randn(3, M, N, D)
+    mask = torch.tensor([[T, F, T], [F, T, T], [T, T, F]])
+    residual.eval()
+    empty = residual(x, mask, ["q0", "q1", "q2"])  # empty bank: no valid support, nothing added
+    plain.eval()
+    assert torch.allclose(empty, plain(x, mask, ["q0", "q1", "q2"]), atol=1e-6)
+    residual.load_state_dict(plain.state_dict() | {k: v for k, v in residual.state_dict().items() if "experts" in k})
+    ids = fill(plain, [[T, T, T]] * 6 + [[T, F, T]] * 2, "train")
+    fill(residual, [[T, T, T]] * 6 + [[T, F, T]] * 2, "train")
+    plain.eval(), residual.eval()
+    out_plain, out_res = plain(x, mask, ["q0", "q1", "q2"]), residual(x, mask, ["q0", "q1", "q2"])
+    choices = residual.last_choices()
+    assert torch.equal(choices["support_index"], plain.last_choices()["support_index"])
+    assert choices["support_valid"].all()
+    bank = residual.bank.embeddings
+    for row, (i, m) in enumerate(zip(choices["sample"].tolist(), choices["modality"].tolist())):
+        supports = choices["support_index"][row]
+        assert all(residual.bank.presence[j, m] for j in supports.tolist())
+        assert set(choices["support_ids"][row]) <= set(ids)
+        expected = out_plain[i, m] + bank[supports, m].mean(0)
+        assert torch.allclose(out_res[i, m], expected, atol=1e-5)
+    assert torch.equal(out_res[mask], x[mask])  # present modalities untouched
+    residual.train()
+    residual.zero_grad()
+    residual(x, mask, ["q0", "q1", "q2"]).sum().backward()
+    assert residual.attention.in_proj_weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="support_residual"):
+        tiny("public_mean", support_residual=True)
