@@ -33,6 +33,14 @@ def test_synthetic_sets_carry_the_interaction(bench):
             assert (freq / freq.sum() - 1 / 3).abs().max() < 0.04
     xor = bench.make_set("synergy", 200, 4, seed=0, classes=2)
     torch.testing.assert_close(xor["y"], ((xor["m1"][:, 0] > 0) ^ (xor["m2"][:, 0] > 0)).long())
+    # feature_noise: the same draw plus N(0, 0.3^2) on coordinate 0 of each modality, the label unchanged
+    weak = bench.make_set("synergy", 6000, 4, seed=0, feature_noise=0.3)
+    torch.testing.assert_close(weak["y"], syn["y"])
+    for key in ("m1", "m2"):
+        torch.testing.assert_close(weak[key][:, 1:], syn[key][:, 1:])
+        assert abs((weak[key][:, 0] - syn[key][:, 0]).std().item() - 0.3) < 0.02
+    with pytest.raises(ValueError, match="feature_noise"):
+        bench.make_set("synergy", 10, 4, seed=0, feature_noise=-1.0)
     with pytest.raises(ValueError, match="unknown interaction"):
         bench.make_set("xor", 10, 4, seed=0)
     with pytest.raises(ValueError, match="unknown set"):
@@ -60,3 +68,16 @@ def test_quick_run_finds_the_matching_expert(bench):
         assert max(v for k, v in alone.items() if k.startswith("unique") and k != s["matching_expert"]) < 0.45
     assert results["summary"]["mixed_centred"]["top_expert_matches"] == {"uniqueness": True, "synergy": True}
     assert isinstance(results["summary"]["mixed_centred"]["beats_vanilla_on_synergy"], bool)
+
+
+def test_hard_synergy_i2moe_beats_vanilla(bench):
+    # The --hard regime (1000 training samples, 16 features per modality, 1500 steps), seed 0, the paper's
+    # losses: I2MoE 0.824 vs vanilla 0.6925 in the benchmark (5 seeds: I2MoE above vanilla in 4; see
+    # docs/methods/i2moe.md). The assertion leaves a 0.05 margin below the measured 0.13 gap.
+    torch.set_num_threads(1)
+    results = bench.run(**{**bench.HARD, "seeds": (0,), "variants": ("paper",)})
+    s = results["sets"]["synergy"]
+    vanilla, i2moe = s["vanilla"]["accuracy"]["mean"], s["paper"]["accuracy"]["mean"]
+    assert i2moe > vanilla + 0.05, (i2moe, vanilla)
+    assert results["summary"]["paper"]["beats_vanilla_on_synergy"] is True
+    assert results["config"]["n_train"] == 1000 and results["config"]["features"] == 16
