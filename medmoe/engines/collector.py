@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from ignite.engine import Engine, Events
 
 __all__ = ["EpochCollector"]
 
 
-class EpochCollector:
-    """``attach(engine)`` wires ``_reset`` (run started), ``_collect`` (each iteration) and ``_write`` (completed).
-
-    Subclasses implement the three methods, each taking the engine.
-    """
+class EpochCollector(ABC):
+    """``attach(engine)`` wires ``_reset`` (run started), ``_collect`` (each iteration) and ``_write`` (completed)."""
 
     def attach(self, engine: Engine) -> None:
         """Register the reset / collect / write events on an evaluator."""
@@ -19,11 +18,14 @@ class EpochCollector:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write)
 
+    @abstractmethod
     def _reset(self, engine: Engine) -> None:
-        raise NotImplementedError
+        """Clear what the previous run collected."""
 
+    @abstractmethod
     def _collect(self, engine: Engine) -> None:
-        raise NotImplementedError
+        """Keep what one iteration produced (``engine.state.batch`` / ``engine.state.output``)."""
 
+    @abstractmethod
     def _write(self, engine: Engine) -> None:
-        raise NotImplementedError
+        """Write the collected results."""

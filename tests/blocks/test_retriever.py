@@ -232,7 +232,7 @@ def test_bank_updates_are_gathered_across_ranks(tmp_path):
     import torch.multiprocessing as mp
 
     mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "bank")), nprocs=2)
-    banks = [torch.load(tmp_path / f"bank{r}.pt") for r in range(2)]
+    banks = [torch.load(tmp_path / f"bank{r}.pt", weights_only=True) for r in range(2)]
     for bank in banks:
         assert bank["written"] == 3 and bank["ids"][:3] == ["r0-0", "r1-0", "r1-1"]
         assert bank["embeddings"][0].eq(0).all() and bank["embeddings"][1:3].eq(1).all()
