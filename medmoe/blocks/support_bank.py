@@ -63,6 +63,7 @@ class SupportBank(nn.Module):
         # write clock of each row; empty rows count as older than any write, in slot order
         self.register_buffer("stamp", torch.arange(capacity, dtype=torch.long) - capacity)
         self.ids: list = [None] * capacity
+        self._slot: dict = {}  # id -> its row, kept with ``ids`` so lookups never scan the bank
         self.last_fallback: torch.Tensor | None = None
 
     def get_extra_state(self) -> dict:
@@ -70,6 +71,7 @@ class SupportBank(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         self.ids = list(state["ids"])
+        self._slot = {i: s for s, i in enumerate(self.ids) if i is not None}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         if f"{prefix}embeddings" in state_dict and f"{prefix}stamp" not in state_dict:  # bank saved before `stamp`
@@ -118,15 +120,19 @@ class SupportBank(nn.Module):
         self.stamp[slots_t] = self.pointer + torch.arange(len(rows), device=self.stamp.device)
         self.pointer.add_(len(rows))
         for slot, row in zip(slots, rows):  # bookkeeping of B ids, no tensor work
-            self.ids[slot] = ids[row]
+            old, new = self.ids[slot], ids[row]
+            if old is not None and self._slot.get(old) == slot:
+                del self._slot[old]
+            self.ids[slot] = new
+            if new is not None:
+                self._slot[new] = slot
         return len(rows)
 
     def _assign(self, ids: list, keep: list[bool]) -> tuple[list[int], list[int]]:
         """Rows of the batch to write and their slots: known ids -> their row, new ones -> least recently written."""
         last = {i: r for r, i in enumerate(ids) if keep[r] and i is not None}  # last occurrence of each id
         rows = [r for r, i in enumerate(ids) if keep[r] and (i is None or last[i] == r)]
-        where = {i: s for s, i in enumerate(self.ids) if i is not None}
-        known = {r: where[ids[r]] for r in rows if ids[r] is not None and ids[r] in where}
+        known = {r: self._slot[ids[r]] for r in rows if ids[r] is not None and ids[r] in self._slot}
         new_rows = [r for r in rows if r not in known]
         free = self.capacity - len(known)
         new_rows = new_rows[len(new_rows) - free :] if len(new_rows) > free else new_rows  # keep the last rows
@@ -156,11 +162,10 @@ class SupportBank(nn.Module):
         Returns: ``(valid (P, capacity) bool, fallback (P,) bool)``.
         """
         have_target = self.presence[:, targets].t() & self.filled  # P C
-        if query_ids is not None and any(i is not None for i in query_ids):
-            code = {i: c for c, i in enumerate({*self.ids, *query_ids} - {None})}
-            bank = torch.tensor([code.get(i, -1) for i in self.ids], device=have_target.device)
-            query = torch.tensor([code.get(i, -2) for i in query_ids], device=have_target.device)
-            have_target = have_target & (bank.unsqueeze(0) != query.unsqueeze(1))
+        own = [(p, self._slot[i]) for p, i in enumerate(query_ids or ()) if i is not None and i in self._slot]
+        if own:  # a query's own row (same id) never supports it
+            queries, rows = zip(*own)
+            have_target[list(queries), list(rows)] = False
         shares = (self.presence.unsqueeze(0) | ~observed.unsqueeze(1)).all(-1)  # (1 C M | P 1 M) -> P C
         full = have_target & shares
         fallback = ~full.any(1)
