@@ -86,22 +86,38 @@ def test_train_resume_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
 
 
 def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> None:
-    proc = bundle(
-        "train.json",
-        "multi_gpu_train.json",
-        launcher=torchrun(2),
-        **small(cohort, tmp_path / "ddp"),
-        max_epochs=1,
-    )
-    ok(proc)
-    assert (tmp_path / "ddp" / "models" / "model.pt").is_file()
-    state = torch.load(tmp_path / "ddp" / "models" / "last.pt", map_location="cpu", weights_only=True)
+    """multi_gpu_train.json with 2 gloo processes; the default retriever keeps one bank of training exams."""
+    run = small(cohort, tmp_path / "ddp")
+    ok(bundle("train.json", "multi_gpu_train.json", launcher=torchrun(2), **run, max_epochs=1))
+    models = tmp_path / "ddp" / "models"
+    state = torch.load(models / "last.pt", map_location="cpu", weights_only=True)
     assert state["trainer"]["epoch"] == 1
-    train_rows = int((pd.read_csv(cohort)["split"] == "train").sum())
+    rows = pd.read_csv(cohort)
+    train_rows = int((rows["split"] == "train").sum())
     per_rank_iterations = -(-train_rows // 2) // 4 + (1 if (-(-train_rows // 2)) % 4 else 0)
     assert state["trainer"]["iteration"] == per_rank_iterations  # each rank saw half the training set
     events = list((tmp_path / "ddp" / "logs").glob("events.out.tfevents.*"))
     assert len(events) == 2, events  # rank 0's trainer and evaluator writers; rank 1 writes nothing
+
+    weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    bank = "missing_fill.retriever.bank."
+    filled = weights[bank + "filled"]
+    ids = {i for i, f in zip(weights[bank + "_extra_state"]["ids"], filled.tolist()) if f}
+    assert ids == set(rows.loc[rows["split"] == "train", "exam_id"])  # both ranks' exams, training split only
+    ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 10}))
+    assert (tmp_path / "ddp" / "eval" / "metrics.json").is_file()
+
+
+def test_learned_fill_option_trains_and_evaluates(cohort: Path, tmp_path: Path) -> None:
+    """``--missing_modality learned``: a learned token bank instead of the retriever, and no retriever losses."""
+    run = small(cohort, tmp_path / "l", missing_modality="learned")
+    ok(bundle("train.json", **run, max_epochs=1))
+    weights = torch.load(tmp_path / "l" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "missing_fill.missing_tokens" in weights
+    assert not any(".retriever." in k for k in weights)
+    ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 10}))
+    metrics = json.loads((tmp_path / "l" / "eval" / "metrics.json").read_text())["tasks"]
+    assert set(metrics) == set(TASKS)
 
 
 def test_bad_cohort_fails_before_training_and_names_the_row(cohort: Path, tmp_path: Path) -> None:
@@ -126,17 +142,3 @@ def test_default_demo_run_learns_every_task(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "b" / "eval" / "metrics.json").read_text())["tasks"]
     assert metrics["density"]["auroc"] > 0.6 and metrics["birads"]["auroc"] > 0.6, metrics
     assert metrics["risk"]["auroc"] > 0.55, metrics
-
-
-def test_retriever_option_under_ddp_keeps_one_bank_of_training_exams(cohort: Path, tmp_path: Path) -> None:
-    """``--missing_modality retriever`` with 2 gloo processes: the support bank is synchronised across ranks."""
-    run = small(cohort, tmp_path / "r", missing_modality="retriever")
-    ok(bundle("train.json", "multi_gpu_train.json", launcher=torchrun(2), **run, max_epochs=1))
-    weights = torch.load(tmp_path / "r" / "models" / "model.pt", map_location="cpu", weights_only=True)
-    bank = "missing_fill.retriever.bank."
-    filled = weights[bank + "filled"]
-    ids = {i for i, f in zip(weights[bank + "_extra_state"]["ids"], filled.tolist()) if f}
-    rows = pd.read_csv(cohort)
-    assert ids == set(rows.loc[rows["split"] == "train", "exam_id"])  # both ranks' exams, training split only
-    ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 10}))
-    assert (tmp_path / "r" / "eval" / "metrics.json").is_file()
