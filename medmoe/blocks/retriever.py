@@ -8,6 +8,8 @@ samples come from a cache of *training* embeddings only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -192,6 +194,7 @@ class MoERetriever(nn.Module):
         if not 1 <= top_k <= num_candidates + num_shared:
             raise ValueError(f"top_k must be in [1, num_candidates + num_shared = {num_candidates + num_shared}]")
         self.top_k, self.num_experts = top_k, m * num_candidates + num_shared
+        self.num_candidates, self.num_shared = num_candidates, num_shared
         self.query = nn.Parameter(torch.randn(m, n, d) * 0.02)  # one query per target token
         self.null_key = nn.Parameter(torch.randn(m, 1, d) * 0.02)  # always-valid key: no empty context
         self.source_embed = nn.Parameter(torch.randn(2, m, d) * 0.02)  # [intra of m | inter of modality j]
@@ -347,6 +350,17 @@ class MoERetriever(nn.Module):
                 for row, good in zip(out["support_index"].tolist(), out["support_valid"].tolist())
             ]
         return out
+
+    def expert_names(self, modalities: Sequence[str] | None = None) -> list[str]:
+        """Names of the candidate experts in ``"moe"`` mode: ``<modality>_<c>`` for each modality's block (index
+        ``m * num_candidates + c``), then ``shared_<c>``; ``modalities`` defaults to ``m0, m1, ...``."""
+        if self.mode != "moe":
+            raise ValueError(f"mode '{self.mode}' has no candidate experts")
+        names = list(modalities) if modalities is not None else [f"m{i}" for i in range(self.num_modalities)]
+        if len(names) != self.num_modalities:
+            raise ValueError(f"expected {self.num_modalities} modality names, got {len(names)}: {names}")
+        own = [f"{name}_{c}" for name in names for c in range(self.num_candidates)]
+        return own + [f"shared_{c}" for c in range(self.num_shared)]
 
 
 def _masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

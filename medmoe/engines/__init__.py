@@ -5,6 +5,7 @@ from .expert_scores import ExpertScores
 from .expert_weights import ExpertWeightsWriter
 from .metrics import SegmentationDice, TaskMetric, accuracy, auroc, mean_of, task_metrics
 from .prepare import MultimodalPrepareBatch
+from .retrieval_choices import RetrievalWriter, find_retriever
 from .robustness import corruption_sweep
 from .writers import EvaluationWriter
 
@@ -14,12 +15,14 @@ __all__ = [
     "ExpertScores",
     "ExpertWeightsWriter",
     "MultimodalPrepareBatch",
+    "RetrievalWriter",
     "SegmentationDice",
     "TaskMetric",
     "accuracy",
     "atomic_save",
     "auroc",
     "corruption_sweep",
+    "find_retriever",
     "load_weights",
     "mean_of",
     "task_metrics",

@@ -1,7 +1,8 @@
-"""Interpretation: modality contributions, expert weights, plots."""
+"""Interpretation: modality contributions, expert weights, MoE-Retriever choices, plots."""
 
 from .expert_weights import collect_expert_weights, expert_weight_summary, plot_expert_weights, plot_sample_weights
 from .modality_contributions import contributions_table, dataset_contributions, plot_contributions
+from .retrieval import plot_retrieval_experts, retrieval_rows, retrieval_summary
 
 __all__ = [
     "collect_expert_weights",
@@ -10,5 +11,8 @@ __all__ = [
     "expert_weight_summary",
     "plot_contributions",
     "plot_expert_weights",
+    "plot_retrieval_experts",
     "plot_sample_weights",
+    "retrieval_rows",
+    "retrieval_summary",
 ]

@@ -107,3 +107,6 @@ def test_retriever_fills_missing_modalities(cohort: Path, tmp_path: Path) -> Non
     assert any(k.startswith("encoders.missing_fill.") for k in weights)
     bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 20})
     assert (tmp_path / "r" / "eval" / "metrics.json").is_file()
+    retrieved = pd.read_csv(tmp_path / "r" / "eval" / "retrieval.csv")
+    assert not retrieved.empty and set(retrieved["modality"]) <= {"mri", "clinical", "biospecimen"}
+    assert (tmp_path / "r" / "eval" / "retrieval_experts.png").is_file()

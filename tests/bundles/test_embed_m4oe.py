@@ -45,7 +45,14 @@ def small(cohort: Path, root: Path, **extra) -> dict:
 
 
 def test_train_resume_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
-    run = small(cohort, tmp_path / "b")
+    rows = pd.read_csv(cohort)
+    test_index = rows.index[rows["split"] == "test"]
+    rows.loc[test_index[0], "s2d_mlo"] = None  # test exams with missing views for the retriever to fill
+    rows.loc[test_index[1], ["ffdm_cc", "s2d_cc"]] = None
+    images = cohort.parent
+    cohort = tmp_path / "cohort.csv"
+    rows.to_csv(cohort, index=False)
+    run = small(cohort, tmp_path / "b", data_root=str(images))
     ok(bundle("train.json", **run, max_epochs=2))
     models = tmp_path / "b" / "models"
     weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
@@ -76,13 +83,22 @@ def test_train_resume_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
     assert (contributions[list(MODALITIES)].sum(1) - 1).abs().max() < 1e-5
     assert (eval_dir / "modality_contributions.png").stat().st_size > 1000
     assert (eval_dir / "report" / "report.md").is_file()
+    retrieved = pd.read_csv(eval_dir / "retrieval.csv")  # the default fill: one row per missing test view
+    test_rows = rows.loc[rows["split"] == "test"]
+    missing = {(e, v) for v in MODALITIES for e in test_rows.loc[test_rows[v].isna(), "exam_id"]}
+    assert missing and set(zip(retrieved["id"], retrieved["modality"], strict=True)) == missing
+    train_ids = set(rows.loc[rows["split"] == "train", "exam_id"])
+    assert all(set(s.split(";")) <= train_ids for s in retrieved["support_ids"])
+    assert (eval_dir / "retrieval_experts.png").stat().st_size > 1000
 
     unlabelled = tmp_path / "unlabelled.csv"
     rows[["exam_id", *MODALITIES]].to_csv(unlabelled, index=False)
-    ok(bundle("train.json", "inference.json", **small(unlabelled, tmp_path / "b"), data_root=str(cohort.parent)))
+    ok(bundle("train.json", "inference.json", **small(unlabelled, tmp_path / "b"), data_root=str(images)))
     inferred = pd.read_csv(tmp_path / "b" / "inference" / "predictions.csv")
     assert list(inferred["id"]) == list(rows["exam_id"])
     assert not (tmp_path / "b" / "inference" / "metrics.json").exists()
+    inferred_fills = pd.read_csv(tmp_path / "b" / "inference" / "retrieval.csv")
+    assert len(inferred_fills) == int(rows[list(MODALITIES)].isna().sum().sum())  # every missing view, every exam
 
 
 def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> None:
@@ -118,6 +134,7 @@ def test_learned_fill_option_trains_and_evaluates(cohort: Path, tmp_path: Path) 
     ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 10}))
     metrics = json.loads((tmp_path / "l" / "eval" / "metrics.json").read_text())["tasks"]
     assert set(metrics) == set(TASKS)
+    assert not (tmp_path / "l" / "eval" / "retrieval.csv").exists()  # the retrieval writer is off
 
 
 def test_bad_cohort_fails_before_training_and_names_the_row(cohort: Path, tmp_path: Path) -> None:
