@@ -25,7 +25,7 @@ same seeds for every mode; random intensity scaling per view). Modes:
 
 * ``zero``: ``missing_modality="zero"`` (zero tokens);
 * ``mean``: ``"retriever"`` with ``mode="mean"`` (the cached training mean of the view's embeddings);
-* ``learned``: ``missing_modality="learned"`` (a learned token bank per view, the embed bundle's default);
+* ``learned``: ``missing_modality="learned"`` (a learned token bank per view);
 * ``public_mean``: ``"retriever"`` with ``mode="public_mean"`` (0.5 mean of support samples + 0.5 mean of the
   exam's own observed views, the public MoE-Retriever code's output), random supports as in the public code;
 * ``public_mean_nearest``: the same with the nearest supports (``support_selection="nearest"``);
@@ -46,10 +46,11 @@ row per training exam (the newest embedding). Loss: ``MultiTaskLoss`` with ``aux
 -0.05}`` (the embed bundle's) plus ``retriever_importance`` / ``retriever_balance`` at 0.01 for the retriever
 modes. No model selection: the model after the last epoch is evaluated (so val may be pooled with test).
 
-Training-time missing-view dropout (``--train-dropout p``, all modes alike): in every training batch the
-removed view is dropped from each exam with probability ``p`` (fresh draw per batch). Without it a cohort with
-no naturally missing views never trains the retriever (it only acts on absent views) nor teaches any mode what
-an absent view looks like; the paper trains on naturally incomplete data.
+Training-time missing-view dropout (``--train-dropout p``, all modes alike, default 0): in every training batch
+the removed view is dropped from each exam with probability ``p`` (fresh draw per batch). With the default the
+``test_time`` models train on complete exams and meet the missing view only at test time. Then a cohort with no
+naturally missing views never trains the retriever (it only acts on absent views) nor teaches any mode what an
+absent view looks like; ``train_time`` below is the paper's setting (naturally incomplete training data).
 
 Test-time removal: for rates 0 / 25 / 50 / 75 %, the removed view is dropped (image NaN, ``modality_mask``
 False) from ``round(rate * N)`` exams picked by a seeded permutation (nested: the 25 % set is inside the 50 %
@@ -449,9 +450,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--image-size", type=int, default=None, help="default: the cohort's (views 32, embed 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-seeds", type=int, default=3, help="models trained per mode (seed, seed + 1, ...)")
-    parser.add_argument("--removal-seeds", type=int, default=5)
+    parser.add_argument("--removal-seeds", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--train-dropout", type=float, default=0.3, help="per-batch drop rate of the view (test_time)")
+    parser.add_argument("--train-dropout", type=float, default=0.0, help="per-batch drop rate of the view (test_time)")
     parser.add_argument("--train-missing", type=float, default=0.5, help="train-time removal rate (0 = skip)")
     parser.add_argument(
         "--settings", nargs="+", default=["test_time", "train_time"], choices=["test_time", "train_time"]
