@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writing."""
+"""Small shared helpers: atomic file writing, a headless matplotlib."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "headless_pyplot"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
@@ -39,3 +39,16 @@ def _umask() -> int:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def headless_pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (plots are only written to files).
+
+    Imported on first use, so modules that plot do not import matplotlib at import time.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

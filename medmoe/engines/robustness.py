@@ -13,7 +13,7 @@ from monai.engines import Evaluator
 from monai.utils import set_determinism
 from torch.utils.data import Dataset
 
-from ..utils import atomic_write, atomic_write_text
+from ..utils import atomic_write, atomic_write_text, headless_pyplot
 
 __all__ = ["corruption_sweep"]
 
@@ -84,10 +84,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     nan = float("nan")

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..utils import atomic_write
+from ..utils import atomic_write, headless_pyplot
 
 __all__ = ["collect_expert_weights", "expert_weight_summary", "plot_expert_weights", "plot_sample_weights"]
 
@@ -69,20 +69,11 @@ def expert_weight_summary(weights: np.ndarray, names: Sequence[str]) -> pd.DataF
     )
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_expert_weights(weights: np.ndarray, names: Sequence[str], path: str | Path, title: str | None = None) -> Path:
     """Violin plot of each expert's weight over a dataset (means marked), written atomically as PNG."""
     weights = np.asarray(weights, dtype=np.float64)
     expert_weight_summary(weights, names)  # validates the shape
-    plt = _pyplot()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(names), 3.2))
     ax.violinplot([weights[:, i] for i in range(len(names))], showmeans=True, showextrema=True)
     ax.set_xticks(range(1, len(names) + 1), labels=list(names), rotation=20)
@@ -108,7 +99,7 @@ def plot_sample_weights(
     weights = np.asarray(weights, dtype=np.float64)[:max_samples]
     expert_weight_summary(weights, names)
     ids = [str(i) for i in (ids if ids is not None else range(len(weights)))][: len(weights)]
-    plt = _pyplot()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(2.0 + 0.45 * len(weights), 3.2))
     bottom = np.zeros(len(weights))
     for i, name in enumerate(names):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..utils import atomic_write
+from ..utils import atomic_write, headless_pyplot
 
 __all__ = ["dataset_contributions", "contributions_table", "plot_contributions"]
 
@@ -43,10 +43,7 @@ def plot_contributions(contrib: np.ndarray, modalities: Sequence[str], tasks: Se
     Colours diverge from the uniform value ``1 / M`` (white): red = the task leans on that modality more than
     uniform, blue = less.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     uniform = 1.0 / contrib.shape[1]
     spread = max(float(np.abs(contrib - uniform).max()), 1e-3)  # colours centred on "no preference" = 1/M
