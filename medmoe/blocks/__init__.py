@@ -4,6 +4,15 @@ the missing-modality fill built on it."""
 from .m4oe_blocks import MSoE, MToE
 from .missing_fill import MissingModalityFill
 from .retriever import MoERetriever, SupportBank
+from .support_bank import exclude_banks_from_ddp_broadcast
 from .transformer import TransformerBlock
 
-__all__ = ["MSoE", "MToE", "MissingModalityFill", "MoERetriever", "SupportBank", "TransformerBlock"]
+__all__ = [
+    "MSoE",
+    "MToE",
+    "MissingModalityFill",
+    "MoERetriever",
+    "SupportBank",
+    "TransformerBlock",
+    "exclude_banks_from_ddp_broadcast",
+]

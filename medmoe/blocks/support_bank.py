@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["SupportBank"]
+__all__ = ["SupportBank", "exclude_banks_from_ddp_broadcast"]
 
 
 class SupportBank(nn.Module):
@@ -282,3 +283,30 @@ def _all_gather_batch(
     all_ids: list = [None] * world
     dist.all_gather_object(all_ids, ids)
     return flat[:, :-m].view(-1, *embeddings.shape[1:]), flat[:, -m:] > 0.5, [i for part in all_ids for i in part]
+
+
+def exclude_banks_from_ddp_broadcast(model: nn.Module) -> nn.Module:
+    """Keep :class:`DistributedDataParallel` from broadcasting the buffers of every :class:`SupportBank` in
+    ``model``; call it on the unwrapped model before wrapping it (returns ``model``).
+
+    DDP copies rank 0's buffers to every rank before each training forward (``broadcast_buffers=True``, its
+    default). For a bank that is redundant with ``sync=True`` (the ranks already hold identical banks, and the
+    copy moves ``capacity x M x n x d`` floats per step, e.g. 16.8 MB) and wrong with ``sync=False`` (rank 0's
+    embeddings would overwrite the other ranks' while their id lists stay their own). Other buffers (e.g. batch
+    norm statistics) are still broadcast. Uses DDP's ``_set_params_and_buffers_to_ignore_for_model``, keeping
+    any names already set.
+
+    Example::
+
+        >>> model = exclude_banks_from_ddp_broadcast(model)  # doctest: +SKIP
+        >>> ddp = DistributedDataParallel(model)  # doctest: +SKIP
+    """
+    names = [
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        if isinstance(module, SupportBank)
+        for name, _ in module.named_buffers(recurse=False)
+    ]
+    ignored = list(getattr(model, "_ddp_params_and_buffers_to_ignore", []))
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted({*ignored, *names}))
+    return model
