@@ -109,6 +109,20 @@ def test_multi_gpu_config_two_cpu_processes(cohort: Path, tmp_path: Path) -> Non
     assert state["trainer"]["iteration"] == math.ceil(per_rank / 4)  # each rank saw half the training set
 
 
+def test_retriever_fills_missing_oct_under_ddp(cohort: Path, tmp_path: Path) -> None:
+    """``--missing_modality retriever`` with 2 gloo processes; evaluation lists the OCT retrieved for each test eye
+    without one, from training eyes only."""
+    run = small(cohort, tmp_path / "r", missing_modality="retriever")
+    ok(bundle("train.json", "multi_gpu_train.json", launcher=torchrun(2), **run, max_epochs=1))
+    ok(bundle("train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 10}))
+    rows = pd.read_csv(cohort, dtype=str, keep_default_na=False)
+    test = rows[rows["split"] == "test"]
+    retrieved = pd.read_csv(tmp_path / "r" / "eval" / "retrieval.csv", dtype=str)
+    assert set(retrieved["id"]) == set(test.loc[test["oct"] == "", "case_id"]) and set(retrieved["modality"]) == {"oct"}
+    train_ids = set(rows.loc[rows["split"] == "train", "case_id"])
+    assert all(set(s.split(";")) <= train_ids for s in retrieved["support_ids"])
+
+
 def test_disc_and_cup_three_classes(cohort: Path, tmp_path: Path) -> None:
     """``mask_classes=3``: background / rim / cup; evaluate gives per-case cup and disc Dice, inference 0/128/255."""
     run = small(cohort, tmp_path / "b", mask_classes=3)
