@@ -50,8 +50,8 @@ def retrieval_rows(
         table["support_ids"] = [";".join(str(s) for s in row) for row in choices["support_ids"]]
         table["fallback"] = torch.as_tensor(choices["fallback"]).bool().tolist()
     if "expert_index" in choices:
-        index = torch.as_tensor(choices["expert_index"]).long()  # P n k
-        gate = torch.as_tensor(choices["expert_gate"]).float()
+        index = torch.as_tensor(choices["expert_index"]).long().cpu()  # P n k (may come from a GPU)
+        gate = torch.as_tensor(choices["expert_gate"]).float().cpu()
         if expert_names is None:
             raise ValueError("expert_names are needed to name the candidate experts")
         dense = torch.zeros(index.shape[0], len(expert_names))
