@@ -12,6 +12,11 @@ network, parameter gradients set to ``None`` before every step as ``optimizer.ze
   ``Module.to`` calls). Same FLOPs as ours; the semantic differences are listed in the JSON
   (``package_differences``).
 * ``dense``: ``Linear(d, mlp_dim) -> GELU -> Linear(mlp_dim, d)`` over the same ``b * m`` tokens.
+* ``kernels``: the forward and backward functions of ours' fused path called directly on the same tensors, under
+  ``torch.no_grad()``, with no autograd graph, no gradient accumulation into ``.grad`` and no slot-parameter
+  normalisation: the same kernel sequence as ``ours``, and so the least time ``ours`` could reach with these
+  PyTorch kernels. ``ours / kernels`` is the layer's own overhead, ``kernels / roofline`` the kernels' distance
+  from the roofline.
 
 Sizes: ``d = 192``, ``m = 196`` tokens (ViT-Ti on 224 px, 16 px patches), ``mlp_dim = 768``, one slot per expert,
 ``e`` in 16, 32, 64, 128, batch 8 and 64, ``torch.set_num_threads(2)``. Every round runs every candidate and the
@@ -44,13 +49,18 @@ taken in that size's rounds (the load can change during a run); the header line 
 ``roofline = max(FLOPs / GFLOP/s, bytes / GB/s)``; ``bound`` says which term wins. Small per-expert matmuls
 (``b s`` rows each) run far below the large-square rate on a CPU; that is reported, not hidden.
 
-Shared machine: with libgomp's default active spin-waiting, two 2-thread processes on 2 cores stall every
-parallel region for a scheduler time slice, which multiplies the time of many-op layers (the package most) by
-up to 30x. The script therefore re-executes itself with ``OMP_WAIT_POLICY=PASSIVE`` unless
-``--omp-wait-policy inherit`` is given; the policy is recorded in the JSON. Large allocations (weight gradients
-of 128 experts are 75 MB each) are fresh ``mmap`` pages on every step with glibc's allocator; ``ours`` writes its
-expert weight gradients into warm reusable memory (``medmoe.layers.grad_storage``), the package and the dense MLP
-allocate. The JSON records ``THP_MEM_ALLOC_ENABLE`` (PyTorch's huge-page switch) as found.
+Threads and memory. libgomp's default wait policy (spin for a while, then sleep) is left alone
+(``--omp-wait-policy inherit``, the default). On an idle machine it is as fast as ``ACTIVE``; ``PASSIVE`` puts the
+threads to sleep after every parallel region and, at the small sizes, made ``ours`` (about 30 kernels a step)
+1.7x slower. On a machine shared with other jobs use ``--omp-wait-policy passive``: there, spinning threads of two
+2-thread processes on 2 cores stall every parallel region for a scheduler time slice (up to 30x, the package most).
+glibc's allocator hands out fresh ``mmap`` pages for every large allocation and returns them on free, so each
+step pays a page fault per 4 kB of new activations and gradients. ``--malloc keep`` (the default) re-executes the
+script with ``MALLOC_MMAP_MAX_=0`` and a high ``MALLOC_TRIM_THRESHOLD_`` so that freed memory is reused warm, as a
+caching allocator (jemalloc, tcmalloc, PyTorch's CUDA allocator) does; this helps the package and the dense MLP
+most, since ``ours`` already writes its expert weight gradients into warm memory
+(``medmoe.layers.grad_storage``). ``--malloc default`` keeps glibc's behaviour. Both settings, the load average and
+``THP_MEM_ALLOC_ENABLE`` (PyTorch's huge-page switch) are recorded in the JSON.
 """
 
 from __future__ import annotations
@@ -72,10 +82,12 @@ import torch
 from torch import nn
 
 from medmoe.layers import SoftMoE
+from medmoe.layers.soft_moe import _FusedSoftMoE, _slot_weights
 
 F32 = 4  # bytes per element
 FULL = {"d": 192, "m": 196, "h": 768, "s": 1, "experts": (16, 32, 64, 128), "batches": (8, 64), "rounds": 11}
 QUICK = {"d": 64, "m": 49, "h": 128, "s": 1, "experts": (4, 16), "batches": (2, 8), "rounds": 3}
+MALLOC_KEEP = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}  # glibc: never mmap, never trim
 PROBES = {"full": (2048, 2**26), "quick": (1024, 2**24)}  # matmul n, elements per bandwidth tensor
 
 PACKAGE_DIFFERENCES = [
@@ -145,6 +157,37 @@ def make_step(model: nn.Module, x: torch.Tensor, grad_y: torch.Tensor) -> Callab
     return step
 
 
+class _SavedTensors:
+    """The part of an autograd context that ``_FusedSoftMoE`` uses, for calling it without autograd."""
+
+    def save_for_backward(self, *tensors: torch.Tensor) -> None:
+        self.saved_tensors = tensors
+
+
+def make_kernel_step(model: SoftMoE, x: torch.Tensor, grad_y: torch.Tensor) -> Callable[[], tuple]:
+    """``model``'s fused forward + backward functions called directly: its kernels without autograd.
+
+    Returns:
+        a step returning ``(y, grad_x, grad_phi_n, grad_w1, grad_b1, grad_w2, grad_b2)``; the gradients are those
+        autograd would pass on (``grad_phi_n`` is with respect to the normalised, scaled slot parameters).
+    """
+    if model.num_groups != 1:
+        raise ValueError("make_kernel_step expects a SoftMoE with one group")
+    ex = model.experts
+    x_g, grad_y_g = x.detach().unsqueeze(0), grad_y.unsqueeze(0)
+
+    def step() -> tuple:
+        with torch.no_grad():
+            ctx = _SavedTensors()
+            phi_n = _slot_weights(model.router.phi, model.router.scale)
+            args = (ex.w1, ex.b1, ex.w2, ex.b2, model.num_experts, model.num_slots, ex.grad_storage)
+            y = _FusedSoftMoE.forward(ctx, x_g, phi_n, *args)
+            grads = _FusedSoftMoE.backward(ctx, grad_y_g)
+        return (y[0], grads[0][0], *grads[1:6])
+
+    return step
+
+
 def build_candidates(d: int, h: int, e: int, s: int) -> dict[str, nn.Module]:
     """Ours, the package (configured to the same width, experts, slots and expert hidden size) and dense."""
     from soft_moe_pytorch import SoftMoE as PackageSoftMoE
@@ -170,7 +213,9 @@ def bench_size(
     torch.manual_seed(0)
     x = torch.randn(b, m, d, requires_grad=True)
     grad_y = torch.randn(b, m, d)
-    steps = {k: make_step(v, x, grad_y) for k, v in build_candidates(d, h, e, s).items()}
+    candidates = build_candidates(d, h, e, s)
+    steps = {k: make_step(v, x, grad_y) for k, v in candidates.items()}
+    steps["kernels"] = make_kernel_step(candidates["ours"], x, grad_y)
     inner = {}
     for k, step in steps.items():  # warm-up, and enough steps per sample to last min_sample_s
         step()
@@ -213,6 +258,8 @@ def add_rooflines(row: dict) -> None:
     row["ours_over_roofline"] = t["ours"] / row["roofline_ours"]["time_s"]
     row["package_over_roofline"] = t["package"] / row["roofline_ours"]["time_s"]
     row["dense_over_roofline"] = t["dense"] / row["roofline_dense"]["time_s"]
+    row["kernels_over_roofline"] = t["kernels"] / row["roofline_ours"]["time_s"]
+    row["ours_over_kernels"] = t["ours"] / t["kernels"]
     row["ours_over_dense"] = t["ours"] / t["dense"]
     row["targets_met"] = {
         "not_slower_than_package": t["ours"] <= t["package"],
@@ -226,11 +273,13 @@ def print_table(result: dict) -> None:
     print(
         f"\nmachine: {mach['matmul_gflops']:.1f} GFLOP/s (fp32 mm {mach['matmul_n']}), "
         f"{mach['bandwidth_gbs']:.1f} GB/s (add), threads {cfg['threads']}, "
-        f"OMP_WAIT_POLICY={cfg['omp_wait_policy']}, THP_MEM_ALLOC_ENABLE={cfg['THP_MEM_ALLOC_ENABLE']}"
+        f"OMP_WAIT_POLICY={cfg['omp_wait_policy']}, malloc {cfg['malloc']}, "
+        f"THP_MEM_ALLOC_ENABLE={cfg['THP_MEM_ALLOC_ENABLE']}"
     )
     head = (
-        f"{'batch':>5} {'experts':>7} | {'ours':>7} {'package':>7} {'dense':>7} | {'roof ours':>9} {'bound':>7} "
-        f"{'roof dense':>10} | {'pkg/ours':>8} {'ours/roof':>9} {'pkg/roof':>8} {'dense/roof':>10} | "
+        f"{'batch':>5} {'experts':>7} | {'ours':>7} {'package':>7} {'dense':>7} {'kernels':>7} | {'roof ours':>9} "
+        f"{'bound':>7} {'roof dense':>10} | {'pkg/ours':>8} {'ours/roof':>9} {'kern/roof':>9} {'ours/kern':>9} "
+        f"{'pkg/roof':>8} {'dense/roof':>10} | "
         f"{'GFLOP/s':>7} {'GB/s':>5}"
     )
     print(head + "\n" + "-" * len(head))
@@ -238,9 +287,10 @@ def print_table(result: dict) -> None:
         t = {k: 1e3 * v["median_s"] for k, v in r["time"].items()}
         ro, rd, mr = r["roofline_ours"], r["roofline_dense"], r["machine"]
         print(
-            f"{r['batch']:>5} {r['experts']:>7} | {t['ours']:>7.1f} {t['package']:>7.1f} {t['dense']:>7.1f} | "
-            f"{1e3 * ro['time_s']:>9.1f} {ro['bound']:>7} {1e3 * rd['time_s']:>10.1f} | "
-            f"{r['package_over_ours']:>8.2f} {r['ours_over_roofline']:>9.2f} {r['package_over_roofline']:>8.2f} "
+            f"{r['batch']:>5} {r['experts']:>7} | {t['ours']:>7.1f} {t['package']:>7.1f} {t['dense']:>7.1f} "
+            f"{t['kernels']:>7.1f} | {1e3 * ro['time_s']:>9.1f} {ro['bound']:>7} {1e3 * rd['time_s']:>10.1f} | "
+            f"{r['package_over_ours']:>8.2f} {r['ours_over_roofline']:>9.2f} {r['kernels_over_roofline']:>9.2f} "
+            f"{r['ours_over_kernels']:>9.2f} {r['package_over_roofline']:>8.2f} "
             f"{r['dense_over_roofline']:>10.2f} | {mr['matmul_gflops']:>7.1f} {mr['bandwidth_gbs']:>5.1f}"
         )
     print(
@@ -260,12 +310,21 @@ def main() -> None:
     p.add_argument(
         "--omp-wait-policy",
         choices=("passive", "active", "inherit"),
-        default="passive",
-        help="OMP_WAIT_POLICY to re-execute with (inherit: leave the environment alone)",
+        default="inherit",
+        help="OMP_WAIT_POLICY to re-execute with (inherit: leave the environment alone; passive on a shared machine)",
+    )
+    p.add_argument(
+        "--malloc",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: glibc reuses freed memory warm (MALLOC_MMAP_MAX_=0, no trimming); default: glibc as configured",
     )
     args = p.parse_args()
-    if args.omp_wait_policy != "inherit" and os.environ.get("OMP_WAIT_POLICY") != args.omp_wait_policy.upper():
-        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()  # read by libgomp at load: start afresh
+    wanted = dict(MALLOC_KEEP) if args.malloc == "keep" else {}
+    if args.omp_wait_policy != "inherit":
+        wanted["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+    if any(os.environ.get(k) != v for k, v in wanted.items()):
+        os.environ.update(wanted)  # read by libgomp and glibc at load: start afresh
         os.execv(sys.executable, [sys.executable, *sys.argv])
 
     torch.set_num_threads(args.threads)
@@ -304,6 +363,8 @@ def main() -> None:
             "rounds": rounds,
             "quick": args.quick,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+            "malloc": args.malloc,
+            "malloc_env": {k: os.environ.get(k, "unset") for k in MALLOC_KEEP},
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
@@ -314,7 +375,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
         },
         "machine": machine,
-        "roofline_model": __doc__[__doc__.index("Roofline model") : __doc__.index("Shared machine")].strip(),
+        "roofline_model": __doc__[__doc__.index("Roofline model") : __doc__.index("Threads and memory")].strip(),
         "package_differences": PACKAGE_DIFFERENCES,
         "results": rows,
     }

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "missing_modality.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("missing_modality_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.filterwarnings("ignore")
-def test_quick_run_writes_json_and_plot(tmp_path):
-    bench = _load()
+def test_quick_run_writes_json_and_plot(tmp_path, load_benchmark):
+    bench = load_benchmark("missing_modality")
     out = tmp_path / "mm.json"
     modes = ["zero", "moe_masked"]  # moe_masked runs the whole "moe" path plus the masked-retrieval term
     bench.main(["--quick", "--out", str(out), "--modes", *modes])
@@ -40,8 +29,8 @@ def test_quick_run_writes_json_and_plot(tmp_path):
                     assert math.isnan(row["mean"]) or 0.0 <= row["mean"] <= 1.0
 
 
-def test_remove_view_is_nested_and_masks():
-    bench = _load()
+def test_remove_view_is_nested_and_masks(load_benchmark):
+    bench = load_benchmark("missing_modality")
     import torch
 
     n, m = 20, len(bench.MODALITIES)
@@ -56,8 +45,8 @@ def test_remove_view_is_nested_and_masks():
     assert bool(half["mask"][:, others].all())
 
 
-def test_synthetic_views_carry_the_designed_signal():
-    bench = _load()
+def test_synthetic_views_carry_the_designed_signal(load_benchmark):
+    bench = load_benchmark("missing_modality")
     import torch
 
     data = bench.synthetic_views(400, seed=5, prefix="t-")
@@ -73,8 +62,8 @@ def test_synthetic_views_carry_the_designed_signal():
     assert 0.5 < corr < 0.9
 
 
-def test_modes_build_the_documented_retriever_options():
-    bench = _load()
+def test_modes_build_the_documented_retriever_options(load_benchmark):
+    bench = load_benchmark("missing_modality")
     spec = bench.COHORTS["views"]
     options = {"num_supports": 3, "capacity": 32, "masked_retrieval": 0.25, "reconstruction_weight": 1.0}
     expected = {  # mode: (masked_retrieval, support_residual, support_selection)
