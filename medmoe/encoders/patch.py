@@ -101,8 +101,10 @@ class TimmEmbedding(nn.Module):
         )
         channels = self.backbones[0].feature_info.channels()[-1]
         self.proj = nn.Conv1d(num_modalities * channels, num_modalities * hidden_size, 1, groups=num_modalities)
+        probe_net = self.backbones[0].eval()  # eval: the probe must not update BatchNorm statistics
         with torch.no_grad():
-            probe = self.backbones[0](torch.zeros(1, in_channels, *_pair(image_size)))[-1]
+            probe = probe_net(torch.zeros(1, in_channels, *_pair(image_size)))[-1]
+        probe_net.train()
         self.grid_size = (int(probe.shape[-2]), int(probe.shape[-1]))
         self.num_tokens = self.grid_size[0] * self.grid_size[1]
         self.num_modalities, self.hidden_size = num_modalities, hidden_size

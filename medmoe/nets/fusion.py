@@ -280,6 +280,7 @@ class StackedBackbone(FusionBackbone):
     def fuse(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         params = dict(zip(self._param_names, self.stacked_params))
         buffers = {k: getattr(self, f"stacked_buffer_{i}") for i, k in enumerate(self._buffer_names)}
+        self._base.train(self.training)  # not a registered submodule: train() / eval() do not reach it
 
         def one_copy(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
             out = torch.func.functional_call(self._base, (p, b), (x, mask))

@@ -174,6 +174,16 @@ def test_stacked_single_copy_backbone_matches_the_grouped_one(backbone):
         assert bool((p.grad.view(model.num_experts, -1).abs().sum(1) > 0).all())
 
 
+def test_stacked_backbone_follows_train_and_eval_mode():
+    torch.manual_seed(0)
+    fusion = build_backbone(stacked(BACKBONE_CLASSES["late"]), 2, 8, {"y": 3}, 1, 2, dropout_rate=0.5)
+    tokens, mask = torch.randn(2, 6, 2, 1, 8), torch.ones(6, 2, dtype=torch.bool)
+    fusion.eval()
+    torch.testing.assert_close(fusion(tokens, mask)["y"], fusion(tokens, mask)["y"])  # no dropout in eval
+    fusion.train()
+    assert not torch.allclose(fusion(tokens, mask)["y"], fusion(tokens, mask)["y"])  # dropout in training
+
+
 def test_classification_interaction_losses_by_hand():
     # experts: unique_0, unique_1, synergy, redundancy; passes: clean, modality 0 masked, modality 1 masked
     out = torch.zeros(4, 3, 2, 2)
