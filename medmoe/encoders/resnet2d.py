@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from math import gcd
 
@@ -124,8 +125,9 @@ class PreActResNet2d(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         self.out_features = channels // groups * pool_size**2
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, nn.Conv2d):  # He init, fan_out per group: each group starts like a separate network
+                fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, (nn.GroupNorm, nn.BatchNorm2d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

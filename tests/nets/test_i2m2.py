@@ -188,6 +188,15 @@ def test_grouped_encoder_equals_separate_encoders(norm):
     torch.testing.assert_close(grouped(x), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_grouped_encoder_starts_like_separate_encoders():
+    torch.manual_seed(0)
+    kwargs = dict(in_channels=1, base_channels=16, blocks=(1, 1, 1, 1), norm_groups=4)
+    single, grouped = PreActResNet2d(**kwargs), PreActResNet2d(groups=4, **kwargs)
+    for a, b in zip(single.modules(), grouped.modules(), strict=True):
+        if isinstance(a, torch.nn.Conv2d):  # He init with each group's own fan-out: same spread per expert
+            assert b.weight.std().item() == pytest.approx(a.weight.std().item(), rel=0.15)
+
+
 def test_encoder_rejects_bad_input():
     with pytest.raises(ValueError, match="stem"):
         PreActResNet2d(stem="vit")
