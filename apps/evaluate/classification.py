@@ -1,8 +1,10 @@
 """Classification evaluation: AUROC, AUPRC, accuracy, balanced accuracy, sensitivity / specificity, ECE.
 
-Every metric comes with a seeded, class-stratified percentile bootstrap CI; all metrics of one task share the
-same resamples. Binary, multi-class (one-vs-rest per class + macro) and multi-label tasks; several tasks at once;
-``group_by`` repeats everything per subgroup; ``df_pred_compare`` adds DeLong's test against a second model.
+Every metric comes with a seeded percentile bootstrap CI: stratified by class for the metrics that condition on
+the true class (AUROC, sensitivity, specificity, balanced accuracy), over plain resamples of the cases for the
+ones that depend on the case mix (accuracy, AUPRC, ECE; stratifying would hide that variance). Binary,
+multi-class (one-vs-rest per class + macro) and multi-label tasks; several tasks at once; ``group_by`` repeats
+everything per subgroup; ``df_pred_compare`` adds DeLong's test against a second model.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from .delong import delong_test
 from .io import TaskSpec, discover_tasks, format_ids, join_predictions
 
 __all__ = ["choose_threshold", "evaluate_classification", "roc_curve", "task_metric_fn"]
+
+CASE_MIX_METRICS = frozenset({"accuracy", "auprc", "ece"})
+"""Metrics whose value depends on the class proportions: their CIs resample cases without stratification."""
 
 Progress = Callable[[str, int, int], None]
 MetricFn = Callable[[np.ndarray], dict[Any, np.ndarray]]
@@ -69,21 +74,23 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray, rule: str = "youd
     raise ValueError(f"unknown threshold rule {rule!r}: use youden, sensitivity=0.9 or specificity=0.9")
 
 
-def _binary_fn(scores: np.ndarray, y: np.ndarray, threshold: float, n_bins: int, cls: str | None) -> MetricFn:
+def _binary_fn(scores: np.ndarray, y: np.ndarray, threshold: float | None, n_bins: int, cls: str | None) -> MetricFn:
+    """Metrics of one binary column; without a threshold (none could be chosen) only the threshold-free ones."""
     pos = y.astype(bool)
-    pred = scores >= threshold
+    pred = None if threshold is None else scores >= threshold
     calibrate = bool(np.all((scores >= 0) & (scores <= 1)))
 
     def fn(w: np.ndarray) -> dict[Any, np.ndarray]:
-        sens, spec = weighted_mean(w[:, pos], pred[pos]), weighted_mean(w[:, ~pos], ~pred[~pos])
         out = {
             ("auroc", cls): weighted_auroc(scores, pos, w),
             ("auprc", cls): weighted_average_precision(scores, pos, w),
-            ("accuracy", cls): weighted_mean(w, pred == pos),
-            ("balanced_accuracy", cls): 0.5 * (sens + spec),
-            ("sensitivity", cls): sens,
-            ("specificity", cls): spec,
         }
+        if pred is not None:
+            sens, spec = weighted_mean(w[:, pos], pred[pos]), weighted_mean(w[:, ~pos], ~pred[~pos])
+            out[("accuracy", cls)] = weighted_mean(w, pred == pos)
+            out[("balanced_accuracy", cls)] = 0.5 * (sens + spec)
+            out[("sensitivity", cls)] = sens
+            out[("specificity", cls)] = spec
         if calibrate:
             out[("ece", cls)] = weighted_ece(scores, pos, w, n_bins)
         return out
@@ -160,10 +167,11 @@ def task_metric_fn(
 
 
 def _validate(df: pd.DataFrame, spec: TaskSpec, id_column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels ``(N, L)`` float (NaN = missing), scores ``(N, C)``, and the rows that have a label."""
+    """Labels ``(N, L)`` float (NaN = missing: empty or -1, as in the cohort CSVs), scores, and the labelled rows."""
     raw = df[spec.label_columns]
-    labels = raw.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    bad_text = raw.notna().to_numpy() & ~np.isfinite(labels)
+    numeric = raw.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad_text = raw.notna().to_numpy() & ~np.isfinite(numeric)
+    labels = np.where(numeric == -1, np.nan, numeric)
     allowed = np.arange(len(spec.classes)) if spec.kind == "multiclass" else np.array([0, 1])
     finite = np.isfinite(labels)
     bad_value = finite & ~np.isin(np.where(finite, labels, -1), allowed)
@@ -187,22 +195,26 @@ def _validate(df: pd.DataFrame, spec: TaskSpec, id_column: str) -> tuple[np.ndar
 
 def _thresholds(
     spec: TaskSpec, scores: np.ndarray, labels: np.ndarray, val: np.ndarray, given: float | None, rule: str
-) -> tuple[dict[str, float], str]:
+) -> tuple[dict[str, float | None], str, list[str]]:
+    """Decision threshold per class name, where it came from, and notes (``None``: none could be chosen)."""
     names = ["1"] if spec.kind == "binary" else spec.classes
     if spec.kind == "multiclass":
-        return {}, "argmax"
+        return {}, "argmax", []
     if given is not None:
-        return {n: float(given) for n in names}, "given"
+        return {n: float(given) for n in names}, "given", []
     if val is None:
-        return {n: 0.5 for n in names}, "default 0.5"
-    out = {}
+        return {n: 0.5 for n in names}, "default 0.5", []
+    out: dict[str, float | None] = {}
+    notes = []
     for j, n in enumerate(names):
         ok = val & np.isfinite(labels[:, j])
         try:
             out[n] = choose_threshold(scores[ok, j], labels[ok, j].astype(bool), rule)
-        except ValueError as e:
-            raise ValueError(f"task {spec.name!r} label {n}: {e}") from None
-    return out, f"{rule} on validation split"
+        except ValueError as e:  # e.g. one class only on validation: threshold metrics are not reported
+            out[n] = None
+            label = "" if spec.kind == "binary" else f" label {n}"
+            notes.append(f"{spec.name}{label}: no threshold ({e}); accuracy, sensitivity and specificity not reported")
+    return out, f"{rule} on validation split", notes
 
 
 def _curves(spec: TaskSpec, scores: np.ndarray, labels: np.ndarray, n_bins: int) -> dict[str, Any]:
@@ -322,7 +334,7 @@ def evaluate_classification(
             "threshold_split": threshold_split,
             "eval_split": eval_split,
             "threshold_rule": threshold_rule,
-            "ci_method": "percentile bootstrap, stratified by class",
+            "ci_method": "percentile bootstrap; stratified by class except accuracy, AUPRC and ECE (plain)",
         },
         "tasks": [],
         "metrics": [],
@@ -332,9 +344,8 @@ def evaluate_classification(
     for spec in specs:
         labels, scores, used = _validate(df, spec, id_column)
         given = threshold.get(spec.name) if isinstance(threshold, dict) else threshold
-        thr, source = _thresholds(spec, scores, labels, val, given, threshold_rule)
+        thr, source, notes = _thresholds(spec, scores, labels, val, given, threshold_rule)
         rows = used & evaluated
-        notes: list[str] = []
         result["curves"][spec.name] = _curves(spec, scores[rows], labels[rows], n_bins)
         subsets = [(None, rows)]
         if groups is not None:
@@ -349,6 +360,9 @@ def evaluate_classification(
             label = f"{spec.name}" + (f" [{group}]" if group else "")
             cb = (lambda d, t, _l=label: progress(_l, d, t)) if progress else None
             stats = bootstrap(fn, int(mask.sum()), strata, n_bootstrap, seed, ci, cb)
+            if n_bootstrap > 0 and len(np.unique(strata)) > 1:  # one stratum: the same resamples already
+                plain = bootstrap(fn, int(mask.sum()), None, n_bootstrap, seed, ci)
+                stats.update({key: plain[key] for key in stats if key[0] in CASE_MIX_METRICS})
             for (metric, cls), (v, lo, hi) in stats.items():
                 n, n_pos = _counts(spec, lab, cls)
                 result["metrics"].append(

@@ -126,7 +126,7 @@ def _classification(result: dict[str, Any], out: Path, title: str) -> dict:
         overall = [e for e in entries if e["group"] is None]
         lines += [f"## Task `{name}` ({kind}, n={t['n']})", ""]
         if t["thresholds"]:
-            thr = ", ".join(f"{k}: {v:.4g}" for k, v in t["thresholds"].items())
+            thr = ", ".join(f"{k}: {'none' if v is None else format(v, '.4g')}" for k, v in t["thresholds"].items())
             lines += [f"Decision threshold ({t['threshold_source']}): {thr}.", ""]
         if t["n_missing_label"]:
             lines += [f"{t['n_missing_label']} case(s) without a label were ignored.", ""]

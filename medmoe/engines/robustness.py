@@ -56,7 +56,9 @@ def corruption_sweep(
     curves: dict[str, list[float | None]] = {t: [] for t in names}
     for level in levels:
         set_determinism(seed=seed)
-        evaluator.data_loader = DataLoader(make_dataset(level), batch_size=batch_size, shuffle=False)
+        loader = DataLoader(make_dataset(level), batch_size=batch_size, shuffle=False)
+        evaluator.data_loader = loader
+        evaluator.state.epoch_length = len(loader)  # the engine keeps the length of the loader it was built with
         evaluator.run()
         for task in names:
             key = f"{task}_auroc"

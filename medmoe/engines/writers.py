@@ -342,10 +342,10 @@ class EvaluationWriter(EpochCollector):
                     "ci": self._mean_ci(values.to_numpy(np.float64)),
                     "n": int(len(values)),
                 }
-            mean = [d["mean"] for d in dice.values() if d["mean"] is not None]
             case_dice = np.array([c[0] for c in self.segmentation_cases.get(t, [])], np.float64)
+            scored = case_dice[np.isfinite(case_dice)]  # a case's Dice: the mean over its scored regions
             out[t] = {
-                "dice": float(np.mean(mean)) if mean else None,
+                "dice": float(scored.mean()) if scored.size else None,  # the statistic dice_ci is an interval of
                 "dice_ci": self._mean_ci(case_dice),
                 "dice_per_region": dice,
                 "n": int(len(rows)),

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from medmoe.apps.evaluate import evaluate_classification, weighted_auroc, weighted_average_precision
+from medmoe.apps.evaluate.bootstrap import bootstrap
 from medmoe.apps.evaluate.classification import choose_threshold
 from sklearn.metrics import (
     accuracy_score,
@@ -148,3 +149,45 @@ def test_errors_name_the_offending_ids():
         evaluate_classification(pd.concat([pred, pred.iloc[:1]]), pd.DataFrame({"id": ["a", "b", "c"], "t": [0, 1, 1]}))
     with pytest.raises(ValueError, match="no prediction columns for task"):
         evaluate_classification(pred, pd.DataFrame({"id": ["a", "b", "c"], "t": [0, 1, 1]}), tasks=["x"])
+
+
+def test_case_mix_metrics_resample_cases_without_stratification():
+    y = np.array([1] * 7 + [0] * 27)
+    df = pd.DataFrame({"id": range(34), "t": y, "t_score": np.linspace(0.05, 0.45, 34)})  # predicts 0 everywhere
+    res = evaluate_classification(df, n_bootstrap=500, seed=0)
+    accuracy = _value(res, "accuracy")
+    assert accuracy["value"] == pytest.approx(27 / 34)
+    assert accuracy["ci_low"] < 0.75 and accuracy["ci_high"] > 0.85  # the case mix varies between resamples
+    assert (_value(res, "sensitivity")["ci_low"], _value(res, "sensitivity")["ci_high"]) == (0.0, 0.0)
+    scores = df["t_score"].to_numpy()
+    strat = bootstrap(lambda w: {"auroc": weighted_auroc(scores, y == 1, w)}, 34, y, n_resamples=500, seed=0)
+    auroc = _value(res, "auroc")
+    assert (auroc["value"], auroc["ci_low"], auroc["ci_high"]) == strat["auroc"]  # class-stratified resamples
+    assert "stratified by class except accuracy" in res["config"]["ci_method"]
+
+
+def test_single_class_on_validation_leaves_the_threshold_metrics_out():
+    split = ["val"] * 4 + ["test"] * 6
+    df = pd.DataFrame(
+        {
+            "id": range(10),
+            "a": [0, 0, 0, 0, 0, 1, 0, 1, 0, 1],  # validation has no positive
+            "a_score": np.linspace(0, 1, 10),
+            "b": [0, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+            "b_score": [0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.2, 0.6, 0.4, 0.9],
+            "split": split,
+        }
+    )
+    res = evaluate_classification(df, threshold_split="val", n_bootstrap=20)
+    task_a = next(t for t in res["tasks"] if t["name"] == "a")
+    assert task_a["thresholds"] == {"1": None}
+    assert any("no threshold" in note for note in task_a["notes"])
+    assert {e["metric"] for e in res["metrics"] if e["task"] == "a"} >= {"auroc", "auprc"}
+    assert not {e["metric"] for e in res["metrics"] if e["task"] == "a"} & {"accuracy", "sensitivity"}
+    assert _value(res, "accuracy", task="b")["value"] == pytest.approx(4 / 6)  # threshold 0.8 from validation
+
+
+def test_minus_one_is_a_missing_label_as_in_the_cohort_csvs():
+    df = pd.DataFrame({"id": range(6), "t": [0, 1, -1, 0, 1, -1], "t_score": [0.1, 0.9, 0.5, 0.2, 0.8, 0.4]})
+    res = evaluate_classification(df, n_bootstrap=0)
+    assert _value(res, "auroc")["n"] == 4 and _value(res, "auroc")["value"] == 1.0

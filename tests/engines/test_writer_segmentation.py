@@ -259,3 +259,24 @@ def test_bad_regions_and_original_specs(tmp_path: Path) -> None:
         EvaluationWriter(
             tmp_path, {"cup": 3}, segmentation_tasks=seg, original_masks={"cup": {**restore, "truth_key": "p"}}
         )
+
+
+def test_dice_is_the_mean_per_case_dice_its_interval_is_about(tmp_path: Path) -> None:
+    """Cases without a cup in truth or prediction score the disc only; ``dice`` averages cases, as ``dice_ci``."""
+    truth, pred = torch.zeros(4, 1, 8, 8, dtype=torch.long), torch.zeros(4, 8, 8, dtype=torch.long)
+    truth[:, 0, 2:6, 2:6], pred[:, 2:6, 2:6] = 1, 1  # the disc right everywhere
+    truth[2:, 0, 3:5, 3:5] = 2  # cases c, d have a cup; the prediction misses it (cup Dice 0)
+    logits = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 10
+    writer = EvaluationWriter(
+        tmp_path,
+        tasks={"cup": 3},
+        id_key="case_id",
+        n_bootstrap=200,
+        segmentation_tasks={"cup": {"classes": 3}},
+        mask_regions={"cup": {"cup": [2], "disc": [1, 2]}},
+    )
+    _run_with_batch(writer, [{"ids": ["a", "b", "c", "d"], "pred": {"cup": logits}, "label": {"cup": truth}}])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["tasks"]["cup"]
+    assert metrics["dice"] == pytest.approx((1 + 1 + 0.5 + 0.5) / 4)  # cases a, b: disc 1; c, d: (0 + 1) / 2
+    assert metrics["dice_ci"][0] <= metrics["dice"] <= metrics["dice_ci"][1]
+    assert metrics["dice_per_region"]["cup"]["mean"] == 0.0 and metrics["dice_per_region"]["disc"]["mean"] == 1.0
