@@ -238,20 +238,33 @@ def _read_pillow(path: Path, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
             picture = ImageOps.exif_transpose(opened)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise MammogramReadError(f"{path}: not a readable {fmt.upper()} image ({type(err).__name__}: {err}).") from err
-    mode = picture.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        array, bits = np.asarray(picture, dtype=np.float64) / 65535.0, 16
-    elif mode == "I":  # 16-bit PNGs open as 32-bit integers in some Pillow versions
-        raw = np.asarray(picture, dtype=np.float64)
-        bits = 16 if raw.max(initial=0) <= 65535 and raw.min(initial=0) >= 0 else 32
-        array = raw / 65535.0 if bits == 16 else _min_max(raw)
-    elif mode == "F":
-        array, bits = _min_max(np.asarray(picture, dtype=np.float64)), 32
-    else:  # L, LA, RGB, RGBA, P, 1, CMYK, YCbCr: luminance in 8 bits (a grey RGB image keeps its grey values)
+    numeric = _high_bit_depth_grey(picture)
+    if numeric is None:  # L, LA, RGB, RGBA, P, 1, CMYK, YCbCr: luminance in 8 bits (grey RGB keeps its values)
         array, bits = np.asarray(picture.convert("L"), dtype=np.float32) * np.float32(1 / 255), 8
+    else:
+        raw, bits = numeric
+        array = raw / 65535.0 if bits == 16 else _min_max(raw)
     if array.ndim != 2:
         raise MammogramReadError(f"{path}: expected a 2D greyscale image, got pixel data of shape {array.shape}.")
     return np.clip(array, 0.0, 1.0, out=array), {"bits_stored": bits}
+
+
+def _high_bit_depth_grey(picture: Any) -> tuple[np.ndarray, int] | None:
+    """Values of a 16-bit, 32-bit integer or float greyscale Pillow image as float64, with its bit depth (16 or 32).
+
+    None for 8-bit and colour modes, which ``picture.convert("L")`` reads correctly; on the modes handled here
+    ``convert("L")`` clips at 255 instead of scaling. 16-bit PNGs open as ``I;16`` or, in some Pillow versions,
+    as 32-bit ``I``: an ``I`` image within ``0 .. 65535`` counts as 16 bits.
+    """
+    mode = picture.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(picture, dtype=np.float64), 16
+    if mode == "I":
+        raw = np.asarray(picture, dtype=np.float64)
+        return raw, 16 if raw.max(initial=0) <= 65535 and raw.min(initial=0) >= 0 else 32
+    if mode == "F":
+        return np.asarray(picture, dtype=np.float64), 32
+    return None
 
 
 def _min_max(array: np.ndarray) -> np.ndarray:
@@ -312,41 +325,91 @@ def _dicom_to_unit_range(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:
     else:
         low_stored, high_stored = float(np.nanmin(stored)), float(np.nanmax(stored))
     try:
+        low, high = _modality_range(ds, low_stored, high_stored)  # also checks the Modality LUT Data
         values = apply_modality_lut(stored, ds).astype(np.float64)
         if not np.isfinite(values).all():
             raise MammogramReadError(f"{path}: the pixel data holds NaN or infinite values.")
-        low, high = _modality_range(ds, low_stored, high_stored)
         voi_lut = ds.get("VOILUTSequence")
         has_lut = bool(voi_lut) and voi_lut[0].get("LUTData") is not None
         has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
         if has_lut:
+            lut = _lut_data(voi_lut[0], ds)
             indices = values.astype(np.int64) if np.array_equal(values, np.round(values)) else values
             values = apply_voi_lut(indices, ds, prefer_lut=True).astype(np.float64)
-            lut = np.asarray(voi_lut[0].LUTData, dtype=np.float64).ravel()
             low, high = float(lut.min()), float(lut.max())
         elif has_window:
             values = apply_voi_lut(values, ds, prefer_lut=False).astype(np.float64)
+            low, high = _window_range(ds, bits, signed)
     except MammogramReadError:
         raise
     except (ValueError, TypeError, AttributeError, IndexError) as err:
         raise MammogramReadError(f"{path}: invalid Modality LUT / VOI LUT / window tags: {err}") from err
-    if high <= low:
+    if high == low:
         image = np.zeros_like(values)
-    else:
+    else:  # high < low after windowing with a negative RescaleSlope: the window still maps low -> 0
         image = np.clip((values - low) / (high - low), 0.0, 1.0)
     return 1.0 - image if photometric == "MONOCHROME1" else image
 
 
+def _lut_data(item: Any, ds: Any) -> np.ndarray:
+    """The entries of a Modality / VOI LUT item as pydicom's ``apply_modality_lut`` / ``apply_voi_lut`` use them.
+
+    pydicom gives LUT Data (VR "US or OW") as a list of ints for US and as raw bytes for OW (usual in explicit-VR
+    files; also how it resolves the ambiguous VR in implicit-VR ones). Bytes hold one 16-bit word per entry in the
+    dataset's byte order; the entries are then cast to 8 or 16 bits by the LUT Descriptor's bit depth.
+
+    Raises:
+        ValueError: a LUT Descriptor without 3 values, or fewer LUT Data entries than it declares.
+    """
+    descriptor = [int(v) for v in item.LUTDescriptor]
+    if len(descriptor) != 3:
+        raise ValueError(f"LUT Descriptor must hold 3 values, got {descriptor}.")
+    entries, depth = descriptor[0] or 2**16, descriptor[2]
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        little_endian = getattr(ds, "original_encoding", (None, True))[1] is not False
+        words = np.frombuffer(data, dtype="<u2" if little_endian else ">u2")
+    else:
+        words = np.asarray(data, dtype=np.int64).ravel()
+    if words.size < entries:
+        raise ValueError(f"LUT Data holds {words.size} entries, the LUT Descriptor declares {entries}.")
+    return words[:entries].astype(np.uint8 if depth <= 8 else np.uint16)
+
+
 def _modality_range(ds: Any, low_stored: float, high_stored: float) -> tuple[float, float]:
-    """Output range of the Modality LUT applied to the stored range (also the output range of windowing)."""
+    """Output range of the Modality LUT applied to the stored range.
+
+    As in pydicom's ``apply_modality_lut``, a rescale needs both RescaleSlope and RescaleIntercept.
+    """
     modality_lut = ds.get("ModalityLUTSequence")
     if modality_lut:
-        lut = np.asarray(modality_lut[0].LUTData, dtype=np.float64).ravel()
+        lut = _lut_data(modality_lut[0], ds)
         return float(lut.min()), float(lut.max())
+    if "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return low_stored, high_stored
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     ends = (low_stored * slope + intercept, high_stored * slope + intercept)
     return min(ends), max(ends)
+
+
+def _window_range(ds: Any, bits: int, signed: bool) -> tuple[float, float]:
+    """``(y_min, y_max)`` that pydicom's ``apply_windowing`` maps values below / above the window to.
+
+    After a Modality LUT Sequence it is ``0 .. 2**LUTDescriptor[2] - 1``, else the stored bit range, rescaled
+    when both RescaleSlope and RescaleIntercept are present (so ``y_min > y_max`` for a negative slope).
+    """
+    modality_lut = ds.get("ModalityLUTSequence")
+    if modality_lut:
+        y_min, y_max = 0.0, float(2 ** int(modality_lut[0].LUTDescriptor[2]) - 1)
+    elif signed:
+        y_min, y_max = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    else:
+        y_min, y_max = 0.0, float(2**bits - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        y_min, y_max = y_min * float(slope) + float(intercept), y_max * float(slope) + float(intercept)
+    return y_min, y_max
 
 
 def _text(value: Any) -> str:

@@ -346,22 +346,37 @@ class RootSumOfSquaresd(KeyWise):
         self.transform = RootSumOfSquares()
 
 
+# Key suffixes of the two parts in the split form of the dictionary twins, by ``mode``.
+_SPLIT_SUFFIXES: dict[str, tuple[str, str]] = {
+    "magnitude_phase": ("_magnitude", "_phase"),
+    "real_imag": ("_real", "_imag"),
+}
+
+
 class ComplexToMagnitudePhased(MapTransform):
     """Dictionary twin of :class:`ComplexToMagnitudePhase`.
 
     With ``split=True`` the key is replaced by two keys ``{key}_magnitude`` and ``{key}_phase`` (``(C, H, W)``
-    each; I2M2 treats them as separate modalities); otherwise the key holds the joint ``(2C, H, W)`` form.
+    each; I2M2 treats them as separate modalities), or ``{key}_real`` and ``{key}_imag`` with
+    ``mode="real_imag"``; otherwise the key holds the joint ``(2C, H, W)`` form.
     """
 
     backend = ComplexToMagnitudePhase.backend
 
-    def __init__(self, keys: KeysCollection, split: bool = False, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        split: bool = False,
+        mode: str = "magnitude_phase",
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.split = split
-        self.transform = ComplexToMagnitudePhase("magnitude_phase")
+        self.transform = ComplexToMagnitudePhase(mode)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
+        first, second = _SPLIT_SUFFIXES[self.transform.mode]
         for key in self.key_iterator(d):
             try:
                 joint = self.transform(d[key])
@@ -369,7 +384,7 @@ class ComplexToMagnitudePhased(MapTransform):
                 raise ValueError(f"key '{key}': {e}") from e
             if self.split:
                 half = joint.shape[0] // 2
-                d[f"{key}_magnitude"], d[f"{key}_phase"] = joint[:half], joint[half:]
+                d[f"{key}{first}"], d[f"{key}{second}"] = joint[:half], joint[half:]
                 del d[key]
             else:
                 d[key] = joint
@@ -378,24 +393,32 @@ class ComplexToMagnitudePhased(MapTransform):
 
 class MagnitudePhaseToComplexd(MapTransform):
     """Dictionary twin of :class:`MagnitudePhaseToComplex`; with ``split=True`` it reads ``{key}_magnitude`` and
-    ``{key}_phase`` and writes the complex image to ``key``."""
+    ``{key}_phase`` (``{key}_real`` and ``{key}_imag`` with ``mode="real_imag"``) and writes the complex image to
+    ``key``."""
 
     backend = MagnitudePhaseToComplex.backend
 
-    def __init__(self, keys: KeysCollection, split: bool = False, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        split: bool = False,
+        mode: str = "magnitude_phase",
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.split = split
-        self.transform = MagnitudePhaseToComplex("magnitude_phase")
+        self.transform = MagnitudePhaseToComplex(mode)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
-        keys = [k for k in self.keys if f"{k}_magnitude" in d] if self.split else list(self.key_iterator(d))
+        first, second = _SPLIT_SUFFIXES[self.transform.mode]
+        keys = [k for k in self.keys if f"{k}{first}" in d] if self.split else list(self.key_iterator(d))
         if self.split and not self.allow_missing_keys and len(keys) != len(self.keys):
-            raise ValueError(f"missing '<key>_magnitude' for some of {list(self.keys)}; found {sorted(map(str, d))}.")
+            raise ValueError(f"missing '<key>{first}' for some of {list(self.keys)}; found {sorted(map(str, d))}.")
         for key in keys:
             try:
                 if self.split:
-                    d[key] = self.transform(d.pop(f"{key}_magnitude"), d.pop(f"{key}_phase"))
+                    d[key] = self.transform(d.pop(f"{key}{first}"), d.pop(f"{key}{second}"))
                 else:
                     d[key] = self.transform(d[key])
             except (ValueError, KeyError) as e:
@@ -445,7 +468,8 @@ class _RandKeyWise(RandomizableTransform, MapTransform):
 
 class UndersampleKspaced(_RandKeyWise):
     """Dictionary twin of :class:`UndersampleKspace`: one mask per sample for all keys; the mask ``(W,)`` is
-    stored under ``mask_key`` (``None`` to skip)."""
+    stored under ``mask_key`` (``None`` to skip). A sample holding none of the keys (``allow_missing_keys``)
+    gets no mask key."""
 
     backend = UndersampleKspace.backend
 
@@ -468,6 +492,7 @@ class UndersampleKspaced(_RandKeyWise):
         self.transform.randomize(shape[-1])
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        self.transform.mask = None  # a sample without k-space must not get the previous sample's mask
         d = super().__call__(data)
         if self.mask_key is not None and self.transform.mask is not None:
             d[self.mask_key] = self.transform.mask.clone()

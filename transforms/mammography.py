@@ -159,7 +159,8 @@ class LoadMammogramd(MapTransform):
     """Dictionary twin of :class:`LoadMammogram`; per-sample overrides come from the data dict.
 
     For each ``key``, a non-empty string in ``data[f"{key}_view"]``, ``data[f"{key}_laterality"]`` or
-    ``data[f"{key}_image_type"]`` wins over the file's tags (e.g. columns of the cohort CSV).
+    ``data[f"{key}_image_type"]`` wins over the file's tags (e.g. columns of the cohort CSV). An invalid value
+    raises a ``ValueError`` naming the file and the override key (e.g. ``ffdm_cc_laterality``).
 
     Args:
         keys: keys holding file paths.
@@ -182,12 +183,13 @@ class LoadMammogramd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self.loader(
-                d[key],
-                view=d.get(f"{key}_view"),
-                laterality=d.get(f"{key}_laterality"),
-                image_type=d.get(f"{key}_image_type"),
-            )
+            overrides = {what: d.get(f"{key}_{what}") for what in ("view", "laterality", "image_type")}
+            for what, value in overrides.items():
+                try:
+                    validate_overrides(**{what: value})
+                except ValueError as e:
+                    raise ValueError(f"{d[key]}: bad per-sample override '{key}_{what}': {e}") from e
+            d[key] = self.loader(d[key], **overrides)
         return d
 
 
@@ -311,13 +313,15 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 class CropBreast(Crop):
     """Crop to the bounding box (plus margin) of the largest bright connected component: the breast.
 
-    Foreground is ``image > threshold`` (Otsu's threshold, or ``threshold * max`` for a float fraction)
-    on the channel maximum, opened to cut thin bridges (film borders, rulers), on a copy subsampled so its
-    longer side is at most ``working_size``. Burned-in labels and markers are separate components and fall
-    outside the crop unless they lie inside the breast's bounding box. ``inverse`` pads back with zeros.
+    Foreground is ``image > level`` on the channel maximum, with ``level`` Otsu's threshold or, for a float
+    ``threshold``, ``min + threshold * (max - min)`` (a fraction of the image's min-max range, not of its maximum:
+    ``threshold=0.5`` on values in ``[10, 11]`` gives ``level = 10.5``), opened to cut thin bridges (film borders,
+    rulers), on a copy subsampled so its longer side is at most ``working_size``. Burned-in labels and markers are
+    separate components and fall outside the crop unless they lie inside the breast's bounding box. ``inverse``
+    pads back with zeros.
 
     Args:
-        threshold: "otsu" or a fraction of the image maximum in (0, 1).
+        threshold: "otsu" or a fraction in (0, 1) of the min-max range (see above).
         margin: pixels kept around the bounding box (full resolution), clipped to the image.
         working_size: longer side of the subsampled mask used to find the component.
         opening: radius in working pixels of the binary opening; 0 disables it.

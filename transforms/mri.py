@@ -164,7 +164,7 @@ class OtsuForeground:
         if hi <= lo:
             return lo
         hist = torch.histc(values, bins=self.bins, min=lo, max=hi).double()
-        centres = torch.linspace(lo, hi, self.bins + 1, dtype=torch.float64)
+        centres = torch.linspace(lo, hi, self.bins + 1, dtype=torch.float64, device=hist.device)
         centres = (centres[:-1] + centres[1:]) / 2
         w0 = torch.cumsum(hist, 0)
         m0 = torch.cumsum(hist * centres, 0)
@@ -328,14 +328,13 @@ class NormalizeForeground(Transform):
         if not bool(fg.any()):
             raise ValueError("NormalizeForeground: empty foreground (constant image or empty mask).")
         values = x[fg].float()
-        lo, hi = torch.quantile(
-            values[:: max(1, values.numel() // 2_000_000)], torch.tensor([self.lower, self.upper]) / 100
-        )
+        q = torch.tensor([self.lower, self.upper], dtype=values.dtype, device=values.device) / 100
+        lo, hi = torch.quantile(values[:: max(1, values.numel() // 2_000_000)], q)
         out = x.float().clamp(float(lo), float(hi))
         values = out[fg]
         out = (out - values.mean()) / values.std().clamp(min=1e-8)
         if self.background_value is not None:
-            out = torch.where(fg, out, torch.as_tensor(self.background_value, dtype=out.dtype))
+            out = torch.where(fg, out, torch.as_tensor(self.background_value, dtype=out.dtype, device=out.device))
         return out
 
 

@@ -17,6 +17,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Resized, Transform
 from monai.utils import TransformBackends
 
+from .io import _high_bit_depth_grey
 from .keywise import KeyWise
 
 __all__ = [
@@ -57,15 +58,24 @@ def _read_folder(path: Path) -> np.ndarray:
     files = sorted((p for p in path.iterdir() if p.suffix.lower() in BSCAN_SUFFIXES), key=_natural_key)
     if not files:
         raise ValueError(f"{path}: folder holds no B-scan images ({', '.join(BSCAN_SUFFIXES)}).")
-    scans = []
+    scans, depths = [], []
     for f in files:
         try:
             with Image.open(f) as im:
-                scans.append(np.asarray(im.convert("L"), dtype=np.float32))
+                numeric = _high_bit_depth_grey(im)  # 16-bit / float B-scans: their values, not clipped at 255
+                depth = 8 if numeric is None else numeric[1]
+                scan = np.asarray(im.convert("L"), dtype=np.float32) if numeric is None else numeric[0]
         except OSError as e:
             raise ValueError(f"{f}: not a readable B-scan image ({e}).") from e
+        scans.append(scan.astype(np.float32, copy=False))
+        depths.append(depth)
         if scans[-1].shape != scans[0].shape:
             raise ValueError(f"{f}: B-scan shape {scans[-1].shape} differs from {files[0].name} {scans[0].shape}.")
+        if depths[-1] != depths[0]:
+            raise ValueError(
+                f"{f}: {depths[-1]}-bit B-scan in a folder of {depths[0]}-bit ones ({files[0].name}); "
+                "their intensity scales differ, so convert the folder to one bit depth."
+            )
     return np.stack(scans)
 
 
@@ -77,13 +87,18 @@ def _read_dicom(path: Path) -> np.ndarray:
         array = ds.pixel_array.astype(np.float32)
     except Exception as e:
         raise ValueError(f"{path}: not a readable DICOM image ({e}).") from e
-    if array.ndim == 4:  # (frames, H, W, samples): keep luminance
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    # pydicom gives (H, W), (frames, H, W), (H, W, samples) or (frames, H, W, samples): the tags say which
+    expected = (frames,) * (frames > 1) + (int(ds.Rows), int(ds.Columns)) + (samples,) * (samples > 1)
+    if array.shape != expected:
+        raise ValueError(
+            f"{path}: pixel data of shape {array.shape} does not match NumberOfFrames={frames}, Rows={ds.Rows}, "
+            f"Columns={ds.Columns}, SamplesPerPixel={samples}."
+        )
+    if samples > 1:  # colour (RGB after pydicom's YBR conversion): keep the luminance, the mean of the samples
         array = array.mean(-1)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3:
-        raise ValueError(f"{path}: expected a multi-frame greyscale DICOM (frames, H, W), got {array.shape}.")
-    return array
+    return array if frames > 1 else array[None]
 
 
 def _read_vol(path: Path) -> np.ndarray:
@@ -105,12 +120,15 @@ def read_oct(path: str | Path) -> np.ndarray:
     """Read an OCT volume as float32 ``(N, H, W)``.
 
     Args:
-        path: a folder of B-scan images (sorted numerically, as GAMMA ships them), a multi-frame DICOM
-            (``.dcm``), a Heidelberg Spectralis ``.vol`` export (via ``eyepy``; intensities on its 0-255 display
+        path: a folder of B-scan images (sorted numerically, as GAMMA ships them; 8-bit images give 0-255,
+            16-bit greyscale ones keep their 0-65535 values, and all must share one bit depth; colour images are
+            converted to luminance), a multi-frame greyscale DICOM (``.dcm``; a colour one is converted to
+            luminance), a Heidelberg Spectralis ``.vol`` export (via ``eyepy``; intensities on its 0-255 display
             scale), a NIfTI (``.nii`` / ``.nii.gz``, axes ``(N, H, W)``) or a ``.npy`` array ``(N, H, W)`` / ``(H, W)``.
 
     Raises:
-        ValueError: missing / empty path, unreadable file, wrong rank or non-finite values.
+        ValueError: missing / empty path, unreadable file, wrong rank, non-finite values, or a B-scan folder
+            mixing bit depths.
     """
     path = Path(path)
     if not path.exists():
@@ -178,7 +196,8 @@ class OCTNormalizeIntensity(Transform):
     def __call__(self, volume: torch.Tensor) -> torch.Tensor:
         x = _volume(volume, "OCTNormalizeIntensity").float()
         sample = x.flatten()[:: max(1, x.numel() // 1_000_000)]
-        lo, hi = (float(v) for v in torch.quantile(sample, torch.tensor([self.lower, self.upper]) / 100))
+        q = torch.tensor([self.lower, self.upper], dtype=sample.dtype, device=sample.device) / 100
+        lo, hi = (float(v) for v in torch.quantile(sample, q))
         return ((x.clamp(lo, hi) - lo) / max(hi - lo, 1e-8)).float()
 
 
@@ -215,8 +234,10 @@ class OCTDenoise(Transform):
                 ]
             )
             out = np.expm1(out).astype(np.float32) + lo
-        t = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
-        return MetaTensor(t, meta=x.meta) if isinstance(x, MetaTensor) else t
+        t = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device)
+        if isinstance(x, MetaTensor):  # keep applied_operations so that an earlier Resize can still be inverted
+            return MetaTensor(t, meta=x.meta, applied_operations=x.applied_operations)
+        return t
 
 
 class SelectBScan(Transform):

@@ -28,6 +28,7 @@ from monai.transforms import (
 )
 from monai.utils import TransformBackends
 
+from .io import _high_bit_depth_grey, _min_max
 from .keywise import KeyWise
 
 __all__ = [
@@ -65,8 +66,25 @@ def _image(x, what: str, channels: int | None = None) -> torch.Tensor:
     return t
 
 
+def _with_meta_of(out: torch.Tensor, source: object) -> torch.Tensor:
+    """``out`` as a MetaTensor with ``source``'s meta and applied_operations when ``source`` is a MetaTensor (so
+    ``Compose.inverse`` can still undo the crop / resize that came before), else ``out`` unchanged."""
+    if isinstance(source, MetaTensor):
+        plain = out.as_tensor() if isinstance(out, MetaTensor) else out
+        return MetaTensor(plain, meta=source.meta, applied_operations=source.applied_operations)
+    return out
+
+
 def read_fundus(path: str | Path, grey: bool = False) -> np.ndarray:
-    """Read a JPEG / PNG / TIFF photograph as uint8 ``(3, H, W)`` RGB (``(1, H, W)`` with ``grey=True``).
+    """Read a JPEG / PNG / TIFF photograph as float32 ``(3, H, W)`` RGB in ``[0, 255]`` (``(1, H, W)`` with
+    ``grey=True``).
+
+    8-bit and colour files keep their values. A 16-bit greyscale file (a PNG or TIFF that Pillow opens as ``I;16``
+    / ``I``) is scaled to the same ``[0, 255]`` range with its precision kept (65535 -> 255, as the PNG format
+    defines the levels), except when every value is at most 255: such a file holds 8-bit values in a 16-bit
+    container (e.g. a GAMMA mask saved from a uint16 array) and they are kept as they are. A float (``F``) or
+    32-bit image is min-max scaled to ``[0, 255]``. A greyscale file read with ``grey=False`` is repeated on the
+    three channels.
 
     Raises:
         ValueError: missing, empty or undecodable file.
@@ -80,9 +98,18 @@ def read_fundus(path: str | Path, grey: bool = False) -> np.ndarray:
         raise ValueError(f"fundus image is empty: {path}")
     try:
         with Image.open(path) as im:
-            array = np.asarray(im.convert("L" if grey else "RGB"))
+            numeric = _high_bit_depth_grey(im)  # convert("L") would clip 16-bit levels at 255
+            array = None if numeric is not None else np.asarray(im.convert("L" if grey else "RGB"), np.float32)
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not a readable image ({e}).") from e
+    if numeric is not None:
+        raw, bits = numeric
+        if bits == 16:
+            levels = raw if raw.max(initial=0) <= 255 else raw * (255 / 65535)
+        else:
+            levels = _min_max(raw) * 255
+        array = levels.astype(np.float32)
+        array = array if grey else np.repeat(array[..., None], 3, axis=-1)
     return array[None] if grey else np.moveaxis(array, -1, 0)
 
 
@@ -129,7 +156,8 @@ def fov_mask(image: torch.Tensor, threshold: float = 0.1, circular: bool = True)
 
 class LoadFundus(Transform):
     """Load a fundus photograph (JPEG / PNG) as a float32 MetaTensor ``(3, H, W)`` in ``[0, 255]``
-    (``(1, H, W)`` with ``grey=True``, e.g. for GAMMA cup / disc masks).
+    (``(1, H, W)`` with ``grey=True``, e.g. for GAMMA cup / disc masks); 16-bit files are scaled to that range
+    (see :func:`read_fundus`).
 
     Example:
         >>> LoadFundus()("/work/shared/data/fundus/retina.jpg").shape  # doctest: +SKIP
@@ -311,7 +339,7 @@ class FundusNormalize(Transform):
         values = x[:, fov[0]]  # (C, N)
         out = (x - values.mean(1)[:, None, None]) / values.std(1).clamp(min=1e-6)[:, None, None]
         out = out * fov
-        return MetaTensor(out, meta=image.meta) if isinstance(image, MetaTensor) else out
+        return _with_meta_of(out, image)  # keeps the crop / resize records: Compose.inverse still works
 
 
 class FundusNormalized(MapTransform):
@@ -351,6 +379,9 @@ class OpticDiscCrop(SpatialCrop):
     """Fixed-size crop centred on the optic disc, given a disc mask (its centroid; a cup / disc label map with
     disc > 0 works) or ``(row, col)`` coordinates; the window is shifted to stay inside the image. Invertible
     (MONAI's :class:`~monai.transforms.SpatialCrop`).
+
+    An image smaller than ``roi_size`` along an axis is not padded: that axis is kept whole, so the output is
+    ``(C, min(H, roi_h), min(W, roi_w))`` (pad afterwards, e.g. with MONAI's ``SpatialPad``, for a fixed size).
 
     Example:
         >>> img = torch.rand(3, 100, 120); disc = torch.zeros(1, 100, 120); disc[:, 40:50, 90:100] = 1
@@ -439,14 +470,14 @@ class CupDiscToLabel(Transform):
             raise ValueError(
                 f"CupDiscToLabel: grey values must lie in [0, 255], got [{float(m.min())}, {float(m.max())}]."
             )
-        if self.strict and not torch.isin(m, torch.tensor([0.0, 128.0, 255.0])).all():
+        grey = m.as_tensor() if isinstance(m, MetaTensor) else m
+        if self.strict and not torch.isin(grey, torch.tensor([0.0, 128.0, 255.0], device=grey.device)).all():
             raise ValueError("CupDiscToLabel: values other than 0 / 128 / 255 found (strict=True).")
-        label = torch.full(m.shape, 0, dtype=torch.int64)
-        label[m < 192] = 1
-        label[m < 64] = 2
-        if self.output == "index":
-            return label
-        return torch.cat([(label >= 1), (label == 2)]).float()
+        label = torch.zeros(grey.shape, dtype=torch.int64, device=grey.device)
+        label[grey < 192] = 1
+        label[grey < 64] = 2
+        out = label if self.output == "index" else torch.cat([(label >= 1), (label == 2)]).float()
+        return _with_meta_of(out, mask)
 
 
 class LabelToCupDisc(Transform):
@@ -464,7 +495,8 @@ class LabelToCupDisc(Transform):
             raise ValueError(f"LabelToCupDisc: expected 1 (index) or 2 (disc, cup) channels, got {t.shape[0]}.")
         if int(index.min()) < 0 or int(index.max()) > 2:
             raise ValueError("LabelToCupDisc: labels must be 0 (background), 1 (rim) or 2 (cup).")
-        return torch.tensor([255, 128, 0], dtype=torch.uint8)[index]
+        grey = torch.tensor([255, 128, 0], dtype=torch.uint8, device=index.device)
+        return _with_meta_of(grey[index.as_tensor() if isinstance(index, MetaTensor) else index], label)
 
 
 class CupDiscToLabeld(KeyWise):

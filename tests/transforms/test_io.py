@@ -11,7 +11,8 @@ import pytest
 from medmoe.transforms.io import META_KEYS, MammogramReadError, read_mammogram
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 DATA = Path(os.environ.get("MEDMOE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 CBIS = DATA / "mammography" / "cbis_ddsm" / "P_00820_LEFT_CC.dcm"
@@ -22,9 +23,15 @@ MG_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 
 
 def write_dicom(
-    path: Path, pixels: np.ndarray, bits_stored: int = 14, photometric: str = "MONOCHROME2", **tags
+    path: Path,
+    pixels: np.ndarray,
+    bits_stored: int = 14,
+    photometric: str = "MONOCHROME2",
+    implicit: bool = False,
+    **tags,
 ) -> Path:
-    """Write a minimal single-frame DICOM (or multi-frame for a 3D array) with the given tags."""
+    """Write a minimal single-frame DICOM (or multi-frame for a 3D array) with the given tags; explicit VR little
+    endian, or implicit VR (no VR stored, so pydicom resolves LUT Data's "US or OW" itself) with ``implicit``."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = tags.get("SOPClassUID", MG_PRESENTATION)
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -49,6 +56,8 @@ def write_dicom(
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
     ds.PixelData = np.ascontiguousarray(pixels.astype(np.uint16)).tobytes()
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -96,6 +105,13 @@ def test_rescale_intercept_without_window_keeps_full_range(tmp_path):
     np.testing.assert_allclose(image[0], pixels / 4095, atol=1e-6)
 
 
+def test_rescale_slope_without_intercept_is_ignored_like_pydicom(tmp_path):
+    pixels = ramp(4095)
+    path = write_dicom(tmp_path / "s.dcm", pixels, bits_stored=12, RescaleSlope=2)  # pydicom needs both tags
+    image, _ = read_mammogram(path)
+    np.testing.assert_allclose(image[0], pixels / 4095, atol=1e-6)
+
+
 def test_window_on_monochrome1_is_inverted_after_windowing(tmp_path):
     pixels = np.array([[100, 200, 300]], dtype=np.uint16)
     path = write_dicom(
@@ -113,6 +129,76 @@ def test_voi_lut_sequence(tmp_path):
     pixels = np.array([[0, 160, 4095]], dtype=np.uint16)
     image, _ = read_mammogram(write_dicom(tmp_path / "lut.dcm", pixels, bits_stored=12, VOILUTSequence=[lut]))
     np.testing.assert_allclose(image[0], [[0.0, 10 / 255, 1.0]], atol=1e-6)
+
+
+def lut_item(values: np.ndarray, vr: str, bit_depth: int = 16, **tags) -> Dataset:
+    """A Modality / VOI LUT item; VR "OW" stores LUT Data as bytes, which pydicom hands back as bytes."""
+    item = Dataset()
+    item.LUTDescriptor = [len(values), 0, bit_depth]
+    for keyword, value in tags.items():
+        setattr(item, keyword, value)
+    data = values.astype("<u2").tobytes() if vr == "OW" else values.astype(np.uint16).tolist()
+    item.add_new("LUTData", vr, data)
+    return item
+
+
+LUT_PIXELS = np.array([[0, 1000, 2000, 4095], [7, 100, 3000, 4000]], dtype=np.uint16)
+CURVE = (np.sqrt(np.arange(4096) / 4095) * 60000).round()  # 16-bit entries that never reach 65535
+
+
+@pytest.mark.parametrize("vr, implicit", [("US", False), ("OW", False), ("OW", True)])
+def test_voi_lut_data_as_bytes_matches_pydicom(tmp_path, vr, implicit):
+    path = write_dicom(
+        tmp_path / "voi.dcm", LUT_PIXELS, bits_stored=12, implicit=implicit, VOILUTSequence=[lut_item(CURVE, vr)]
+    )
+    ds = pydicom.dcmread(path)
+    assert isinstance(ds.VOILUTSequence[0].LUTData, bytes) == (vr == "OW" or implicit)
+    image, _ = read_mammogram(path)
+    expected = apply_voi_lut(ds.pixel_array, ds, prefer_lut=True) / CURVE.max()
+    np.testing.assert_allclose(image[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("vr", ["US", "OW"])
+def test_modality_lut_data_as_bytes_matches_pydicom(tmp_path, vr):
+    item = lut_item(CURVE, vr, ModalityLUTType="US")
+    path = write_dicom(tmp_path / "mod.dcm", LUT_PIXELS, bits_stored=12, ModalityLUTSequence=[item])
+    ds = pydicom.dcmread(path)
+    image, _ = read_mammogram(path)
+    np.testing.assert_allclose(image[0], apply_modality_lut(ds.pixel_array, ds) / CURVE.max(), atol=1e-6)
+
+
+@pytest.mark.parametrize("vr", ["US", "OW"])
+def test_window_after_modality_lut_uses_the_window_output_range(tmp_path, vr):
+    item = lut_item(np.arange(4096) // 4, vr, ModalityLUTType="US")  # modality values 0 .. 1023
+    path = write_dicom(
+        tmp_path / "mw.dcm", LUT_PIXELS, bits_stored=12, ModalityLUTSequence=[item], WindowCenter=512, WindowWidth=1024
+    )
+    ds = pydicom.dcmread(path)
+    image, _ = read_mammogram(path)
+    # pydicom maps the window onto 0 .. 2**16 - 1 (the Modality LUT's bit depth), not onto 0 .. 1023
+    windowed = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds).astype(np.float64), ds, prefer_lut=False)
+    np.testing.assert_allclose(image[0], windowed / 65535, atol=1e-6)
+    np.testing.assert_allclose(image[0, 0], [0.0, 0.2444, 0.4888, 1.0], atol=1e-3)  # not saturated at 1
+
+
+def test_window_with_negative_rescale_slope_matches_pydicom(tmp_path):
+    path = write_dicom(
+        tmp_path / "neg.dcm", LUT_PIXELS, bits_stored=12, RescaleSlope=-1, RescaleIntercept=4095,
+        WindowCenter=2048, WindowWidth=2048,
+    )  # fmt: skip
+    ds = pydicom.dcmread(path)
+    image, _ = read_mammogram(path)
+    windowed = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, prefer_lut=False)
+    np.testing.assert_allclose(image[0], (windowed - 4095) / (0 - 4095), atol=1e-6)  # y_min 4095, y_max 0
+    assert image[0, 0, 0] == pytest.approx(1.0) and image[0, 0, -1] == pytest.approx(0.0)
+
+
+def test_short_lut_data_names_the_file(tmp_path):
+    item = lut_item(CURVE[:100], "OW")
+    item.LUTDescriptor = [4096, 0, 16]
+    path = write_dicom(tmp_path / "short.dcm", LUT_PIXELS, bits_stored=12, VOILUTSequence=[item])
+    with pytest.raises(MammogramReadError, match="short.dcm.*LUT Data holds 100 entries"):
+        read_mammogram(path)
 
 
 def test_unused_high_bits_are_ignored(tmp_path):
@@ -249,8 +335,9 @@ def test_multiframe_dicom_is_rejected(tmp_path):
         read_mammogram(path)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # 0 * inf
 def test_non_finite_pixels(tmp_path):
-    path = write_dicom(tmp_path / "nan.dcm", ramp(100), RescaleSlope="1e400")  # slope overflows to inf
+    path = write_dicom(tmp_path / "nan.dcm", ramp(100), RescaleSlope="1e400", RescaleIntercept=0)  # inf slope
     with pytest.raises(MammogramReadError, match=r"nan\.dcm"):
         read_mammogram(path)
 

@@ -101,6 +101,19 @@ def test_magnitude_phase_recombine():
     assert torch.allclose(joint_d["img"], x, atol=1e-6)
 
 
+def test_magnitude_phase_dict_form_takes_mode():
+    x = torch.randn(2, 8, 10, dtype=torch.complex64)
+    joint = ComplexToMagnitudePhased(["img"], mode="real_imag")({"img": x})["img"]
+    assert torch.equal(joint, torch.cat([x.real, x.imag]))
+    d = ComplexToMagnitudePhased(["img"], split=True, mode="real_imag")({"img": x})
+    assert set(d) == {"img_real", "img_imag"} and torch.equal(d["img_imag"], x.imag)
+    back = MagnitudePhaseToComplexd(["img"], split=True, mode="real_imag")(d)
+    assert set(back) == {"img"} and torch.equal(back["img"], x)
+    assert torch.equal(MagnitudePhaseToComplexd(["img"], mode="real_imag")({"img": joint})["img"], x)
+    with pytest.raises(ValueError, match="mode must be"):
+        ComplexToMagnitudePhased(["img"], mode="polar")
+
+
 def test_center_crop_default_320_and_inverse(brain_slice):
     img = ifft2c(fft2c(brain_slice))
     out = ComplexCenterCrop()(img)
@@ -140,6 +153,14 @@ def test_undersampling_dict_shares_mask_between_keys():
     assert torch.equal(d["a"], k * d["mask"])
     d2 = t({"a": k, "b": k})
     assert not torch.equal(d["mask"], d2["mask"])  # a new draw per sample
+
+
+def test_undersample_dict_without_kspace_gets_no_stale_mask():
+    t = UndersampleKspaced(["k"], allow_missing_keys=True).set_random_state(0)
+    first = t({"k": torch.ones(2, 8, 100, dtype=torch.complex64)})
+    assert first["mask"].shape == (100,)
+    assert t({"id": 2}) == {"id": 2}  # no k-space, so no mask (not the previous sample's)
+    assert t({"k": torch.ones(2, 8, 60, dtype=torch.complex64)})["mask"].shape == (60,)
 
 
 def test_complex_noise_statistics(brain_slice):

@@ -84,6 +84,16 @@ def test_loadd_per_sample_overrides_and_missing_keys(tmp_path):
         LoadMammogramd(["cc", "mlo"])({"cc": str(tmp_path / "a.png")})
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "match"),
+    [("cc_laterality", "B", "'L' or 'R'"), ("cc_view", 3, "must be a string"), ("cc_image_type", "dbt", "ffdm")],
+)
+def test_loadd_bad_per_sample_override_names_file_and_key(tmp_path, column, value, match):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match=rf"a\.png: bad per-sample override '{column}': .*{match}"):
+        LoadMammogramd(["cc"])({"cc": str(tmp_path / "a.png"), column: value})
+
+
 def test_loaded_images_collate_and_decollate(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
     load = LoadMammogramd(["img"])
@@ -155,6 +165,12 @@ def test_spatial_transforms_reject_3d_and_name_the_file():
 def test_otsu_threshold_splits_two_modes():
     values = np.concatenate([np.full(100, 0.1), np.full(50, 0.7)])
     assert 0.1 < otsu_threshold(values) < 0.7
+
+
+def test_crop_breast_float_threshold_is_a_fraction_of_the_range():
+    # documented level: min + 0.5 * (max - min) = 10.5, so only the two 11s are foreground (0.5 * max would be 5.5)
+    image = torch.tensor([[[10.0, 10, 10, 10.4, 11, 11]]]).expand(1, 4, 6).clone()
+    assert CropBreast(threshold=0.5, margin=0, opening=0)(image).shape == (1, 4, 2)
 
 
 @pytest.mark.parametrize("threshold", ["otsu", 0.1])

@@ -20,6 +20,8 @@ from medmoe.transforms.oct import (
     oct_preprocess,
     read_oct,
 )
+from monai.data import MetaTensor
+from monai.transforms import Resize
 from PIL import Image
 
 VOL = Path(__file__).resolve().parents[3] / "shared" / "data" / "oct" / "Willis_B_716_0.vol"
@@ -39,7 +41,8 @@ def test_heidelberg_vol_real_bscan():
     assert float(norm.min()) == 0.0 and float(norm.max()) == 1.0
 
 
-def _write_multiframe_dicom(path: Path, frames: np.ndarray) -> None:
+def _write_multiframe_dicom(path: Path, frames: np.ndarray, rgb: bool = False) -> None:
+    """Write ``frames`` ``(N, H, W)``, or with ``rgb`` ``(N, H, W, 3)`` / single-frame ``(H, W, 3)``, as 8-bit DICOM."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -51,8 +54,13 @@ def _write_multiframe_dicom(path: Path, frames: np.ndarray) -> None:
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality = "OPT"
-    ds.NumberOfFrames, ds.Rows, ds.Columns = frames.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    shape = frames.shape[:-1] if rgb else frames.shape
+    if len(shape) == 3:
+        ds.NumberOfFrames = shape[0]
+    ds.Rows, ds.Columns = shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = (3, "RGB") if rgb else (1, "MONOCHROME2")
+    if rgb:
+        ds.PlanarConfiguration = 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = frames.astype(np.uint8).tobytes()
     ds.save_as(path, enforce_file_format=True)
@@ -74,6 +82,42 @@ def test_readers_folder_dicom_nifti_npy(tmp_path):
     np.save(tmp_path / "oct.npy", frames)
     assert LoadOCT()(tmp_path / "oct.npy").shape == (1, 3, 12, 16)
     assert SelectBScand(["v"], index=-1)({"v": LoadOCT()(tmp_path / "oct.npy")})["v"][0, 0, 0] == 150
+
+
+def test_16bit_bscans_keep_their_values(tmp_path):
+    folder = tmp_path / "bscans16"
+    folder.mkdir()
+    scan = (np.arange(32 * 40).reshape(32, 40) * 50).astype(np.uint16)  # 0 .. 63950
+    for i in range(3):
+        Image.fromarray(scan + i).save(folder / f"{i}.png")
+    assert Image.open(folder / "0.png").mode.startswith("I")
+    vol = read_oct(folder)
+    assert vol.dtype == np.float32 and np.array_equal(vol[1], scan + 1.0)  # not clipped at 255
+    assert len(np.unique(vol[0])) == 32 * 40
+    Image.fromarray(np.zeros((32, 40), np.uint8)).save(folder / "3.png")
+    with pytest.raises(ValueError, match=r"3\.png: 8-bit B-scan in a folder of 16-bit"):
+        read_oct(folder)
+
+
+def test_colour_dicom_is_read_as_luminance(tmp_path):
+    rng = np.random.default_rng(0)
+    single = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)  # one colour frame: not 12 B-scans of width 3
+    _write_multiframe_dicom(tmp_path / "rgb.dcm", single, rgb=True)
+    vol = read_oct(tmp_path / "rgb.dcm")
+    assert vol.shape == (1, 12, 16)
+    np.testing.assert_allclose(vol[0], single.mean(-1), atol=1e-4)
+    frames = rng.integers(0, 255, (2, 12, 16, 3), dtype=np.uint8)
+    _write_multiframe_dicom(tmp_path / "rgb2.dcm", frames, rgb=True)
+    np.testing.assert_allclose(read_oct(tmp_path / "rgb2.dcm"), frames.mean(-1), atol=1e-4)
+
+
+def test_denoise_keeps_applied_operations_so_resize_inverts():
+    resize = Resize((2, 8, 8))
+    vol = resize(MetaTensor(torch.rand(1, 3, 10, 10), meta={"filename_or_obj": "scan.vol"}))
+    out = OCTDenoise()(vol)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "scan.vol"
+    assert [op["class"] for op in out.applied_operations] == ["Resize"]
+    assert resize.inverse(out).shape == (1, 3, 10, 10)
 
 
 def test_denoise_reduces_speckle_and_keeps_structure():

@@ -26,6 +26,7 @@ from medmoe.transforms.ophthalmology import (
     fov_mask,
     fundus_preprocess,
 )
+from monai.data import MetaTensor
 from monai.transforms import Resize, Resized
 from PIL import Image
 
@@ -149,6 +150,74 @@ def test_full_chain(tmp_path):
     out = fundus_preprocess("fundus", "cupdisc", size=128)({"fundus": str(RETINA), "cupdisc": str(tmp_path / "m.png")})
     assert out["fundus"].shape == (3, 128, 128) and out["cupdisc"].shape == (1, 128, 128)
     assert 8 <= int((out["cupdisc"] == 2).sum()) <= 20 and abs(float(out["fundus"][out["fundus"] != 0].mean())) < 0.1
+
+
+def _synthetic_fundus_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A 100 x 120 'photograph' (bright disc-shaped FOV on black) and its GAMMA mask, as 8-bit PNGs."""
+    yy, xx = np.ogrid[:100, :120]
+    r2 = (yy - 50) ** 2 + (xx - 60) ** 2
+    photo = np.zeros((100, 120, 3), np.uint8)
+    photo[r2 < 40**2] = (150, 90, 40)
+    photo[r2 < 10**2] = (230, 200, 120)
+    Image.fromarray(photo).save(tmp_path / "f.png")
+    Image.fromarray(_gamma_mask((100, 120), (50, 60), disc_r=10, cup_r=5)).save(tmp_path / "m.png")
+    return tmp_path / "f.png", tmp_path / "m.png"
+
+
+def test_fundus_chain_inverse_restores_the_original_size(tmp_path):
+    photo, mask = _synthetic_fundus_files(tmp_path)
+    chain = fundus_preprocess("fundus", "cupdisc", size=64)
+    out = chain({"fundus": str(photo), "cupdisc": str(mask)})
+    for key, channels in (("fundus", 3), ("cupdisc", 1)):
+        assert isinstance(out[key], MetaTensor) and out[key].shape == (channels, 64, 64)
+        assert [op["class"] for op in out[key].applied_operations] == ["CropForeground", "Resize"]
+        assert out[key].meta["filename_or_obj"] == str(photo if key == "fundus" else mask)
+    back = chain.inverse(out)
+    assert back["fundus"].shape == (3, 100, 120) and back["cupdisc"].shape == (1, 100, 120)
+    label = back["cupdisc"][0]
+    assert int(label[50, 60]) == 2 and int(label[50, 67]) == 1 and int(label[0, 0]) == 0  # cup, rim, padding
+
+
+def test_intensity_and_label_steps_keep_meta_and_applied_operations():
+    image = Resize((40, 40))(MetaTensor(torch.rand(3, 50, 50) * 200 + 20, meta={"filename_or_obj": "f.png"}))
+    out = FundusNormalize()(image, torch.ones(1, 40, 40))
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "f.png"
+    assert [op["class"] for op in out.applied_operations] == ["Resize"]
+    resize = Resize((40, 40), mode="nearest-exact")
+    grey = resize(MetaTensor(torch.full((1, 50, 50), 128.0), meta={"id": 7}))
+    for converted in (
+        CupDiscToLabel()(grey),
+        CupDiscToLabel("disc_cup")(grey),
+        LabelToCupDisc()(CupDiscToLabel()(grey)),
+    ):
+        assert isinstance(converted, MetaTensor) and converted.meta["id"] == 7
+        assert [op["class"] for op in converted.applied_operations] == ["Resize"]
+    assert resize.inverse(CupDiscToLabel()(grey)).shape == (1, 50, 50)  # the same instance: MONAI checks its id
+
+
+def test_16bit_fundus_and_masks_keep_their_levels(tmp_path):
+    ramp = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.uint16)  # 0 .. 59950
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    grey = LoadFundus(grey=True)(tmp_path / "grey16.png")
+    np.testing.assert_allclose(grey[0].numpy(), ramp * (255 / 65535), rtol=1e-6)  # [0, 255], not clipped at 255
+    assert len(torch.unique(grey)) == 30 * 40
+    rgb = LoadFundus()(tmp_path / "grey16.png")
+    assert rgb.shape == (3, 30, 40) and torch.equal(rgb[0], grey[0]) and torch.equal(rgb[2], grey[0])
+    gamma = _gamma_mask((30, 40), (15, 20), disc_r=10, cup_r=5)
+    expected = CupDiscToLabel()(torch.from_numpy(gamma)[None])
+    for name, levels in (("full_scale.png", gamma.astype(np.uint16) * 257), ("small.png", gamma.astype(np.uint16))):
+        Image.fromarray(levels).save(tmp_path / name)  # 0 / 32896 / 65535, or 0 / 128 / 255 in a 16-bit file
+        mask = LoadFundus(grey=True)(tmp_path / name)
+        assert torch.equal(CupDiscToLabel(strict=True)(mask), expected), name
+
+
+def test_optic_disc_crop_keeps_an_axis_smaller_than_the_window():
+    image = torch.rand(3, 100, 120)
+    crop = OpticDiscCrop((256, 64))
+    out = crop(image, centre=(50, 60))
+    assert out.shape == (3, 100, 64) and torch.equal(out, image[:, :, 28:92])  # documented: no padding
+    assert crop.inverse(out).shape == (3, 100, 120)
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
