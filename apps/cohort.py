@@ -11,16 +11,19 @@ Usage::
     python -m medmoe.apps.cohort demo --out_dir /tmp/embed_demo --num_exams 240
 
 ``validate`` exits with status 1 and lists every bad row (with its CSV line number) when the
-cohort has problems, and prints a per-split summary otherwise.
+cohort has problems, and prints a per-split summary otherwise. With ``--config_file`` it builds the cohort from the
+bundle config's own ``cohort`` entry, so it runs exactly the checks the bundle runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medmoe.data import Cohort
 
 __all__ = ["main"]
 
@@ -35,42 +38,77 @@ def _parse_tasks(text: str) -> dict[str, int]:
     return tasks
 
 
-def _spec_from_config(config_file: str) -> tuple[list[str], dict[str, int], str, list[str]]:
-    config = json.loads(Path(config_file).read_text())
-    masks = list(config.get("segmentation_tasks") or {})  # mask path columns (gamma_m4oe: cup)
+def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) -> Cohort:
+    """Build the cohort exactly as the bundle does: evaluate the config's own ``cohort`` entry.
+
+    ``cohort_csv`` / ``data_root`` (and ``modalities`` / ``tasks`` / ``id_column`` when given on the command line)
+    replace the config entries of the same name, as ``python -m monai.bundle run --cohort_csv ...`` would, so the
+    checks are those of the bundle: ``load_tabular_cohort`` with its numeric checks for ``adni_i2moe``, the
+    ``kspace`` column and the ``slice`` extra column for ``fastmri_i2m2``, the mask column of ``gamma_m4oe``.
+    """
+    from monai.bundle import ConfigParser
+
+    from medmoe.data import CohortError
+
+    parser = ConfigParser()
     try:
-        return list(config["modalities"]), dict(config["tasks"]), config.get("id_column", "exam_id"), masks
-    except KeyError as err:
-        raise SystemExit(f"{config_file}: no '{err.args[0]}' entry; pass --modalities and --tasks instead") from err
+        parser.read_config(args.config_file)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"{args.config_file}: cannot read the config ({err})") from err
+    entry = parser.get("cohort")
+    if not isinstance(entry, dict) or "_target_" not in entry:
+        raise SystemExit(
+            f"{args.config_file}: no 'cohort' entry with a '_target_' to build the cohort from; "
+            "pass --modalities and --tasks instead of --config_file"
+        )
+    parser["cohort_csv"] = args.cohort_csv
+    parser["data_root"] = args.data_root or ""
+    if args.modalities:
+        parser["modalities"] = args.modalities.split(",")
+    if tasks:
+        parser["tasks"] = tasks
+    if args.id_column:
+        parser["id_column"] = args.id_column
+    parser["cohort#check_files"] = not args.skip_files
+    if args.no_split:
+        parser["cohort#split_column"] = None
+        parser["cohort#required_splits"] = []
+    try:
+        return parser.get_parsed_content("cohort")
+    except Exception as err:  # monai wraps the loader's error: report the loader's own error
+        cause: BaseException = err
+        while cause.__cause__ is not None and not isinstance(cause, (CohortError, FileNotFoundError)):
+            cause = cause.__cause__
+        if isinstance(cause, (CohortError, FileNotFoundError)):
+            raise cause from None
+        raise SystemExit(
+            f"{args.config_file}: could not build its 'cohort' entry ({type(cause).__name__}: {cause})"
+        ) from err
 
 
 def _validate(args: argparse.Namespace) -> int:
     from medmoe.data import SPLITS, CohortError, load_cohort
 
-    if args.config_file:
-        modalities, tasks, id_column, masks = _spec_from_config(args.config_file)
-    else:
-        modalities, tasks, id_column, masks = [], {}, "exam_id", []
-    modalities = args.modalities.split(",") if args.modalities else modalities
-    tasks = args.tasks or tasks
-    id_column = args.id_column or id_column
-    if not modalities:
+    if not args.config_file and not args.modalities:
         raise SystemExit("give --config_file or --modalities (and --tasks)")
     try:
-        cohort = load_cohort(
-            args.cohort_csv,
-            modalities,
-            tasks,
-            data_root=args.data_root,
-            id_column=id_column,
-            split_column=None if args.no_split else "split",
-            required_splits=() if args.no_split else ("train", "val"),
-            check_files=not args.skip_files,
-            path_columns=masks,
-        )
-    except CohortError as err:
+        if args.config_file:
+            cohort = _cohort_from_config(args, args.tasks)
+        else:
+            cohort = load_cohort(
+                args.cohort_csv,
+                args.modalities.split(","),
+                args.tasks or {},
+                data_root=args.data_root,
+                id_column=args.id_column or "exam_id",
+                split_column=None if args.no_split else "split",
+                required_splits=() if args.no_split else ("train", "val"),
+                check_files=not args.skip_files,
+            )
+    except (CohortError, FileNotFoundError) as err:
         print(err, file=sys.stderr)
         return 1
+    modalities, tasks = cohort.modalities, cohort.tasks
     print(f"{args.cohort_csv}: {len(cohort)} rows OK ({len(modalities)} modalities, {len(tasks)} tasks)")
     splits = SPLITS if cohort.split_column else (None,)
     for split in splits:
@@ -116,9 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = sub.add_parser("validate", help="check every row of a cohort CSV / JSON datalist")
     val.add_argument("--cohort_csv", required=True)
     val.add_argument("--data_root", default=None, help="prefix of relative paths (default: the CSV's folder)")
-    val.add_argument("--config_file", default=None, help="a bundle train.json to read modalities and tasks from")
-    val.add_argument("--modalities", default=None, help="comma-separated path columns")
-    val.add_argument("--tasks", type=_parse_tasks, default=None, help="comma-separated name:classes")
+    val.add_argument(
+        "--config_file", default=None, help="a bundle config (train.json): validate as its 'cohort' entry does"
+    )
+    val.add_argument(
+        "--modalities", default=None, help="comma-separated path columns (with --config_file: replaces 'modalities')"
+    )
+    val.add_argument(
+        "--tasks", type=_parse_tasks, default=None, help="comma-separated name:classes (with --config_file: 'tasks')"
+    )
     val.add_argument("--id_column", default=None)
     val.add_argument("--no_split", action="store_true", help="the cohort has no split column (inference)")
     val.add_argument("--skip_files", action="store_true", help="do not open the referenced files")

@@ -65,8 +65,8 @@ def build_adni_cohort(
         adnimerge_csv: the table (needs ``PTID``, ``VISCODE``, the diagnosis column and the columns of
             :data:`ADNIMERGE_COLUMNS`).
         output_csv: where to write the cohort; image paths are written relative to its folder when possible.
-        image_dir: folder of preprocessed T1 volumes named ``<PTID>.nii.gz`` (or ``.nii``); a subject without a
-            file gets an empty ``mri`` cell (missing modality).
+        image_dir: folder of preprocessed T1 volumes named ``<PTID>.nii.gz`` (or ``.nii``), absolute or relative to
+            the working directory; a subject without a file gets an empty ``mri`` cell (missing modality).
         images: alternatively, ``{PTID: path}`` (absolute, or relative to the output folder).
         visit: the ``VISCODE`` to keep (``"bl"`` = baseline).
         diagnosis_column: ``"DX"`` (visit diagnosis) or ``"DX_bl"`` (baseline diagnosis); values are mapped with
@@ -104,10 +104,10 @@ def build_adni_cohort(
         labels.append(str(ADNI_DIAGNOSIS[key]) if key in ADNI_DIAGNOSIS else "")
     if problems:
         raise ValueError(f"{adnimerge_csv}: unknown diagnosis value(s):\n  " + "\n  ".join(problems[:50]))
-    out_dir = Path(output_csv).parent
-    paths = dict(images or {})
+    out_dir = Path(output_csv).expanduser().resolve().parent
+    paths = dict(images or {})  # relative paths here are relative to the output folder (see Args)
     if image_dir is not None:
-        folder = Path(image_dir)
+        folder = Path(image_dir).expanduser().resolve()  # a relative image_dir is relative to the working directory
         paths.update({ptid: str(folder / name) for ptid, name in _find_images(folder).items()})
 
     def relative(path: str) -> str:

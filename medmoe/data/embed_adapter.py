@@ -156,13 +156,14 @@ def _select_images(meta: pd.DataFrame, path_prefix: str, label: str) -> pd.DataF
     meta = meta[keep].assign(side=side[keep], slot=kind[keep] + "_" + view[keep])
     paths = meta["anon_dicom_path"].fillna("").astype(str).str.strip()
     if path_prefix:
-        outside = meta.index[~paths.str.startswith(path_prefix)]
+        folder = path_prefix.rstrip("/") + "/"  # compared as a folder: '/nas/x' does not match '/nas/xy/...'
+        outside = meta.index[~paths.str.startswith(folder)]
         if len(outside):
             raise ValueError(
-                f"{label}: anon_dicom_path does not start with path_prefix '{path_prefix}' in row(s) "
+                f"{label}: anon_dicom_path is not under path_prefix '{path_prefix}' in row(s) "
                 f"{_rows(outside)} (e.g. '{paths[outside[0]]}'); pass the common leading folder to strip"
             )
-        paths = paths.str.slice(len(path_prefix)).str.lstrip("/")
+        paths = paths.str.slice(len(folder)).str.lstrip("/")
     empty = meta.index[paths == ""]
     if len(empty):
         raise ValueError(f"{label}: empty anon_dicom_path in row(s) {_rows(empty)}")
@@ -202,10 +203,11 @@ def embed_to_cohort(
     applies to both breasts): ``density`` = ``tissueden`` 1..4 -> 0..3 (5 / other -> missing; the max if findings
     disagree); ``birads`` = worst finding, ``asses`` N -> 0, B/P -> 1, S/M/K -> 2, A -> missing (an A finding
     makes the breast missing unless another finding is already class 2); ``risk`` = ``cancer_within_1y`` (0/1)
-    taken from ``risk_csv`` if given, else from an optional ``cancer_within_1y`` column of ``clinical_csv``,
-    else missing. EMBED has no such column: derive it from the pathology outcome dates yourself (see
-    docs/cohorts_embed.md). Exams without any usable image are dropped; exams without clinical rows keep missing
-    labels. Splits are by patient (``empi_anon``), 70/15/15, seeded. Patient ids are not written.
+    taken from ``risk_csv`` if given (also for breasts without a clinical row), else from an optional
+    ``cancer_within_1y`` column of ``clinical_csv``, else missing. EMBED has no such column: derive it from the
+    pathology outcome dates yourself (see docs/cohorts_embed.md). Exams without any usable image are dropped; exams
+    without clinical rows keep missing labels (except ``risk`` from ``risk_csv``). Splits are by patient
+    (``empi_anon``), 70/15/15, seeded. Patient ids are not written.
 
     Args:
         metadata_csv: EMBED metadata CSV path or DataFrame (columns ``empi_anon, acc_anon, anon_dicom_path,
@@ -213,8 +215,9 @@ def embed_to_cohort(
         clinical_csv: EMBED clinical CSV path or DataFrame (columns ``empi_anon, acc_anon, side, asses,
             tissueden``; ``cancer_within_1y`` and ``subgroup_columns`` optional).
         out_csv: where to write the cohort CSV (written to a temp file and renamed); None to only return it.
-        path_prefix: leading part of every ``anon_dicom_path`` to strip so that paths become relative to the
-            cohort's ``data_root`` (e.g. "/mnt/NAS2/mammo/anon_dicom/"); "" keeps the paths as they are.
+        path_prefix: leading folder of every ``anon_dicom_path`` to strip so that paths become relative to the
+            cohort's ``data_root`` (e.g. "/mnt/NAS2/mammo/anon_dicom/"); compared as a folder (a trailing ``/`` is
+            optional, ``/nas/x`` does not match ``/nas/xy/...``); "" keeps the paths as they are.
         seed: seed of the patient-level split.
         risk_csv: optional CSV path or DataFrame with columns ``empi_anon, acc_anon, side, cancer_within_1y``.
         subgroup_columns: clinical columns to carry over (first non-empty value per breast), e.g.
@@ -247,7 +250,8 @@ def embed_to_cohort(
         labels[column] = grouped[column].agg(lambda s: next((v for v in s if pd.notna(v) and str(v) != ""), None))
     if risk_csv is not None:
         risk, _ = _load(risk_csv, "risk_csv", RISK_COLUMNS)
-        labels = labels.join(_risk_table(risk, f"risk_csv '{risk_csv}'").set_index(_KEYS), how="left")
+        # outer: risk_csv wins, also for breasts that have no clinical row (their other labels stay missing)
+        labels = labels.join(_risk_table(risk, f"risk_csv '{risk_csv}'").set_index(_KEYS), how="outer")
     elif "cancer_within_1y" in clin.columns:
         labels = labels.join(_risk_table(clin_rows, clin_label).set_index(_KEYS), how="left")
     else:

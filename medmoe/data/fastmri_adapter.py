@@ -12,6 +12,7 @@ without a box are negative for all four, and a 70/15/15 split by volume.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from .demo_fastmri import FASTMRI_COLUMNS, FASTMRI_LABELS
 from .embed_adapter import split_by_patient
 
 __all__ = ["ANNOTATION_COLUMNS", "build_fastmri_cohort", "fastmri_label_groups"]
+
+logger = logging.getLogger(__name__)
 
 ANNOTATION_COLUMNS = ("file", "slice", "label")
 """fastMRI+ columns the adapter reads (the box columns ``x, y, width, height`` and ``study_level`` are ignored)."""
@@ -101,7 +104,8 @@ def build_fastmri_cohort(
 
     Raises:
         ValueError: if an annotation column is missing, a slice index is not an integer or is out of range for
-            its volume, an h5 file is unreadable, or no volume is left.
+            its volume, an h5 file is unreadable, a used volume name has several h5 files under ``h5_dir`` (listed),
+            or no volume is left. Annotated volumes without an h5 file are skipped with a warning.
 
     Example:
         >>> table = build_fastmri_cohort("/data/knee_singlecoil_train", "knee.csv", "cohort.csv")  # doctest: +SKIP
@@ -119,9 +123,25 @@ def build_fastmri_cohort(
         raise ValueError(f"{source}: missing column(s) {missing_cols}; found {list(notes.columns)}")
     notes = notes.astype({c: str for c in ANNOTATION_COLUMNS}).replace({"nan": ""})
     notes["file"] = notes["file"].str.strip().str.removesuffix(".h5")
-    files = {p.stem: p for p in sorted(h5_dir.rglob("*.h5"))}
+    found: dict[str, list[Path]] = {}
+    for p in sorted(h5_dir.rglob("*.h5")):
+        found.setdefault(p.stem, []).append(p)
+    files = {stem: paths[0] for stem, paths in found.items()}
     annotated = set(notes["file"]) - {""}
     volumes = sorted(v for v in files if v in annotated or not annotated_only)
+    duplicated = {v: found[v] for v in volumes if len(found[v]) > 1}
+    if duplicated:  # e.g. singlecoil_* and multicoil_* folders under one h5_dir: fastMRI reuses the file names
+        shown = [f"{v}: {', '.join(str(p) for p in paths)}" for v, paths in list(duplicated.items())[:20]]
+        raise ValueError(
+            f"{len(duplicated)} volume name(s) found in several h5 files under {h5_dir}; point h5_dir at one of "
+            "the folders (e.g. only singlecoil_train):\n" + "\n".join(f"  - {line}" for line in shown)
+        )
+    unmatched = sorted(annotated - set(files))
+    if unmatched:
+        logger.warning(
+            f"{source}: {len(unmatched)} annotated volume(s) have no h5 file under {h5_dir} and are skipped: "
+            f"{unmatched[:10]}{' ...' if len(unmatched) > 10 else ''}"
+        )
     if not volumes:
         raise ValueError(f"no volume left: {len(files)} h5 file(s) under {h5_dir}, {len(annotated)} annotated")
     sizes = {v: _num_slices(files[v]) for v in volumes}

@@ -6,7 +6,8 @@ case with the colour fundus photograph and a sub-folder of numbered OCT B-scans,
 
     <root>/multi-modality_images/0001/0001.jpg            fundus
     <root>/multi-modality_images/0001/0001/0_image.jpg    OCT B-scans (any numbered names)
-    <root>/glaucoma_grading_training_GT.csv               data,non,early,mid_advanced (or .xlsx with openpyxl)
+    <root>/glaucoma_grading_training_GT.csv               data,non,early,mid_advanced (GAMMA ships it as .xlsx:
+                                                          export it to CSV; openpyxl is not a medmoe dependency)
     <root>/Disc_Cup_Mask/0001.png                         cup / disc mask (optional, per case)
 
 :func:`build_gamma_cohort` turns this into the cohort contract of the ``gamma_m4oe`` bundle: columns
@@ -38,7 +39,9 @@ GAMMA_GRADES = ("non", "early", "mid_advanced")
 """One-hot grade columns of the GAMMA table, in label order (0 = non-glaucoma, 1 = early, 2 = mid / advanced)."""
 
 DEFAULT_GRADES = "glaucoma_grading_training_GT.csv"
-"""The grade table's default name under ``root``; when it is absent the grades are left empty."""
+"""The grade table's default name under ``root``. When it is absent, its ``.xlsx`` sibling (the name GAMMA ships) is
+read instead (which needs ``openpyxl``, not a medmoe dependency: otherwise the error says to export it to CSV); when
+neither exists the grades are left empty with a warning, or an error if grades are required."""
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -57,14 +60,15 @@ def read_gamma_grades(grades: str | os.PathLike | pd.DataFrame) -> dict[str, int
     """Read a GAMMA grade table (one-hot ``non, early, mid_advanced`` per ``data`` id) into ``{case id: grade}``.
 
     Args:
-        grades: a CSV or ``.xlsx`` file (xlsx needs ``openpyxl``), or a DataFrame, with columns ``data`` and
-            :data:`GAMMA_GRADES`.
+        grades: a CSV or ``.xlsx`` file (xlsx needs ``openpyxl``, which medmoe does not install: export the sheet
+            to CSV instead), or a DataFrame, with columns ``data`` and :data:`GAMMA_GRADES`.
 
     Returns:
         case id (zero-padded like the folders) -> 0 / 1 / 2.
 
     Raises:
-        ValueError: naming the file and row for a missing column, a row that is not one-hot, or a duplicate id.
+        ValueError: naming the file and row for a missing column, a row that is not one-hot, or a duplicate id; or
+            naming an Excel file that cannot be read (e.g. without ``openpyxl``), with how to export it to CSV.
 
     Example:
         >>> read_gamma_grades(pd.DataFrame({"data": [1, 2], "non": [1, 0], "early": [0, 0], "mid_advanced": [0, 1]}))
@@ -79,8 +83,16 @@ def read_gamma_grades(grades: str | os.PathLike | pd.DataFrame) -> dict[str, int
         if path.suffix.lower() in (".xlsx", ".xls"):
             try:
                 table = pd.read_excel(path, dtype=str)
-            except ImportError as err:
-                raise ValueError(f"{source}: reading Excel needs openpyxl ({err}); or save the sheet as CSV") from err
+            except Exception as err:  # ImportError without openpyxl, or any error of a damaged workbook
+                reason = (
+                    "pandas needs openpyxl for .xlsx (not a medmoe dependency)"
+                    if isinstance(err, ImportError)
+                    else f"{type(err).__name__}: {err}"
+                )
+                raise ValueError(
+                    f"{source}: cannot read the Excel sheet {path} ({reason}). Export it to CSV (e.g. Excel: File > "
+                    f"Save As > CSV UTF-8) as {path.with_suffix('.csv').name} next to it, and pass that file"
+                ) from err
         else:
             table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table.columns = [str(c).strip() for c in table.columns]
@@ -132,26 +144,30 @@ def build_gamma_cohort(
     output_csv: str | os.PathLike | None = None,
     seed: int = 0,
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    require_grades: bool = False,
 ) -> pd.DataFrame:
     """Build the cohort table (one row per case) from a GAMMA-layout folder.
 
     Args:
         root: dataset folder; every path in the table is relative to it (use it as the bundle's ``data_root``).
         images_dir: folder (under ``root``) of the case folders.
-        grades: grade table relative to ``root`` (or absolute, or a DataFrame); ``None`` or a missing default file
-            leaves every grade empty (inference).
+        grades: grade table relative to ``root`` (or absolute, or a DataFrame); ``None`` leaves every grade empty
+            (inference). With the default name, a missing CSV falls back to its ``.xlsx`` sibling (see
+            :data:`DEFAULT_GRADES`); when neither exists every grade is left empty and a warning is logged.
         masks_dir: folder (under ``root``) of ``<case id>.png`` / ``.bmp`` / ``.jpg`` cup / disc masks; ``None`` or
             a missing folder leaves every mask empty.
         output_csv: if given, the table is written there atomically (CSV).
         seed: seed of the 70/15/15 case split.
         fractions: train / val / test fractions.
+        require_grades: raise instead of warning when no grade table is found (or ``grades`` is None).
 
     Returns:
         the table with columns :data:`GAMMA_COLUMNS`; ``glaucoma`` is ``"0"`` / ``"1"`` / ``"2"`` or ``""``.
 
     Raises:
         ValueError: if ``images_dir`` holds no case folder, a case has no fundus image and no OCT folder, a grade
-            names a case that has no folder, or the grade table is bad (see :func:`read_gamma_grades`).
+            names a case that has no folder, the grade table is bad or unreadable (see :func:`read_gamma_grades`), or
+            ``require_grades`` is set and no grade table is found.
 
     Example:
         >>> root = "/data/GAMMA/training"
@@ -167,8 +183,19 @@ def build_gamma_cohort(
         labels = read_gamma_grades(grades)
     elif grades is not None:
         path = Path(grades) if Path(grades).is_absolute() else root / grades
+        if str(grades) == DEFAULT_GRADES and not path.is_file() and path.with_suffix(".xlsx").is_file():
+            path = path.with_suffix(".xlsx")  # the name GAMMA ships the sheet under
         if path.is_file() or str(grades) != DEFAULT_GRADES:  # an explicit table must exist
             labels = read_gamma_grades(path)
+        elif require_grades:
+            raise ValueError(f"no grade table: neither {path} nor {path.with_suffix('.xlsx')} exists; pass grades=")
+        else:
+            logger.warning(
+                f"GAMMA folder {root}: no grade table ({path.name} or {path.with_suffix('.xlsx').name}); "
+                "every glaucoma grade is left empty (pass grades= to name the table)"
+            )
+    elif require_grades:
+        raise ValueError("require_grades=True but grades=None")
     masks: dict[str, Path] = {}
     if masks_dir is not None and (root / masks_dir).is_dir():
         masks = {p.stem: p for p in sorted((root / masks_dir).iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES}
@@ -251,14 +278,14 @@ def gamma_records(
         raise ValueError(f"missing_fundus must be 'error' or 'skip', got '{missing_fundus}'")
     if image_key not in cohort.modalities:
         raise ValueError(f"'{image_key}' is not a modality of cohort {cohort.source} ({cohort.modalities})")
-    table = cohort.table.reset_index(drop=True)
+    table = cohort.table
     without = table.index[table[image_key].astype(str).str.strip() == ""]
     ids = [str(table.at[i, cohort.id_column]) for i in without]
     if ids and missing_fundus == "error":
         raise CohortError(
             cohort.source,
             [
-                f"row {int(i) + 2} ({cohort.id_column}={case!r}): no '{image_key}' image; the gamma_m4oe bundle "
+                f"{cohort.row_name(i)} ({cohort.id_column}={case!r}): no '{image_key}' image; the gamma_m4oe bundle "
                 f"needs it to crop and segment the case (add the photograph, drop the row, or pass "
                 f"missing_fundus='skip')"
                 for i, case in zip(without, ids)

@@ -359,8 +359,8 @@ def load_tabular_cohort(
     )
     problems = []
     for i, row in cohort.table.iterrows():
-        line = f"row {int(i) + 2} ({cohort.id_column}={row[cohort.id_column]!r})"
-        present = any(row[m].strip() for m in image_modalities)
+        line = f"{cohort.row_name(i)} ({cohort.id_column}={row[cohort.id_column]!r})"
+        present = any(row[m] for m in image_modalities)
         for spec in prep.blocks.values():
             cells = spec["numeric"] + spec["categorical"]
             present = present or not all(is_missing(row[c]) for c in cells)

@@ -67,3 +67,16 @@ def test_bad_tables_are_reported(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"missing column\(s\) \['TAU'\]"):
         bad.drop(columns=["TAU"]).to_csv(tmp_path / "no_tau.csv", index=False)
         build_adni_cohort(tmp_path / "no_tau.csv", tmp_path / "c.csv")
+
+
+def test_relative_image_dir_is_resolved_against_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "t1").mkdir()
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "t1" / "002_S_0000.nii.gz")
+    merge_table(tmp_path / "ADNIMERGE.csv")
+    monkeypatch.chdir(tmp_path)
+    out = build_adni_cohort("ADNIMERGE.csv", "out/cohort.csv", image_dir="t1")
+    rows = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert rows.loc[0, "mri"] == "../t1/002_S_0000.nii.gz"
+    cohort = load_tabular_cohort(out, ["mri"], BLOCKS, {"diagnosis": 3}, id_column="subject_id")
+    path = Path(cohort.records()[0]["mri"])
+    assert path.is_absolute() and path.resolve() == (tmp_path / "t1" / "002_S_0000.nii.gz").resolve()

@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from medmoe.data import CohortError, FillMissingModalitiesd, load_cohort
+from medmoe.data import CohortError, FillMissingModalitiesd, check_readable, load_cohort
 
 MODALITIES = ["cc", "mlo"]
 TASKS = {"density": 4, "risk": 2}
@@ -105,3 +106,91 @@ def test_fill_missing_modalities_inserts_explicit_nan_placeholders():
         fill({"cc": torch.ones(1, 4, 4), "modality_mask": np.array([True, True])})
     with pytest.raises(ValueError, match="expected \\(1, 4, 4\\)"):
         fill({"cc": torch.ones(1, 5, 4), "mlo": torch.ones(1, 4, 4), "modality_mask": np.array([True, True])})
+
+
+def test_whitespace_only_path_cells_are_missing_in_records_too(image_dir):
+    (image_dir / "seg.csv").write_text(
+        "exam_id,cc,mlo,density,risk,split,seg\na,a_cc.png,   ,2,0,train, \nb,b_cc.png,c_mlo.png,1,0,val,a_mlo.png\n"
+    )
+    cohort = load_cohort(image_dir / "seg.csv", MODALITIES, TASKS, path_columns=["seg"])
+    first, second = cohort.records()
+    assert "mlo" not in first and "seg" not in first
+    np.testing.assert_array_equal(first["modality_mask"], [True, False])
+    assert second["seg"] == str(image_dir / "a_mlo.png")
+
+
+def test_ids_and_extra_columns_are_stripped(image_dir):
+    (image_dir / "pad.csv").write_text(
+        "exam_id,cc,mlo,density,risk,split,age_group\n a ,a_cc.png,,1,0, train , 50-65\nb,b_cc.png,,1,0,val,50-65 \n"
+    )
+    records = load_cohort(image_dir / "pad.csv", MODALITIES, TASKS, extra_columns=["age_group"]).records()
+    assert [r["exam_id"] for r in records] == ["a", "b"]
+    assert [r["age_group"] for r in records] == ["50-65", "50-65"]
+    with pytest.raises(CohortError, match="rows 2, 3: duplicate exam_id 'a'"):
+        write_csv(image_dir / "dup.csv", [" a,a_cc.png,,1,0,train", "a ,b_cc.png,,1,0,val"])
+        load_cohort(image_dir / "dup.csv", MODALITIES, TASKS)
+
+
+def test_relative_cohort_path_gives_absolute_record_paths(image_dir, monkeypatch):
+    write_csv(image_dir / "cohort.csv", ["a,a_cc.png,,1,0,train", "b,b_cc.png,,1,0,val"])
+    monkeypatch.chdir(image_dir)
+    for cohort in (load_cohort("cohort.csv", MODALITIES, TASKS), load_cohort("cohort.csv", MODALITIES, TASKS, ".")):
+        path = cohort.records()[0]["cc"]
+        assert Path(path).is_absolute() and path == str(image_dir.resolve() / "a_cc.png")
+
+
+def test_row_numbers_count_blank_lines_and_json_rows_name_their_list(image_dir):
+    rows = ["a,a_cc.png,,1,0,train", "", "b,b_cc.png,,1,0,val", ",,,,,", "c,missing.png,,7,0,val"]
+    write_csv(image_dir / "blank.csv", rows)  # lines 3 and 5 hold no row
+    with pytest.raises(CohortError) as err:
+        load_cohort(image_dir / "blank.csv", MODALITIES, TASKS)
+    assert "row 6 (exam_id='c'): column 'cc': file not found" in str(err.value)
+    assert "row 6 (exam_id='c'): column 'density'" in str(err.value) and len(err.value.problems) == 2
+    datalist = {
+        "training": [{"exam_id": "a", "cc": "a_cc.png", "mlo": "", "density": 1, "risk": 0}],
+        "validation": [{"exam_id": "b", "cc": "b_cc.png", "density": 1, "risk": 0}, {"exam_id": "a", "cc": "x.png"}],
+    }
+    (image_dir / "list.json").write_text(json.dumps(datalist))
+    with pytest.raises(CohortError) as err:
+        load_cohort(image_dir / "list.json", MODALITIES, TASKS)
+    assert "training[0], validation[1]: duplicate exam_id 'a'" in str(err.value)
+    assert "validation[1] (exam_id='a'): column 'cc': file not found" in str(err.value)
+
+
+def test_malformed_files_raise_a_cohort_error_naming_the_file(image_dir):
+    empty = image_dir / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(CohortError, match=r"empty\.csv.*\n.*empty file"):
+        load_cohort(empty, MODALITIES, TASKS)
+    latin = image_dir / "latin.csv"
+    latin.write_bytes("exam_id,cc,mlo,density,risk,split,site\na,a_cc.png,,1,0,train,Hôpital\n".encode("latin-1"))
+    with pytest.raises(CohortError, match=r"latin\.csv.*\n.*line 2: byte 0xf4 is not UTF-8"):
+        load_cohort(latin, MODALITIES, TASKS)
+    bad_json = image_dir / "bad.json"
+    bad_json.write_text('{"training": [')
+    with pytest.raises(CohortError, match=r"bad\.json.*\n.*not valid JSON"):
+        load_cohort(bad_json, MODALITIES, TASKS)
+    short = write_csv(
+        image_dir / "short.csv",
+        ["a,a_cc.png,,1,0,train", "b,b_cc.png", "c,b_cc.png,,1,0,val,extra", "d,b_cc.png,,1,0,val,"],
+    )
+    with pytest.raises(CohortError) as err:
+        load_cohort(short, MODALITIES, TASKS)
+    assert "row 3 (exam_id='b'): 2 cell(s) but the header has 6 columns" in str(err.value)
+    assert "row 4 (exam_id='c'): 7 cells but the header has 6 columns" in str(err.value)
+    assert len(err.value.problems) == 2
+
+
+def test_unknown_and_metaimage_files_are_opened_or_reported(image_dir):
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.Image(4, 4, sitk.sitkUInt8), str(image_dir / "ok.mha"))
+    (image_dir / "bad.mha").write_text("garbage")
+    (image_dir / "notes.txt").write_text("garbage")
+    assert check_readable(image_dir / "ok.mha") is None
+    csv = write_csv(image_dir / "ext.csv", ["a,ok.mha,,1,0,train", "b,bad.mha,,1,0,val", "c,notes.txt,,1,0,val"])
+    with pytest.raises(CohortError) as err:
+        load_cohort(csv, MODALITIES, TASKS)
+    text = str(err.value)
+    assert len(err.value.problems) == 2 and "row 3 (exam_id='b'): column 'cc'" in text and "unreadable" in text
+    assert "row 4 (exam_id='c'): column 'cc'" in text and "unsupported file type '.txt'" in text

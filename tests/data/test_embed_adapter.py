@@ -158,3 +158,20 @@ def test_bad_values_name_rows(metadata, clinical):
         embed_to_cohort(metadata, bad_risk, None, path_prefix=PREFIX)
     with pytest.raises(ValueError, match="fractions"):
         split_by_patient(["a"], fractions=(0.5, 0.5, 0.5))
+
+
+def test_risk_csv_labels_breasts_without_clinical_rows(metadata, clinical):
+    clinical = clinical[clinical["acc_anon"] != 201]  # exam 201 (right breast) has images but no clinical row
+    risk = pd.DataFrame({"empi_anon": [2], "acc_anon": [201], "side": ["R"], "cancer_within_1y": [1]})
+    cohort = embed_to_cohort(metadata, clinical, None, path_prefix=PREFIX, risk_csv=risk).set_index("exam_id")
+    assert cohort.loc["201_R", "risk"] == 1  # risk_csv wins
+    assert pd.isna(cohort.loc["201_R", "density"]) and pd.isna(cohort.loc["201_R", "birads"])
+    assert len(cohort) == len(embed_to_cohort(metadata, clinical, None, path_prefix=PREFIX))  # no row added
+
+
+def test_path_prefix_is_compared_as_a_folder(metadata, clinical):
+    short = PREFIX.rstrip("/")[:-1]  # "/mnt/NAS2/mammo/anon_dico": a string prefix of every path, not a folder
+    with pytest.raises(ValueError, match=r"not under path_prefix"):
+        embed_to_cohort(metadata, clinical, None, path_prefix=short)
+    cohort = embed_to_cohort(metadata, clinical, None, path_prefix=PREFIX.rstrip("/"))  # trailing "/" optional
+    assert cohort.loc[cohort.exam_id == "201_R", "ffdm_cc"].item() == "2/201/rcc.dcm"

@@ -85,3 +85,19 @@ def test_bad_annotations(tmp_path: Path) -> None:
         build_fastmri_cohort(tmp_path / "knee", bad)
     with pytest.raises(ValueError, match="no volume left"):
         build_fastmri_cohort(tmp_path / "knee", pd.DataFrame({"file": ["other"], "slice": ["0"], "label": ["ACL"]}))
+
+
+def test_duplicate_volume_names_raise_and_unmatched_annotations_warn(tmp_path: Path, caplog) -> None:
+    names = _volumes(tmp_path, 2)
+    notes = pd.DataFrame({"file": [names[0], names[1], "file9999999"], "slice": ["0", "1", "0"], "label": ["ACL"] * 3})
+    with caplog.at_level("WARNING", logger="medmoe.data.fastmri_adapter"):
+        table = build_fastmri_cohort(tmp_path / "knee", notes)
+    assert set(table["volume"]) == set(names)
+    assert "1 annotated volume(s) have no h5 file" in caplog.text and "file9999999" in caplog.text
+    (tmp_path / "knee" / "multicoil").mkdir()
+    copy = tmp_path / "knee" / "multicoil" / f"{names[1]}.h5"
+    copy.write_bytes((tmp_path / "knee" / f"{names[1]}.h5").read_bytes())
+    with pytest.raises(
+        ValueError, match=rf"1 volume name\(s\) found in several h5 files[\s\S]*{names[1]}: .*multicoil"
+    ):
+        build_fastmri_cohort(tmp_path / "knee", notes)

@@ -136,3 +136,22 @@ def test_a_case_without_fundus_is_an_error_naming_it_or_a_warned_skip(gamma: Pat
         gamma_records(cohort, missing_fundus="ignore")
     with pytest.raises(ValueError, match="not a modality"):
         gamma_records(cohort, image_key="slo")
+
+
+def test_missing_grade_table_warns_or_raises(gamma: Path, caplog) -> None:
+    (gamma / "glaucoma_grading_training_GT.csv").unlink()
+    with caplog.at_level("WARNING", logger="medmoe.data.gamma_adapter"):
+        table = build_gamma_cohort(gamma)
+    assert (table["glaucoma"] == "").all()
+    assert "no grade table" in caplog.text and "glaucoma_grading_training_GT.xlsx" in caplog.text
+    with pytest.raises(ValueError, match="no grade table"):
+        build_gamma_cohort(gamma, require_grades=True)
+    with pytest.raises(ValueError, match="require_grades"):
+        build_gamma_cohort(gamma, grades=None, require_grades=True)
+
+
+def test_xlsx_grade_sheet_is_read_or_named_with_how_to_export(gamma: Path) -> None:
+    (gamma / "glaucoma_grading_training_GT.csv").unlink()
+    (gamma / "glaucoma_grading_training_GT.xlsx").write_bytes(b"PK\x03\x04 not a real workbook")
+    with pytest.raises(ValueError, match=r"glaucoma_grading_training_GT\.xlsx.*Export it to CSV"):
+        build_gamma_cohort(gamma)  # without openpyxl (not a medmoe dependency), or with it on a damaged file
