@@ -129,6 +129,9 @@ class CheckpointHandler:
         }
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        scaler = _grad_scaler(trainer)
+        if scaler is not None:  # AMP: the loss scale it has settled on
+            state["grad_scaler"] = scaler.state_dict()
         atomic_save(state, self.last_path)
 
     def _resume(self, trainer: Engine) -> None:
@@ -140,7 +143,16 @@ class CheckpointHandler:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        scaler = _grad_scaler(trainer)
+        if scaler is not None and "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
         trainer.state.epoch = int(state["trainer"]["epoch"])
         trainer.state.iteration = int(state["trainer"]["iteration"])
         self.best = float(state.get("best", -math.inf))
         logger.info(f"resumed from {self.last_path} at epoch {trainer.state.epoch}")
+
+
+def _grad_scaler(trainer: Engine):
+    """The enabled AMP gradient scaler of a MONAI trainer (``trainer.scaler_``), or None."""
+    scaler = getattr(trainer, "scaler_", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None

@@ -55,3 +55,22 @@ def test_best_is_kept_and_last_resumes(tmp_path):
     assert torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["epoch"] == 4
     straight, _ = run(tmp_path / "fresh", 4, [0.5, 0.9, 0.7, 0.8])
     torch.testing.assert_close(resumed.state_dict(), straight.state_dict())  # 3 + 1 epochs == 4 epochs
+
+
+def test_amp_loss_scale_is_saved_and_resumed(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def trainer_with_scaler(scale):
+        trainer = Engine(lambda e, b: None)
+        trainer.scaler_ = torch.amp.GradScaler("cpu", init_scale=scale)  # as MONAI's SupervisedTrainer(amp=True)
+        trainer.scaler_.scale(torch.ones(()))  # the scale tensor is created lazily
+        return trainer
+
+    first = trainer_with_scaler(1024.0)
+    CheckpointHandler(tmp_path, net, opt).attach(first)
+    first.run([0], max_epochs=1)
+    second = trainer_with_scaler(2.0**16)
+    CheckpointHandler(tmp_path, net, opt, resume=True).attach(second)
+    second.run([0], max_epochs=2)
+    assert second.scaler_.get_scale() == 1024.0
