@@ -24,7 +24,7 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
         logits: ``(b, classes)``.
         labels: ``(b,)`` integer labels, ``ignore_index`` for a missing label.
     """
-    labels = labels.long().view(-1)
+    labels = labels.to(logits.device).long().view(-1)
     if not bool((labels != ignore_index).any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
