@@ -107,6 +107,7 @@ class CheckpointHandler:
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save_last, trainer)
         if evaluator is not None and self.metric_name:
             evaluator.add_event_handler(Events.COMPLETED, self._save_best)
+            trainer.add_event_handler(Events.COMPLETED, self._warn_if_no_best)
         else:
             trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: self._write_best())
 
@@ -119,6 +120,13 @@ class CheckpointHandler:
             self.best = value
             self._write_best()
             logger.info(f"saved {self.save_dir / self.best_filename} ({self.metric_name}={value:.4f})")
+
+    def _warn_if_no_best(self, trainer: Engine) -> None:
+        if self.best == -math.inf:  # the metric was NaN in every validation, e.g. one class in the validation split
+            logger.warning(
+                f"validation metric '{self.metric_name}' was never finite, so {self.save_dir / self.best_filename} "
+                f"was not written; check the validation split's labels, or evaluate {self.last_path} with --ckpt_path"
+            )
 
     def _save_last(self, trainer: Engine) -> None:
         state = {

@@ -74,3 +74,10 @@ def test_amp_loss_scale_is_saved_and_resumed(tmp_path):
     CheckpointHandler(tmp_path, net, opt, resume=True).attach(second)
     second.run([0], max_epochs=2)
     assert second.scaler_.get_scale() == 1024.0
+
+
+def test_a_metric_that_is_never_finite_is_reported(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        run(tmp_path, 2, [float("nan"), float("nan")])
+    assert not (tmp_path / "model.pt").exists() and (tmp_path / "last.pt").exists()
+    assert "'auc' was never finite" in caplog.text and "last.pt" in caplog.text
