@@ -70,9 +70,10 @@ def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) 
     if args.id_column:
         parser["id_column"] = args.id_column
     parser["cohort#check_files"] = not args.skip_files
-    if args.no_split:
+    if args.no_split:  # an inference cohort, as the bundle's inference.json reads it: no split, labels optional
         parser["cohort#split_column"] = None
         parser["cohort#required_splits"] = []
+        parser["cohort#require_labels"] = False
     try:
         return parser.get_parsed_content("cohort")
     except Exception as err:  # monai wraps the loader's error: report the loader's own error
@@ -104,6 +105,7 @@ def _validate(args: argparse.Namespace) -> int:
                 split_column=None if args.no_split else "split",
                 required_splits=() if args.no_split else ("train", "val"),
                 check_files=not args.skip_files,
+                require_labels=not args.no_split,
             )
     except (CohortError, FileNotFoundError) as err:
         print(err, file=sys.stderr)
@@ -164,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tasks", type=_parse_tasks, default=None, help="comma-separated name:classes (with --config_file: 'tasks')"
     )
     val.add_argument("--id_column", default=None)
-    val.add_argument("--no_split", action="store_true", help="the cohort has no split column (inference)")
+    val.add_argument(
+        "--no_split", action="store_true", help="an inference cohort: no split column, label columns optional"
+    )
     val.add_argument("--skip_files", action="store_true", help="do not open the referenced files")
     val.set_defaults(func=_validate)
 

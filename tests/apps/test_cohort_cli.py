@@ -64,3 +64,18 @@ def test_without_config(tmp_path, capsys):
     assert "(2 modalities, 1 tasks)" in capsys.readouterr().out
     assert main(["validate", "--cohort_csv", str(tmp_path / "nowhere.csv"), "--modalities", "ffdm_cc"]) == 1
     assert "cohort file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bundle", ["embed_m4oe", "adni_i2moe"])
+def test_no_split_validates_an_inference_cohort_without_labels(bundle, tmp_path, capsys):
+    import pandas as pd
+
+    csv = DEMOS[bundle](tmp_path / "demo")
+    table = pd.read_csv(csv)
+    label_columns = {"embed_m4oe": ["density", "birads", "risk"], "adni_i2moe": ["diagnosis"]}[bundle]
+    unlabelled = csv.with_name("unlabelled.csv")
+    table.drop(columns=[*label_columns, "split"]).to_csv(unlabelled, index=False)
+    config = str(BUNDLES / bundle / "configs" / "train.json")
+    args = ["validate", "--cohort_csv", str(unlabelled), "--config_file", config, "--no_split"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "rows OK" in capsys.readouterr().out
