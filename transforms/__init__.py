@@ -8,3 +8,4 @@ from .mammography import *  # noqa: F401,F403
 from .mri import *  # noqa: F401,F403
 from .oct import *  # noqa: F401,F403
 from .ophthalmology import *  # noqa: F401,F403
+from .optic_disc import *  # noqa: F401,F403

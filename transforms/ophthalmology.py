@@ -2,14 +2,15 @@
 
 Images are channel-first float32 ``(3, H, W)`` (rows, then columns, as torchvision; values 0-255 after loading).
 Resizing keeping the aspect ratio is MONAI's ``Resize(spatial_size=S, size_mode="longest")`` (invertible);
-:func:`fundus_preprocess` composes the usual chain. OCT volumes are in :mod:`medmoe.transforms.oct`.
+:func:`fundus_preprocess` composes the usual chain. OCT volumes are in :mod:`medmoe.transforms.oct`; optic-disc
+crops and the cup / disc mask <-> label transforms in :mod:`medmoe.transforms.optic_disc`.
 
 Cup / disc masks follow the GAMMA / REFUGE convention: grey 0 = optic cup, 128 = disc rim, 255 = background.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,16 @@ from monai.transforms import (
     Compose,
     CropForeground,
     CropForegroundd,
-    InvertibleTransform,
     MapTransform,
     Resized,
-    SpatialCrop,
     Transform,
 )
 from monai.utils import TransformBackends
 
+from .image_checks import channel_first_image, with_meta_of
 from .io import _high_bit_depth_grey, _min_max
 from .keywise import KeyWise
+from .optic_disc import CupDiscToLabeld
 
 __all__ = [
     "read_fundus",
@@ -42,37 +43,10 @@ __all__ = [
     "FundusFOVCropd",
     "FundusNormalize",
     "FundusNormalized",
-    "OpticDiscCrop",
-    "OpticDiscCropd",
-    "CupDiscToLabel",
-    "CupDiscToLabeld",
-    "LabelToCupDisc",
-    "LabelToCupDiscd",
     "fundus_preprocess",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-
-
-def _image(x, what: str, channels: int | None = None) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if t.ndim != 3 or (channels is not None and t.shape[0] != channels):
-        want = f"({channels}, H, W)" if channels else "(C, H, W)"
-        raise ValueError(f"{what}: expected a channel-first image {want}, got shape {tuple(t.shape)}.")
-    if t.numel() == 0:
-        raise ValueError(f"{what}: image is empty.")
-    if t.is_floating_point() and not torch.isfinite(t).all():
-        raise ValueError(f"{what}: image contains NaN or infinite values.")
-    return t
-
-
-def _with_meta_of(out: torch.Tensor, source: object) -> torch.Tensor:
-    """``out`` as a MetaTensor with ``source``'s meta and applied_operations when ``source`` is a MetaTensor (so
-    ``Compose.inverse`` can still undo the crop / resize that came before), else ``out`` unchanged."""
-    if isinstance(source, MetaTensor):
-        plain = out.as_tensor() if isinstance(out, MetaTensor) else out
-        return MetaTensor(plain, meta=source.meta, applied_operations=source.applied_operations)
-    return out
 
 
 def read_fundus(path: str | Path, grey: bool = False) -> np.ndarray:
@@ -130,7 +104,7 @@ def fov_mask(image: torch.Tensor, threshold: float = 0.1, circular: bool = True)
     """
     from scipy import ndimage
 
-    x = _image(image, "fov_mask").detach().float()
+    x = channel_first_image(image, "fov_mask").detach().float()
     full = x.amax(dim=0).cpu().numpy()
     step = max(1, int(np.ceil(max(full.shape) / 512)))  # find the FOV on a <= 512 px grid, draw it at full size
     bright = full[::step, ::step]
@@ -248,7 +222,7 @@ class FundusFOVCrop(CropForeground):
         super().__init__(select_fn=_FOVSelect(threshold), margin=margin, allow_smaller=True, **kwargs)
 
     def __call__(self, img: torch.Tensor, mode=None, lazy=None, **pad_kwargs):  # type: ignore[override]
-        _image(img, "FundusFOVCrop")
+        channel_first_image(img, "FundusFOVCrop")
         return super().__call__(img, mode=mode, lazy=lazy, **pad_kwargs)
 
 
@@ -282,7 +256,7 @@ class FundusFOVCropd(CropForegroundd):
     def __call__(self, data, lazy=None):  # type: ignore[override]
         if self.source_key not in data:
             raise ValueError(f"FundusFOVCropd: source key '{self.source_key}' missing from {sorted(map(str, data))}.")
-        source = _image(data[self.source_key], f"key '{self.source_key}'")
+        source = channel_first_image(data[self.source_key], f"key '{self.source_key}'")
         size = tuple(int(s) for s in source.shape[1:])
         for key in self.key_iterator(dict(data)):
             other = tuple(int(s) for s in torch.as_tensor(data[key]).shape[1:])
@@ -320,7 +294,7 @@ class FundusNormalize(Transform):
         self.clahe, self.clip_limit, self.kernel_size = clahe, clip_limit, kernel_size
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = _image(image, "FundusNormalize").float()
+        x = channel_first_image(image, "FundusNormalize").float()
         fov = fov_mask(x) if mask is None else torch.as_tensor(mask).to(x.device) > 0
         if fov.shape != (1, *x.shape[1:]):
             raise ValueError(f"FundusNormalize: mask shape {tuple(fov.shape)} must be (1, {x.shape[1]}, {x.shape[2]}).")
@@ -339,7 +313,7 @@ class FundusNormalize(Transform):
         values = x[:, fov[0]]  # (C, N)
         out = (x - values.mean(1)[:, None, None]) / values.std(1).clamp(min=1e-6)[:, None, None]
         out = out * fov
-        return _with_meta_of(out, image)  # keeps the crop / resize records: Compose.inverse still works
+        return with_meta_of(out, image)  # keeps the crop / resize records: Compose.inverse still works
 
 
 class FundusNormalized(MapTransform):
@@ -362,161 +336,6 @@ class FundusNormalized(MapTransform):
             except ValueError as e:
                 raise ValueError(f"key '{key}': {e}") from e
         return d
-
-
-def _disc_centre(disc: torch.Tensor, what: str) -> tuple[float, float]:
-    m = torch.as_tensor(disc)
-    m = m[0] if m.ndim == 3 else m
-    if m.ndim != 2:
-        raise ValueError(f"{what}: disc mask must be (1, H, W) or (H, W), got {tuple(torch.as_tensor(disc).shape)}.")
-    rows, cols = torch.nonzero(m > 0, as_tuple=True)
-    if rows.numel() == 0:
-        raise ValueError(f"{what}: disc mask is empty; pass centre coordinates instead.")
-    return float(rows.float().mean()), float(cols.float().mean())
-
-
-class OpticDiscCrop(SpatialCrop):
-    """Fixed-size crop centred on the optic disc, given a disc mask (its centroid; a cup / disc label map with
-    disc > 0 works) or ``(row, col)`` coordinates; the window is shifted to stay inside the image. Invertible
-    (MONAI's :class:`~monai.transforms.SpatialCrop`).
-
-    An image smaller than ``roi_size`` along an axis is not padded: that axis is kept whole, so the output is
-    ``(C, min(H, roi_h), min(W, roi_w))`` (pad afterwards, e.g. with MONAI's ``SpatialPad``, for a fixed size).
-
-    Example:
-        >>> img = torch.rand(3, 100, 120); disc = torch.zeros(1, 100, 120); disc[:, 40:50, 90:100] = 1
-        >>> OpticDiscCrop((32, 32))(img, disc_mask=disc).shape
-        torch.Size([3, 32, 32])
-    """
-
-    def __init__(self, roi_size: Sequence[int] = (256, 256), lazy: bool = False) -> None:
-        super().__init__(roi_start=(0, 0), roi_end=tuple(roi_size), lazy=lazy)
-        self.roi_size = tuple(int(s) for s in roi_size)
-
-    def set_centre(self, shape: Sequence[int], centre: Sequence[float]) -> None:
-        starts = []
-        for size, roi, c in zip(shape, self.roi_size, centre, strict=True):
-            starts.append(int(np.clip(round(c - roi / 2), 0, max(size - roi, 0))))
-        self.slices = tuple(slice(s, s + r) for s, r in zip(starts, self.roi_size, strict=True))
-
-    def __call__(self, img, centre: Sequence[float] | None = None, disc_mask=None, lazy=None):  # type: ignore[override]
-        x = _image(img, "OpticDiscCrop")
-        if centre is None and disc_mask is None:
-            raise ValueError("OpticDiscCrop: pass a disc mask or centre (row, col) coordinates.")
-        centre = _disc_centre(disc_mask, "OpticDiscCrop") if centre is None else tuple(centre)
-        if len(centre) != 2:
-            raise ValueError(f"OpticDiscCrop: centre must be (row, col), got {centre}.")
-        self.set_centre(x.shape[1:], centre)
-        return super().__call__(img, lazy=lazy)
-
-
-class OpticDiscCropd(MapTransform, InvertibleTransform):
-    """Dictionary twin of :class:`OpticDiscCrop`: the centre comes from ``disc_key`` (a disc or cup / disc
-    label mask) or ``centre_key`` (``(row, col)``) and the same window crops every key; invertible."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        roi_size: Sequence[int] = (256, 256),
-        disc_key: str | None = None,
-        centre_key: str | None = None,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if (disc_key is None) == (centre_key is None):
-            raise ValueError("OpticDiscCropd: give exactly one of disc_key or centre_key.")
-        self.disc_key, self.centre_key = disc_key, centre_key
-        self.cropper = OpticDiscCrop(roi_size)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        source = self.disc_key or self.centre_key
-        if source not in d:
-            raise ValueError(f"OpticDiscCropd: key '{source}' missing from {sorted(map(str, d))}.")
-        centre = _disc_centre(d[source], f"key '{source}'") if self.disc_key else tuple(d[source])
-        for key in self.key_iterator(d):
-            try:
-                d[key] = self.cropper(d[key], centre=centre)
-            except ValueError as e:
-                raise ValueError(f"key '{key}': {e}") from e
-        return d
-
-    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.cropper.inverse(d[key])
-        return d
-
-
-class CupDiscToLabel(Transform):
-    """GAMMA / REFUGE grey mask (0 = cup, 128 = rim, 255 = background) -> label map.
-
-    Grey levels are assigned to the nearest of 0 / 128 / 255 (tolerates resampling / JPEG); with
-    ``strict=True`` other values raise. ``output="index"``: int64 ``(1, H, W)`` with 0 = background,
-    1 = disc rim, 2 = cup. ``output="disc_cup"``: float ``(2, H, W)`` nested channels (disc incl. cup, cup), the
-    REFUGE evaluation regions.
-    """
-
-    backend = [TransformBackends.TORCH]
-
-    def __init__(self, output: str = "index", strict: bool = False) -> None:
-        if output not in ("index", "disc_cup"):
-            raise ValueError(f"output must be 'index' or 'disc_cup', got '{output}'.")
-        self.output, self.strict = output, strict
-
-    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
-        m = _image(mask, "CupDiscToLabel", channels=1).float()
-        if float(m.min()) < 0 or float(m.max()) > 255:
-            raise ValueError(
-                f"CupDiscToLabel: grey values must lie in [0, 255], got [{float(m.min())}, {float(m.max())}]."
-            )
-        grey = m.as_tensor() if isinstance(m, MetaTensor) else m
-        if self.strict and not torch.isin(grey, torch.tensor([0.0, 128.0, 255.0], device=grey.device)).all():
-            raise ValueError("CupDiscToLabel: values other than 0 / 128 / 255 found (strict=True).")
-        label = torch.zeros(grey.shape, dtype=torch.int64, device=grey.device)
-        label[grey < 192] = 1
-        label[grey < 64] = 2
-        out = label if self.output == "index" else torch.cat([(label >= 1), (label == 2)]).float()
-        return _with_meta_of(out, mask)
-
-
-class LabelToCupDisc(Transform):
-    """Inverse of :class:`CupDiscToLabel`: index ``(1, H, W)`` or nested ``(2, H, W)`` -> uint8 GAMMA grey mask."""
-
-    backend = [TransformBackends.TORCH]
-
-    def __call__(self, label: torch.Tensor) -> torch.Tensor:
-        t = _image(label, "LabelToCupDisc")
-        if t.shape[0] == 2:
-            index = (t[:1] > 0.5).long() + (t[1:] > 0.5).long()
-        elif t.shape[0] == 1:
-            index = t.long()
-        else:
-            raise ValueError(f"LabelToCupDisc: expected 1 (index) or 2 (disc, cup) channels, got {t.shape[0]}.")
-        if int(index.min()) < 0 or int(index.max()) > 2:
-            raise ValueError("LabelToCupDisc: labels must be 0 (background), 1 (rim) or 2 (cup).")
-        grey = torch.tensor([255, 128, 0], dtype=torch.uint8, device=index.device)
-        return _with_meta_of(grey[index.as_tensor() if isinstance(index, MetaTensor) else index], label)
-
-
-class CupDiscToLabeld(KeyWise):
-    """Dictionary twin of :class:`CupDiscToLabel`."""
-
-    backend = CupDiscToLabel.backend
-
-    def __init__(self, keys: KeysCollection, output: str = "index", strict: bool = False, allow_missing_keys=False):
-        super().__init__(keys, allow_missing_keys)
-        self.transform = CupDiscToLabel(output, strict)
-
-
-class LabelToCupDiscd(KeyWise):
-    """Dictionary twin of :class:`LabelToCupDisc`."""
-
-    backend = LabelToCupDisc.backend
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.transform = LabelToCupDisc()
 
 
 def fundus_preprocess(

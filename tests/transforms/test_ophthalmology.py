@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from medmoe.transforms.fundus_geometry import RestoreFundusGeometry, RestoreFundusGeometryd
-from medmoe.transforms.ophthalmology import (
+from medmoe.transforms import (
     CupDiscToLabel,
     CupDiscToLabeld,
     FundusFOVCrop,
@@ -26,6 +25,7 @@ from medmoe.transforms.ophthalmology import (
     fov_mask,
     fundus_preprocess,
 )
+from medmoe.transforms.fundus_geometry import RestoreFundusGeometry, RestoreFundusGeometryd
 from monai.data import MetaTensor
 from monai.transforms import Resize, Resized
 from PIL import Image
