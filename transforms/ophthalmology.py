@@ -30,7 +30,14 @@ from monai.utils import TransformBackends
 from .image_checks import channel_first_image, with_meta_of
 from .io import _high_bit_depth_grey, _min_max
 from .keywise import KeyWise
-from .optic_disc import CupDiscToLabeld
+from .optic_disc import (  # noqa: F401  (also importable from here, where they lived before)
+    CupDiscToLabel,
+    CupDiscToLabeld,
+    LabelToCupDisc,
+    LabelToCupDiscd,
+    OpticDiscCrop,
+    OpticDiscCropd,
+)
 
 __all__ = [
     "read_fundus",
