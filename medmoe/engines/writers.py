@@ -1,4 +1,4 @@
-"""Evaluation outputs: metrics JSON, per-sample predictions CSV, modality contributions CSV + plot."""
+"""Evaluation outputs: metrics JSON, per-sample predictions CSV, modality contributions and expert-task CSVs + plots."""
 
 from __future__ import annotations
 
@@ -14,8 +14,20 @@ import torch
 from ignite.engine import Engine
 from PIL import Image
 
-from ..interpret import contributions_table, dataset_contributions, plot_contributions
+from ..interpret import (
+    contributions_summary,
+    contributions_table,
+    dataset_contributions,
+    dataset_expert_task,
+    expert_task_joint,
+    expert_task_summary,
+    expert_task_table,
+    modality_presence,
+    plot_contributions,
+    plot_expert_task,
+)
 from ..losses.multitask import present_key
+from ..losses.mutual_information import modality_expert_task_joint
 from ..utils import atomic_write, atomic_write_text
 from .collector import EpochCollector
 from .metrics import quadratic_kappa
@@ -33,9 +45,16 @@ class EvaluationWriter(EpochCollector):
     bootstrap confidence intervals, the number of labelled samples and classes; a metric that is undefined,
     e.g. AUROC with one class present, is ``null``), ``report/`` (the evaluation app's report: ROC / PR /
     calibration plots, CSV tables and ``report.md``; see ``docs/evaluation.md``) and, when the
-    network exposes ``modality_task_joint()``, ``modality_contributions.csv`` (per sample and task
-    P(M|T)) and ``modality_contributions.png`` (dataset-level P(M|T)). ``metrics.json`` and ``report/`` are
-    skipped with ``with_metrics=False`` (inference). Every file is written atomically.
+    network exposes ``modality_task_joint()`` (M4oE), the interpretation files (``docs/methods/m4oe.md``):
+    ``modality_contributions.csv`` (per sample and task P(M|T); NaN for a sample with no modality present),
+    ``modality_contributions_dataset.csv`` (dataset-level P(M|T), each modality pooled over the samples where it
+    is present, with ``n_present`` / ``n_compared``; :func:`~medmoe.interpret.contributions_summary`) and
+    ``modality_contributions.png`` (its heat map) and, from the MToE combine weights (``network.mtoe.combine``),
+    ``expert_task.csv`` (per sample and task P(E|T), one ``expert_<e>`` column per MToE expert),
+    ``expert_task_dataset.csv`` (its mean over the samples; :func:`~medmoe.interpret.expert_task_summary`) and
+    ``expert_task.png``. With a single task, P(M|T) is uniform by construction: a warning is logged and the plot
+    says so. ``metrics.json`` and ``report/`` are skipped with ``with_metrics=False`` (inference). Every file is
+    written atomically.
 
     Segmentation tasks (``segmentation_tasks``; outputs ``(b, K, H, W)``) are left out of ``predictions.csv`` and
     the classification metrics. With metrics, ``segmentation.csv`` gets one row per (sample, task) whose mask is
@@ -54,7 +73,8 @@ class EvaluationWriter(EpochCollector):
         tasks: task name -> classes.
         id_key: batch key of the sample ids.
         network: the model, for the interpretation outputs (optional).
-        modalities: modality names, for the contribution columns.
+        modalities: modality names, for the contribution columns (network ``modality_mask`` order). Default: the
+            network's ``modalities``.
         with_metrics: write ``metrics.json`` and ``report/``.
         n_bootstrap: bootstrap resamples for the confidence intervals (0 = none).
         ci: confidence level of the intervals.
@@ -83,9 +103,11 @@ class EvaluationWriter(EpochCollector):
             ``load_truth`` (callable path -> ``(1, H, W)`` or ``(H, W)`` label map in the task's classes).
 
     Raises:
-        ValueError: a ``mask_palette`` / ``mask_regions`` / ``original_masks`` entry that does not fit its
-            segmentation task; while writing, a case whose original ground truth is missing or differs in size
-            from its restored prediction (naming the case).
+        ValueError: ``modalities`` that do not match the network's modalities in number (or none given for a
+            network with ``modality_task_joint()`` and no ``modalities`` attribute); a ``mask_palette`` /
+            ``mask_regions`` / ``original_masks`` entry that does not fit its segmentation task; while writing, a
+            case whose original ground truth is missing or differs in size from its restored prediction (naming
+            the case).
     """
 
     def __init__(
@@ -112,6 +134,14 @@ class EvaluationWriter(EpochCollector):
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
         self.network = getattr(network, "module", network)
         self.modalities, self.with_metrics = list(modalities), with_metrics
+        if self.network is not None and hasattr(self.network, "modality_task_joint"):
+            own = list(getattr(self.network, "modalities", []))
+            self.modalities = self.modalities or own
+            if not self.modalities or (own and len(own) != len(self.modalities)):
+                raise ValueError(
+                    f"modalities must name the network's {len(own) or 'input'} modalities {own} for the modality "
+                    f"contributions, got {list(modalities)}"
+                )
         self.n_bootstrap, self.ci, self.seed, self.title = int(n_bootstrap), float(ci), int(seed), title
         self.segmentation_tasks = {k: dict(v) for k, v in (segmentation_tasks or {}).items()}
         self.tasks = {k: v for k, v in self.tasks.items() if k not in self.segmentation_tasks}
@@ -145,6 +175,7 @@ class EvaluationWriter(EpochCollector):
         self.probs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         self.labels: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         self.joints: list[np.ndarray] = []
+        self.expert_joints: list[np.ndarray] = []
         self.segmentation_rows: list[dict] = []
         self.segmentation_cases: dict[str, list[tuple[float, str, np.ndarray, np.ndarray]]] = {}
         self.network_dice: dict[str, list[float]] = {}
@@ -162,7 +193,12 @@ class EvaluationWriter(EpochCollector):
         for t in self.segmentation_tasks:
             self._collect_masks(t, batch_ids, preds[t], labels, engine.state.batch)
         if self.network is not None and hasattr(self.network, "modality_task_joint"):
-            self.joints.append(self.network.modality_task_joint().cpu().numpy())
+            joint = self.network.modality_task_joint().cpu().numpy()  # b M T, absent modalities 0
+            self.joints.append(joint)
+            combine = getattr(getattr(self.network, "mtoe", None), "combine", None)  # b tokens E T
+            if combine is not None:
+                pi = modality_expert_task_joint(combine.detach(), joint.shape[1]).cpu().numpy()  # b M E T
+                self.expert_joints.append(expert_task_joint(pi, modality_presence(joint)))
 
     def _collect_masks(
         self,
@@ -255,13 +291,36 @@ class EvaluationWriter(EpochCollector):
         if self.with_metrics:
             self._write_metrics(table)
         if self.joints:
-            joints, tasks = np.concatenate(self.joints), [*self.tasks, *self.segmentation_tasks]
-            long = contributions_table(self.ids, joints, self.modalities, tasks)
-            atomic_write(self.output_dir / "modality_contributions.csv", lambda tmp: long.to_csv(tmp, index=False))
-            plot_contributions(
-                dataset_contributions(joints), self.modalities, tasks, self.output_dir / "modality_contributions.png"
-            )
+            self._write_interpretation()
         logger.info(f"wrote evaluation outputs to {self.output_dir}")
+
+    def _write_interpretation(self) -> None:
+        """Modality contributions P(M|T) and expert-task assignment P(E|T): per sample, over the dataset, plots."""
+        joints, tasks = np.concatenate(self.joints), [*self.tasks, *self.segmentation_tasks]
+        if len(tasks) == 1:
+            logger.warning(
+                "one task: P(modality | task) is uniform over the present modalities by construction, so the "
+                "modality contributions carry no information beyond which modalities were present"
+            )
+        out = self.output_dir
+        long = contributions_table(self.ids, joints, self.modalities, tasks)
+        atomic_write(out / "modality_contributions.csv", lambda tmp: long.to_csv(tmp, index=False))
+        summary = contributions_summary(joints, self.modalities, tasks)
+        atomic_write(out / "modality_contributions_dataset.csv", lambda tmp: summary.to_csv(tmp, index=False))
+        counts = modality_presence(joints).sum(0).tolist()
+        plot_contributions(
+            dataset_contributions(joints), self.modalities, tasks, out / "modality_contributions.png", counts
+        )
+        if not self.expert_joints:
+            logger.warning("the network exposes no MToE combine weights (network.mtoe.combine): no expert_task files")
+            return
+        experts = np.concatenate(self.expert_joints)  # n E T
+        per_sample = expert_task_table(self.ids, experts, tasks)
+        atomic_write(out / "expert_task.csv", lambda tmp: per_sample.to_csv(tmp, index=False))
+        dataset = expert_task_summary(experts, tasks)
+        atomic_write(out / "expert_task_dataset.csv", lambda tmp: dataset.to_csv(tmp, index=False))
+        n = int(dataset["n"].iloc[0]) if len(dataset) else 0
+        plot_expert_task(dataset_expert_task(experts), tasks, out / "expert_task.png", n=n)
 
     def _write_metrics(self, table: pd.DataFrame) -> None:
         """``metrics.json`` (values + bootstrap CIs from :mod:`medmoe.apps.evaluate`) and the ``report/`` folder."""

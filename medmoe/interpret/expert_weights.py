@@ -25,6 +25,9 @@ def collect_expert_weights(model: nn.Module, batches: Iterable[Mapping[str, torc
     """Run ``model`` in eval mode over ``batches`` and stack its ``expert_weights()``: ``(N, n + 2)``.
 
     The model's training mode is restored afterwards.
+
+    Raises:
+        ValueError: if ``batches`` is empty.
     """
     was_training = model.training
     model.eval()
@@ -35,7 +38,23 @@ def collect_expert_weights(model: nn.Module, batches: Iterable[Mapping[str, torc
             weights.append(model.expert_weights().float().cpu().numpy())
     finally:
         model.train(was_training)
+    if not weights:
+        raise ValueError("no batches to collect expert weights from")
     return np.concatenate(weights, 0)
+
+
+def _finite_rows(weights: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``weights`` as float ``(N, E)`` and the mask of its rows without NaN / inf; ValueError if none."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[1] != len(names) or not len(names):
+        raise ValueError(
+            f"weights must be (samples, {len(names)}) with one column per expert name, got {weights.shape}"
+        )
+    finite = np.isfinite(weights).all(1)
+    if not finite.any():
+        problem = "no samples" if not len(weights) else f"no sample with finite weights (of {len(weights)})"
+        raise ValueError(f"expert weights: {problem}")
+    return weights, finite
 
 
 def expert_weight_summary(weights: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
@@ -46,16 +65,20 @@ def expert_weight_summary(weights: np.ndarray, names: Sequence[str]) -> pd.DataF
         names: ``E`` expert names.
 
     Returns:
-        One row per expert: ``mean, std, median, q05, q95`` of its weight and ``top1`` (fraction of
-        samples for which it has the largest weight).
+        One row per expert: ``mean, std, median, q05, q95`` of its weight, ``top1`` (fraction of samples for
+        which it has the largest weight) and ``n`` (samples summarised). Samples with a non-finite weight (NaN,
+        inf) are left out of every statistic, ``top1`` included.
 
     Raises:
-        ValueError: if ``weights`` is not ``(N, len(names))``.
+        ValueError: if ``weights`` is not ``(N, len(names))`` or has no row of finite weights (e.g. ``N = 0``).
+
+    Example:
+        >>> expert_weight_summary(np.array([[0.7, 0.3], [0.4, 0.6], [np.nan, 0.5]]), ["a", "b"])["top1"].tolist()
+        [0.5, 0.5]
     """
-    weights = np.asarray(weights, dtype=np.float64)
-    if weights.ndim != 2 or weights.shape[1] != len(names):
-        raise ValueError(f"weights must be (samples, {len(names)}), got {weights.shape}")
-    top = np.bincount(weights.argmax(1), minlength=len(names)) / max(len(weights), 1)
+    weights, finite = _finite_rows(weights, names)
+    weights = weights[finite]
+    top = np.bincount(weights.argmax(1), minlength=len(names)) / len(weights)
     return pd.DataFrame(
         {
             "mean": weights.mean(0),
@@ -64,15 +87,22 @@ def expert_weight_summary(weights: np.ndarray, names: Sequence[str]) -> pd.DataF
             "q05": np.quantile(weights, 0.05, axis=0),
             "q95": np.quantile(weights, 0.95, axis=0),
             "top1": top,
+            "n": len(weights),
         },
         index=pd.Index(list(names), name="expert"),
     )
 
 
 def plot_expert_weights(weights: np.ndarray, names: Sequence[str], path: str | Path, title: str | None = None) -> Path:
-    """Violin plot of each expert's weight over a dataset (means marked), written atomically as PNG."""
-    weights = np.asarray(weights, dtype=np.float64)
-    expert_weight_summary(weights, names)  # validates the shape
+    """Violin plot of each expert's weight over a dataset (means marked), written atomically as PNG.
+
+    Samples with a non-finite weight are left out.
+
+    Raises:
+        ValueError: as :func:`expert_weight_summary`.
+    """
+    weights, finite = _finite_rows(weights, names)
+    weights = weights[finite]
     plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(names), 3.2))
     ax.violinplot([weights[:, i] for i in range(len(names))], showmeans=True, showextrema=True)
@@ -95,9 +125,28 @@ def plot_sample_weights(
     ids: Sequence[str] | None = None,
     max_samples: int = 16,
 ) -> Path:
-    """Stacked bars of the expert weights of the first ``max_samples`` samples (local interpretation), PNG."""
-    weights = np.asarray(weights, dtype=np.float64)[:max_samples]
-    expert_weight_summary(weights, names)
+    """Stacked bars of the expert weights of the first ``max_samples`` samples (local interpretation), PNG.
+
+    A sample with a non-finite weight gets no bar.
+
+    Args:
+        weights: ``(N, E)`` per-sample expert weights.
+        names: ``E`` expert names.
+        path: PNG file.
+        ids: ``N`` sample ids for the bar labels (default: row numbers).
+        max_samples: bars drawn (the first samples).
+
+    Raises:
+        ValueError: if ``weights`` is not ``(N, len(names))``, none of the drawn samples has finite weights,
+            ``ids`` does not have ``N`` entries, or ``max_samples < 1``.
+    """
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    weights = np.asarray(weights, dtype=np.float64)
+    if ids is not None and len(ids) != len(weights):
+        raise ValueError(f"ids has {len(ids)} entries for {len(weights)} samples of weights")
+    weights, finite = _finite_rows(weights[:max_samples], names)
+    weights = np.where(finite[:, None], weights, 0.0)
     ids = [str(i) for i in (ids if ids is not None else range(len(weights)))][: len(weights)]
     plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(2.0 + 0.45 * len(weights), 3.2))

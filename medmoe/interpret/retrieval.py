@@ -69,7 +69,7 @@ def retrieval_summary(table: pd.DataFrame) -> pd.DataFrame:
 
     Example:
         >>> table = pd.DataFrame({"id": ["a", "b"], "modality": ["cc", "cc"], "gate_cc_0": [1.0, 0.5]})
-        >>> retrieval_summary(table).loc["cc", "gate_cc_0"]
+        >>> float(retrieval_summary(table).loc["cc", "gate_cc_0"])
         0.75
     """
     gates = [c for c in table.columns if c.startswith("gate_")]

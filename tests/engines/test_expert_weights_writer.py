@@ -42,6 +42,7 @@ def test_writes_weights_summary_and_plots(tmp_path: Path) -> None:
     summary = pd.read_csv(tmp_path / "expert_weight_summary.csv", index_col="expert")
     test_rows = [1, 2, 3]  # only the eval split is summarised
     assert summary.loc[names, "mean"].to_numpy() == pytest.approx(expected[test_rows].mean(0), abs=1e-6)
+    assert summary.loc[names, "n"].tolist() == [len(test_rows)] * len(names)
     assert (tmp_path / "expert_weights.png").stat().st_size > 1000
     assert (tmp_path / "sample_weights.png").stat().st_size > 1000
 
