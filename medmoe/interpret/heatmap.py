@@ -26,8 +26,8 @@ def diverging_heatmap(
 ) -> Path:
     """Heat map of ``values`` ``(rows, columns)``, white at ``uniform``, written atomically as PNG.
 
-    The colour scale spans ``uniform +- max(largest deviation, min_spread)``, so small differences stay pale
-    instead of filling the whole colour range. NaN cells are left blank and marked ``n/a``. The figure is at
+    The colour scale spans ``uniform +- max(largest deviation, min_spread)`` (not below 0), so small differences
+    stay pale instead of filling the whole colour range. NaN cells are left blank and marked ``n/a``. The figure is at
     least wide enough for ``title`` (use line breaks for long titles).
 
     Raises:
@@ -46,7 +46,11 @@ def diverging_heatmap(
     cell = 1.3 if decimals >= 3 and len(columns) <= 8 else 0.55
     width = max(1.8 + cell * len(columns), 0.075 * title_chars + 1.0)
     fig, ax = plt.subplots(figsize=(width, 1.4 + 0.15 * title.count("\n") * 2 + 0.6 * len(rows)))
-    image = ax.imshow(values, cmap="RdBu_r", vmin=uniform - spread, vmax=uniform + spread, aspect="auto")
+    from matplotlib.colors import TwoSlopeNorm
+
+    # probabilities: the scale stops at 0 below and stays white at the uniform value
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=max(uniform - spread, 0.0), vmax=uniform + spread)
+    image = ax.imshow(values, cmap="RdBu_r", norm=norm, aspect="auto")
     ax.set_xticks(range(len(columns)), labels=list(columns), fontsize=8 if len(columns) > 8 else 10)
     ax.set_yticks(range(len(rows)), labels=list(rows))
     font = 7 if len(columns) > 8 else 10
