@@ -1,7 +1,5 @@
 """Stratified bootstrap (coverage simulation) and DeLong's test (against a direct O(mn) implementation)."""
 
-import time
-
 import numpy as np
 import pytest
 from medmoe.apps.evaluate import bootstrap, bootstrap_weights, delong_test, midrank, weighted_auroc
@@ -25,14 +23,13 @@ def test_bootstrap_ci_covers_true_auroc_at_nominal_rate():
     d, n_pos, n_neg = 1.0, 60, 90
     true_auc = norm.cdf(d / np.sqrt(2))  # X ~ N(d, 1), Y ~ N(0, 1): P(X > Y)
     y = np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
-    start, covered = time.perf_counter(), 0
+    covered = 0
     for i in range(200):
         s = np.r_[rng.normal(d, 1, n_pos), rng.normal(0, 1, n_neg)]
         _, lo, hi = bootstrap(lambda w, s=s: {"auroc": weighted_auroc(s, y, w)}, y.size, y, 200, seed=i)["auroc"]
         covered += lo <= true_auc <= hi
     coverage = covered / 200
     assert 0.88 <= coverage <= 0.99, coverage
-    assert time.perf_counter() - start < 15
 
 
 def _delong_naive(y, scores):

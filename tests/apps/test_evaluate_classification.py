@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from medmoe.apps.evaluate import evaluate_classification, weighted_auroc, weighted_average_precision
-from medmoe.apps.evaluate.bootstrap import bootstrap
+from medmoe.apps.evaluate.bootstrap import bootstrap, weighted_ece
 from medmoe.apps.evaluate.classification import choose_threshold
 from sklearn.metrics import (
     accuracy_score,
@@ -95,6 +95,39 @@ def test_bootstrap_ci_brackets_value_and_is_seeded():
     for e in a["metrics"]:
         assert e["ci_low"] <= e["value"] <= e["ci_high"], e
     assert _value(a, "ece")["value"] >= 0
+
+
+def test_ece_hand_value_overconfident_constant_prediction():
+    """100 cases all at p(1) = 0.9 with labels alternating 0 / 1: one bin, |0.5 - 0.9| = 0.4."""
+    y = np.arange(100) % 2
+    p1 = np.full(100, 0.9)
+    df = pd.DataFrame({"id": range(100), "t": y, "t_prob_0": 1 - p1, "t_prob_1": p1})
+    res = evaluate_classification(df, n_bootstrap=20, seed=0)
+    assert _value(res, "ece")["value"] == pytest.approx(0.4)
+    assert weighted_ece(p1, y, np.ones((1, 100)))[0] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_weighted_ece_matches_a_loop_over_bins(seed):
+    rng = np.random.default_rng(seed)
+    n, n_bins = 500, 10
+    confidence = rng.random(n)
+    confidence[:5] = [0.0, 0.1, 0.5, 0.95, 1.0]  # bin edges and the closed last bin
+    correct = (rng.random(n) < confidence**2).astype(int)  # over-confident, so every bin has a gap
+    weights = rng.integers(0, 4, (3, n)).astype(float)  # three bootstrap-style weight rows
+    expected = []
+    for w in weights:
+        total = 0.0
+        for b in range(n_bins):
+            lo, hi = b / n_bins, (b + 1) / n_bins
+            inside = (confidence >= lo) & ((confidence < hi) if b < n_bins - 1 else (confidence <= hi))
+            if w[inside].sum() > 0:
+                acc = np.average(correct[inside], weights=w[inside])
+                conf = np.average(confidence[inside], weights=w[inside])
+                total += w[inside].sum() / w.sum() * abs(acc - conf)
+        expected.append(total)
+    np.testing.assert_allclose(weighted_ece(confidence, correct, weights, n_bins), expected, rtol=1e-10)
+    assert min(expected) > 0.05
 
 
 def test_threshold_chosen_on_validation_split_and_groups():

@@ -3,10 +3,13 @@
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from medmoe.apps.evaluate.__main__ import build_parser, main
+from medmoe.apps.evaluate.classification import choose_threshold
 from medmoe.apps.evaluate.example import make_classification_example, make_segmentation_example
+from sklearn.metrics import accuracy_score, roc_auc_score
 
 
 def _check_outputs(out):
@@ -54,6 +57,22 @@ def test_auroc_cli_end_to_end(tmp_path, capsys):
     assert "DeLong" in report and (out / "comparisons.csv").is_file()
     assert (out / "roc_malignancy.png").is_file() and (out / "calibration_malignancy.png").is_file()
     assert "malignancy: auroc" in capsys.readouterr().out
+
+    # values: malignancy is scored on the labelled test rows, its threshold chosen on the labelled val rows
+    rows = pd.read_csv(paths["labels"]).merge(pd.read_csv(paths["predictions"]), on="id")
+    rows = rows[rows["malignancy"].notna()]
+    test, val = rows[rows["split"] == "test"], rows[rows["split"] == "val"]
+    assert len(test) and len(val)
+    task = next(t for t in payload["tasks"] if t["name"] == "malignancy")
+    overall = {e["metric"]: e for e in payload["metrics"] if e["task"] == "malignancy" and e["group"] is None}
+    assert task["n"] == overall["auroc"]["n"] == len(test)
+    assert overall["auroc"]["value"] == pytest.approx(roc_auc_score(test["malignancy"], test["malignancy_prob_1"]))
+    threshold = choose_threshold(val["malignancy_prob_1"].to_numpy(), val["malignancy"].to_numpy() == 1)
+    assert task["thresholds"]["1"] == pytest.approx(threshold)
+    predicted = (test["malignancy_prob_1"] >= threshold).astype(int)
+    assert overall["accuracy"]["value"] == pytest.approx(accuracy_score(test["malignancy"], predicted))
+    on_test = choose_threshold(test["malignancy_prob_1"].to_numpy(), test["malignancy"].to_numpy() == 1)
+    assert not np.isclose(threshold, on_test)  # (so a threshold chosen on the wrong rows is noticed)
 
 
 def test_auroc_cli_reports_bad_input(tmp_path, capsys):
@@ -122,6 +141,12 @@ def test_dice_cli_end_to_end(tmp_path):
         ]
     )
     assert rc == 0
+    from_folders = pd.read_csv(tmp_path / "o2" / "per_case.csv")
+    keys = ["id", "label"]
+    pd.testing.assert_frame_equal(
+        from_folders.sort_values(keys).reset_index(drop=True)[per_case.columns],
+        per_case.sort_values(keys).reset_index(drop=True),
+    )
 
 
 def test_help_lists_subcommands(capsys):

@@ -48,7 +48,9 @@ def test_best_is_kept_and_last_resumes(tmp_path):
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["trainer"] == {"epoch": 3, "iteration": 6} and last["best"] == 0.9
     best = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert not torch.equal(best["weight"], net.state_dict()["weight"])  # epoch 2's weights, not the last ones
+    assert not torch.equal(best["weight"], net.state_dict()["weight"])  # not the last ones
+    best_epoch, _ = run(tmp_path / "two", 2, [0.5, 0.9])
+    torch.testing.assert_close(best, best_epoch.state_dict())  # exactly epoch 2's weights, the best epoch
 
     resumed, handler = run(tmp_path, 4, [0.5, 0.9, 0.7, 0.8], resume=True)
     assert handler.best == 0.9  # 0.8 at epoch 4 does not beat the restored best

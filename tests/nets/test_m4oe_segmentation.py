@@ -1,6 +1,7 @@
 """M4oE with mixed task types: one classification and one segmentation task."""
 
 import pytest
+import timm
 import torch
 
 from medmoe.losses import MultiTaskLoss
@@ -110,17 +111,16 @@ def test_segmentation_only_model():
 
 
 def test_timm_embedder_shape_probe_leaves_the_backbones_untouched():
-    pytest.importorskip("timm")
     from medmoe.encoders.patch import TimmEmbedding
 
     embedder = TimmEmbedding("resnet18", num_modalities=2, in_channels=1, image_size=32, hidden_size=16)  # 1 x 1 grid
     assert embedder.grid_size == (1, 1) and embedder.training
+    assert isinstance(embedder.backbones[0], timm.models.FeatureListNet)  # a timm features_only backbone
     bn = [m for m in embedder.backbones[0].modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(int(m.num_batches_tracked) == 0 for m in bn) and all(bool((m.running_var == 1).all()) for m in bn)
 
 
 def test_timm_embedder_grid_is_upsampled_to_the_image():
-    pytest.importorskip("timm")
     model = create_model("m4oe", **{**TINY, "embedder": "timm:resnet18", "image_size": 64}).eval()
     assert model(batch_of(b=2, size=(64, 64)))["cup"].shape == (2, 2, 64, 64)
 

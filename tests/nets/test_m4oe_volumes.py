@@ -87,6 +87,42 @@ def test_volume_only_model_and_zero_fill():
     assert out["glaucoma"].shape == (4, 3)
 
 
+class _HandZeroFill(torch.nn.Module):
+    """Reference for ``missing_modality="zero"``: tokens ``(B, M, n, d)`` with the absent ones set to 0 by hand."""
+
+    def forward(self, tokens, mask, batch=None):
+        out = tokens.clone()
+        for b, m in zip(*torch.nonzero(~mask, as_tuple=True), strict=True):
+            out[b, m] = 0.0
+        return out
+
+
+def test_zero_fill_puts_exact_zeros_in_place_of_an_absent_modality():
+    torch.manual_seed(0)
+    model = create_model("m4oe", **{**TINY, "missing_modality": "zero"}).eval()
+    batch = batch_of()
+    batch["modality_mask"][1, 0] = False  # sample 1 has no fundus
+    batch["fundus"][1] = float("nan")  # the data layer's placeholder
+    seen = {}
+    model.missing_fill.register_forward_hook(lambda mod, args, out: seen.update(tokens=args[0], filled=out))
+    with torch.no_grad():
+        out = model(batch)
+    tokens, filled = seen["tokens"], seen["filled"]  # (B, M, n, d), modalities in model order: fundus, oct
+    assert filled.shape == (4, 2, 16, 32)
+    assert torch.count_nonzero(filled[1, 0]) == 0  # the absent fundus: exactly zero
+    assert tokens[1, 0].abs().sum() > 0  # (its embedding of the zeroed image was not already zero)
+    keep = torch.ones(4, 2, dtype=torch.bool)
+    keep[1, 0] = False
+    torch.testing.assert_close(filled[keep], tokens[keep], rtol=0, atol=0)  # present tokens pass unchanged
+
+    model.missing_fill = _HandZeroFill()
+    with torch.no_grad():
+        reference = model(batch)
+    for name in ("glaucoma", "cup"):
+        assert torch.isfinite(out[name]).all()
+        torch.testing.assert_close(out[name], reference[name])
+
+
 @pytest.mark.parametrize(
     "change, match",
     [
