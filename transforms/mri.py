@@ -30,6 +30,7 @@ from monai.transforms import (
 )
 from monai.utils import TransformBackends
 
+from .image_checks import with_meta_of
 from .keywise import KeyWise
 
 __all__ = [
@@ -237,9 +238,7 @@ class N4BiasFieldCorrection(Transform):
         log_field = n4.GetLogBiasFieldAsImage(image)
         field = np.transpose(sitk.GetArrayFromImage(sitk.Exp(log_field)), (2, 1, 0)).astype(np.float32)
         corrected = torch.from_numpy((array - offset) / field + offset)[None]
-        if isinstance(x, MetaTensor):
-            return MetaTensor(corrected, meta=x.meta, applied_operations=x.applied_operations)
-        return corrected
+        return with_meta_of(corrected, x)
 
 
 class N4BiasFieldCorrectiond(KeyWise):

@@ -17,6 +17,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Resized, Transform
 from monai.utils import TransformBackends
 
+from .image_checks import with_meta_of
 from .io import _high_bit_depth_grey
 from .keywise import KeyWise
 
@@ -235,9 +236,7 @@ class OCTDenoise(Transform):
             )
             out = np.expm1(out).astype(np.float32) + lo
         t = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device)
-        if isinstance(x, MetaTensor):  # keep applied_operations so that an earlier Resize can still be inverted
-            return MetaTensor(t, meta=x.meta, applied_operations=x.applied_operations)
-        return t
+        return with_meta_of(t, x)  # keeps applied_operations: an earlier Resize can still be inverted
 
 
 class SelectBScan(Transform):
