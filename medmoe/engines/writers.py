@@ -27,7 +27,6 @@ from ..interpret import (
     plot_expert_task,
 )
 from ..losses.multitask import present_key
-from ..losses.mutual_information import modality_expert_task_joint
 from ..utils import atomic_write, atomic_write_text
 from .collector import EpochCollector
 from .metrics import quadratic_kappa
@@ -49,7 +48,7 @@ class EvaluationWriter(EpochCollector):
     ``modality_contributions.csv`` (per sample and task P(M|T); NaN for a sample with no modality present),
     ``modality_contributions_dataset.csv`` (dataset-level P(M|T), each modality pooled over the samples where it
     is present, with ``n_present`` / ``n_compared``; :func:`~medmoe.interpret.contributions_summary`) and
-    ``modality_contributions.png`` (its heat map) and, from the MToE combine weights (``network.mtoe.combine``),
+    ``modality_contributions.png`` (its heat map) and, from the MToE joint (``network.modality_expert_task_joint()``),
     ``expert_task.csv`` (per sample and task P(E|T), one ``expert_<e>`` column per MToE expert),
     ``expert_task_dataset.csv`` (its mean over the samples; :func:`~medmoe.interpret.expert_task_summary`) and
     ``expert_task.png``. With a single task, P(M|T) is uniform by construction: a warning is logged and the plot
@@ -195,9 +194,8 @@ class EvaluationWriter(EpochCollector):
         if self.network is not None and hasattr(self.network, "modality_task_joint"):
             joint = self.network.modality_task_joint().cpu().numpy()  # b M T, absent modalities 0
             self.joints.append(joint)
-            combine = getattr(getattr(self.network, "mtoe", None), "combine", None)  # b tokens E T
-            if combine is not None:
-                pi = modality_expert_task_joint(combine.detach(), joint.shape[1]).cpu().numpy()  # b M E T
+            if hasattr(self.network, "modality_expert_task_joint"):
+                pi = self.network.modality_expert_task_joint().float().cpu().numpy()  # b M E T
                 self.expert_joints.append(expert_task_joint(pi, modality_presence(joint)))
 
     def _collect_masks(
@@ -312,7 +310,7 @@ class EvaluationWriter(EpochCollector):
             dataset_contributions(joints), self.modalities, tasks, out / "modality_contributions.png", counts
         )
         if not self.expert_joints:
-            logger.warning("the network exposes no MToE combine weights (network.mtoe.combine): no expert_task files")
+            logger.warning("the network has no modality_expert_task_joint() (an M4oE MToE joint): no expert_task files")
             return
         experts = np.concatenate(self.expert_joints)  # n E T
         per_sample = expert_task_table(self.ids, experts, tasks)

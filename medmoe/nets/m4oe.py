@@ -283,6 +283,15 @@ class M4oE(nn.Module):
             **self.missing_fill.auxiliary_losses(),
         }
 
+    def modality_expert_task_joint(self) -> torch.Tensor:
+        """The joint ``pi[M, E, T]`` per sample of the last forward pass, ``(b, modalities, experts, tasks)``, detached.
+
+        The same joint the mutual-information loss uses (from the MToE combine weights; absent modalities'
+        placeholder tokens included): :func:`medmoe.interpret.expert_task_joint` turns it into P(E, T) over the
+        present modalities.
+        """
+        return self._joint().detach()
+
     def modality_task_joint(self) -> torch.Tensor:
         """P(M, T) per sample of the last forward pass, ``(b, modalities, tasks)``, detached, fp32.
 

@@ -125,6 +125,10 @@ def test_m4oe_modality_contributions_are_conditional_distributions():
     assert torch.all(contrib[1, :, 2] == 0) and torch.all(contrib[0, :, 2] > 0)
     torch.testing.assert_close(contrib.sum(-1), torch.ones(4, len(TASKS)))
     torch.testing.assert_close(model.modality_task_joint().sum((1, 2)), torch.ones(4))
+    pi = model.modality_expert_task_joint()  # (b, M, E, T): the MI loss's joint, P(M, T) is its sum over experts
+    assert pi.shape == (4, 3, 4, len(TASKS)) and not pi.requires_grad
+    p_mt = pi.sum(2) * batch["modality_mask"].unsqueeze(-1)
+    torch.testing.assert_close(p_mt / p_mt.sum((1, 2), keepdim=True), model.modality_task_joint())
 
 
 def test_registry_errors():
