@@ -27,7 +27,8 @@ class ExpertWeightsWriter(EpochCollector):
     papers/i2moe_paper.txt, Sec. 3.5); ``expert_logits()`` ``{expert: {task: (b, classes)}}`` is used when present.
     Writes into ``output_dir``, atomically:
 
-    - ``expert_weights.csv``: id, (split), ``weight_<expert>`` per expert and, with ``expert_logits()``,
+    - ``expert_weights.csv``: id, (split), ``present_<modality>`` (the batch's ``modality_mask``, when the batch has
+      one and the network names its ``modalities``), ``weight_<expert>`` per expert and, with ``expert_logits()``,
       ``<expert>_<task>_prob_<k>`` (each expert's own softmax output) — the local interpretation;
     - ``expert_weight_summary.csv``: per expert, mean / std / median / q05 / q95 / top1 of its weight over the
       scored samples (:func:`~medmoe.interpret.expert_weight_summary`) — the global interpretation;
@@ -74,6 +75,7 @@ class ExpertWeightsWriter(EpochCollector):
         self.ids: list[str] = []
         self.splits: list[str] = []
         self.weights: list[np.ndarray] = []
+        self.present: list[np.ndarray] = []
         self.probs: dict[str, list[np.ndarray]] = {}
 
     def _collect(self, engine: Engine) -> None:
@@ -81,6 +83,9 @@ class ExpertWeightsWriter(EpochCollector):
         if self.split_key:
             self.splits += [str(v) for v in engine.state.batch[self.split_key]]
         self.weights.append(self.network.expert_weights().detach().float().cpu().numpy())
+        mask = engine.state.batch.get("modality_mask") if hasattr(engine.state.batch, "get") else None
+        if mask is not None and hasattr(self.network, "modalities"):  # which modalities each sample really had
+            self.present.append(torch.as_tensor(mask).bool().cpu().numpy())
         if hasattr(self.network, "expert_logits"):
             for expert, outputs in self.network.expert_logits().items():
                 for task, logits in outputs.items():
@@ -94,6 +99,10 @@ class ExpertWeightsWriter(EpochCollector):
         table = pd.DataFrame({"id": self.ids})
         if self.split_key:
             table["split"] = self.splits
+        if self.present and sum(len(m) for m in self.present) == len(table):
+            present = np.concatenate(self.present)
+            for j, modality in enumerate(self.network.modalities):
+                table[f"present_{modality}"] = present[:, j]
         for i, name in enumerate(names):
             table[f"weight_{name}"] = weights[:, i]
         for column, chunks in self.probs.items():

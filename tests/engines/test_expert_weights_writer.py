@@ -22,6 +22,8 @@ def test_writes_weights_summary_and_plots(tmp_path: Path) -> None:
         {"a": torch.randn(3, 4), "b": torch.randn(3, 4), "id": ["s1", "s2", "s3"], "split": ["val", "test", "test"]},
         {"a": torch.randn(2, 4), "b": torch.randn(2, 4), "id": ["s4", "s5"], "split": ["test", "val"]},
     ]
+    batches[1]["modality_mask"] = torch.tensor([[True, False], [True, True]])  # s4 lacks modality b
+    batches[0]["modality_mask"] = torch.ones(3, 2, dtype=torch.bool)
     weights = []
 
     def step(engine: Engine, batch: dict) -> dict:
@@ -39,6 +41,7 @@ def test_writes_weights_summary_and_plots(tmp_path: Path) -> None:
     expected = torch.cat(weights).numpy()
     assert table[[f"weight_{n}" for n in names]].to_numpy() == pytest.approx(expected, abs=1e-6)
     assert {f"{n}_dx_prob_{k}" for n in names for k in range(3)} <= set(table.columns)
+    assert table["present_a"].tolist() == [True] * 5 and table["present_b"].tolist() == [True, True, True, False, True]
     summary = pd.read_csv(tmp_path / "expert_weight_summary.csv", index_col="expert")
     test_rows = [1, 2, 3]  # only the eval split is summarised
     assert summary.loc[names, "mean"].to_numpy() == pytest.approx(expected[test_rows].mean(0), abs=1e-6)
