@@ -9,7 +9,7 @@ everything per subgroup; ``df_pred_compare`` adds DeLong's test against a second
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,31 +74,34 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray, rule: str = "youd
     raise ValueError(f"unknown threshold rule {rule!r}: use youden, sensitivity=0.9 or specificity=0.9")
 
 
-def _binary_fn(scores: np.ndarray, y: np.ndarray, threshold: float | None, n_bins: int, cls: str | None) -> MetricFn:
+def _binary_fn(
+    scores: np.ndarray, y: np.ndarray, threshold: float | None, n_bins: int, cls: str | None, want: Callable
+) -> MetricFn:
     """Metrics of one binary column; without a threshold (none could be chosen) only the threshold-free ones."""
     pos = y.astype(bool)
     pred = None if threshold is None else scores >= threshold
     calibrate = bool(np.all((scores >= 0) & (scores <= 1)))
 
     def fn(w: np.ndarray) -> dict[Any, np.ndarray]:
-        out = {
-            ("auroc", cls): weighted_auroc(scores, pos, w),
-            ("auprc", cls): weighted_average_precision(scores, pos, w),
-        }
+        out = {}
+        if want("auroc"):
+            out[("auroc", cls)] = weighted_auroc(scores, pos, w)
+        if want("auprc"):
+            out[("auprc", cls)] = weighted_average_precision(scores, pos, w)
         if pred is not None:
             sens, spec = weighted_mean(w[:, pos], pred[pos]), weighted_mean(w[:, ~pos], ~pred[~pos])
             out[("accuracy", cls)] = weighted_mean(w, pred == pos)
             out[("balanced_accuracy", cls)] = 0.5 * (sens + spec)
             out[("sensitivity", cls)] = sens
             out[("specificity", cls)] = spec
-        if calibrate:
+        if calibrate and want("ece"):
             out[("ece", cls)] = weighted_ece(scores, pos, w, n_bins)
         return out
 
     return fn
 
 
-def _multiclass_fn(probs: np.ndarray, y: np.ndarray, classes: list[str], n_bins: int) -> MetricFn:
+def _multiclass_fn(probs: np.ndarray, y: np.ndarray, classes: list[str], n_bins: int, want: Callable) -> MetricFn:
     pred = probs.argmax(1)
     conf = probs.max(1)
     calibrate = bool(np.all((probs >= 0) & (probs <= 1)))
@@ -106,23 +109,25 @@ def _multiclass_fn(probs: np.ndarray, y: np.ndarray, classes: list[str], n_bins:
 
     def fn(w: np.ndarray) -> dict[Any, np.ndarray]:
         out: dict[Any, np.ndarray] = {}
-        aucs, aps, recalls = [], [], []
+        recalls = []
         for k, c in enumerate(classes):
             pos = y == k
-            out[("auroc", c)] = weighted_auroc(probs[:, k], pos, w)
-            out[("auprc", c)] = weighted_average_precision(probs[:, k], pos, w)
+            if want("auroc"):
+                out[("auroc", c)] = weighted_auroc(probs[:, k], pos, w)
+            if want("auprc"):
+                out[("auprc", c)] = weighted_average_precision(probs[:, k], pos, w)
             out[("sensitivity", c)] = weighted_mean(w[:, pos], pred[pos] == k)
             out[("specificity", c)] = weighted_mean(w[:, ~pos], pred[~pos] != k)
             if k in present:
-                aucs.append(out[("auroc", c)])
-                aps.append(out[("auprc", c)])
                 recalls.append(out[("sensitivity", c)])
         nan = np.full(w.shape[0], np.nan)
-        out[("auroc", None)] = np.mean(aucs, axis=0) if len(present) > 1 else nan
-        out[("auprc", None)] = np.mean(aps, axis=0) if len(present) > 1 else nan
+        for metric in ("auroc", "auprc"):
+            if want(metric):
+                macro = [out[(metric, classes[k])] for k in present]
+                out[(metric, None)] = np.mean(macro, axis=0) if len(present) > 1 else nan
         out[("accuracy", None)] = weighted_mean(w, pred == y)
         out[("balanced_accuracy", None)] = np.mean(recalls, axis=0) if recalls else nan
-        if calibrate:
+        if calibrate and want("ece"):
             out[("ece", None)] = weighted_ece(conf, pred == y, w, n_bins)
         return out
 
@@ -130,7 +135,12 @@ def _multiclass_fn(probs: np.ndarray, y: np.ndarray, classes: list[str], n_bins:
 
 
 def task_metric_fn(
-    spec: TaskSpec, scores: np.ndarray, labels: np.ndarray, thresholds: dict[str, float], n_bins: int = 10
+    spec: TaskSpec,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    thresholds: dict[str, float],
+    n_bins: int = 10,
+    metrics: Collection[str] | None = None,
 ) -> MetricFn:
     """Build the weighted metric function of one task (see :mod:`.bootstrap`).
 
@@ -140,24 +150,32 @@ def task_metric_fn(
         labels: ``(N, L)`` labels (``L = 1`` unless multi-label; NaN = missing, multi-label only here).
         thresholds: decision threshold per class name (binary: ``"1"``; multi-label: each label name).
         n_bins: calibration bins.
+        metrics: compute only the rank and calibration metrics named here (``auroc``, ``auprc``, ``ece``; the
+            cheap threshold metrics always come along); None = all.
 
     Returns:
         ``fn(W) -> {(metric, class or None): (R,) values}``.
     """
+
+    def want(metric: str) -> bool:
+        return metrics is None or metric in metrics
+
     if spec.kind == "binary":
-        return _binary_fn(scores[:, 0], labels[:, 0], thresholds["1"], n_bins, None)
+        return _binary_fn(scores[:, 0], labels[:, 0], thresholds["1"], n_bins, None, want)
     if spec.kind == "multiclass":
-        return _multiclass_fn(scores, labels[:, 0].astype(np.int64), spec.classes, n_bins)
+        return _multiclass_fn(scores, labels[:, 0].astype(np.int64), spec.classes, n_bins, want)
     parts = []
     for j, name in enumerate(spec.classes):
         valid = np.isfinite(labels[:, j])
-        parts.append((valid, _binary_fn(scores[valid, j], labels[valid, j], thresholds[name], n_bins, name)))
+        parts.append((valid, _binary_fn(scores[valid, j], labels[valid, j], thresholds[name], n_bins, name, want)))
 
     def fn(w: np.ndarray) -> dict[Any, np.ndarray]:
         out: dict[Any, np.ndarray] = {}
         for valid, f in parts:
             out.update(f(w[:, valid]))
         for metric in ("auroc", "auprc"):
+            if not want(metric):
+                continue
             vals = np.array([out[(metric, c)] for c in spec.classes])
             ok = np.isfinite(vals).any(axis=1) if vals.size else np.zeros(0, bool)
             out[(metric, None)] = vals[ok].mean(0) if ok.any() else np.full(w.shape[0], np.nan)
@@ -361,7 +379,8 @@ def evaluate_classification(
             cb = (lambda d, t, _l=label: progress(_l, d, t)) if progress else None
             stats = bootstrap(fn, int(mask.sum()), strata, n_bootstrap, seed, ci, cb)
             if n_bootstrap > 0 and len(np.unique(strata)) > 1:  # one stratum: the same resamples already
-                plain = bootstrap(fn, int(mask.sum()), None, n_bootstrap, seed, ci)
+                case_mix_fn = task_metric_fn(spec, sc, lab, thr, n_bins, metrics=CASE_MIX_METRICS)  # no AUROC again
+                plain = bootstrap(case_mix_fn, int(mask.sum()), None, n_bootstrap, seed, ci)
                 stats.update({key: plain[key] for key in stats if key[0] in CASE_MIX_METRICS})
             for (metric, cls), (v, lo, hi) in stats.items():
                 n, n_pos = _counts(spec, lab, cls)
