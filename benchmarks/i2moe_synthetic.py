@@ -25,8 +25,10 @@ Models (same encoders, the same 1-layer transformer backbone, Adam, steps, batch
 
 * ``vanilla``: the fusion backbone alone (``create_model("fusion")``);
 * one I2MoE per entry of ``VARIANTS``: ``paper`` (N(0, 1) masking, cosine of raw logits: appendix C as
-  written) and ``mixed_centred`` (``masking="mixed"``, ``centre_logits=True``; why: ``I2MoE.draw_replacement``
-  and docs/methods/i2moe.md);
+  written), ``mixed_centred`` (``masking="mixed"``, ``centre_logits=True``; why: ``I2MoE.draw_replacement``
+  and docs/methods/i2moe.md) and ``per_expert`` (``mixed_centred`` plus every expert's own prediction trained
+  on the label, ``MultiTaskLoss(expert_task_weight=0.5)``; why: docs/methods/i2moe.md, "Per-expert
+  supervision");
 * ``no_interaction``: a control, the I2MoE architecture with ``interaction_weight = 0`` (four experts and the
   reweighting MLP, no interaction losses), to tell the ensemble's effect from the losses'.
 
@@ -51,8 +53,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from medmoe.losses import MultiTaskLoss
 from medmoe.nets import create_model
 from medmoe.utils import atomic_write_text
 
@@ -61,6 +63,8 @@ MATCHING_EXPERT = {"uniqueness": "unique_m1", "redundancy": "redundancy", "syner
 VARIANTS = {
     "paper": {"masking": "noise", "centre_logits": False},
     "mixed_centred": {"masking": "mixed", "centre_logits": True},
+    # mixed_centred + every expert's own prediction trained on the label too (MultiTaskLoss expert_task_weight)
+    "per_expert": {"masking": "mixed", "centre_logits": True, "expert_task_weight": 0.5},
     # control: the I2MoE architecture (4 experts + reweighting) without interaction losses
     "no_interaction": {"interaction_weight": 0.0},
 }
@@ -126,9 +130,21 @@ def model_options(features: int, hidden: int, classes: int) -> dict:
 
 
 def train_and_test(name: str, train: dict, test: dict, options: dict, steps: int, batch: int, lr: float, seed: int):
-    """Train model ``name`` for ``steps`` Adam steps (task + auxiliary losses); return accuracy, seconds, model."""
+    """Train model ``name`` for ``steps`` Adam steps (task + auxiliary losses); return accuracy, seconds, model.
+
+    The loss is the bundles' :class:`~medmoe.losses.MultiTaskLoss`; ``options["expert_task_weight"]`` (popped
+    before the model is built) switches on its per-expert task loss.
+    """
+    options = dict(options)
+    expert_task_weight = options.pop("expert_task_weight", 0.0)
     torch.manual_seed(seed)
     model = create_model(name, **options)
+    loss_fn = MultiTaskLoss(
+        options["tasks"],
+        network=model,
+        aux_weights={"interaction": 1.0} if name == "i2moe" else None,
+        expert_task_weight=expert_task_weight,
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(train["y"])
     g = torch.Generator().manual_seed(seed)
@@ -137,8 +153,7 @@ def train_and_test(name: str, train: dict, test: dict, options: dict, steps: int
     for _ in range(steps):
         idx = torch.randint(0, n, (batch,), generator=g)
         out = model({"m1": train["m1"][idx], "m2": train["m2"][idx]})
-        loss = F.cross_entropy(out["y"], train["y"][idx])
-        loss = loss + sum(model.auxiliary_losses().values(), torch.zeros(()))
+        loss = loss_fn(out, {"y": train["y"][idx]})
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -307,9 +322,17 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=None, choices=SETS, help="default all; --hard synergy")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--temperature", type=float, default=2.0, help="reweighting softmax temperature")
+    parser.add_argument(
+        "--redundancy-noise", type=float, default=0.1, help="sd of each modality's copy noise in the redundancy set"
+    )
     args = parser.parse_args()
     kwargs: dict = dict(HARD) if args.hard else {}
-    kwargs.update(seeds=tuple(range(args.seeds)), temperature=args.temperature, variants=tuple(args.variants))
+    kwargs.update(
+        seeds=tuple(range(args.seeds)),
+        temperature=args.temperature,
+        variants=tuple(args.variants),
+        redundancy_noise=args.redundancy_noise,
+    )
     if args.quick:
         kwargs.update(steps=300, seeds=(0,), n_train=1000, n_test=1000)
     for key, value in (("steps", args.steps), ("n_train", args.n_train), ("features", args.features)):

@@ -1,4 +1,5 @@
-"""Per-expert loss for models that expose their experts' predictions (I2M2's unimodal pretraining)."""
+"""Per-expert loss for models that expose their experts' predictions (I2M2's unimodal pretraining, I2MoE's
+per-expert supervision through ``MultiTaskLoss(expert_task_weight=...)``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ __all__ = ["PerExpertLoss"]
 
 
 class PerExpertLoss(nn.Module):
-    """Sum over experts and tasks of each expert's own cross-entropy; samples an expert did not see are ignored.
+    """Each expert's own cross-entropy, summed over tasks and over (or averaged across) experts.
+
+    Samples an expert did not see (``expert_presence()`` False) are ignored; a network without
+    ``expert_presence()`` (I2MoE, whose experts all see every modality) counts every sample for every expert.
 
     The experts share no parameters, so one step with this loss trains every expert on its own: the unimodal
     pretraining of I2M2 (Madaan et al., NeurIPS 2024, Sec. 5) done in one run. The combined prediction the
@@ -23,11 +27,12 @@ class PerExpertLoss(nn.Module):
     Args:
         tasks: task names (or task -> classes).
         network: the model (a DDP wrapper is unwrapped) with ``expert_logits()`` -> ``{expert: {task: logits}}``
-            and ``expert_presence()`` -> ``{expert: (b,) bool}``.
+            and optionally ``expert_presence()`` -> ``{expert: (b,) bool}``.
         experts: restrict to these experts (default: all).
+        reduction: ``"sum"`` (default) or ``"mean"`` over experts.
 
     Raises:
-        ValueError: if the network has no ``expert_logits`` / ``expert_presence``.
+        ValueError: if the network has no ``expert_logits`` or ``reduction`` is unknown.
 
     Example::
 
@@ -35,17 +40,26 @@ class PerExpertLoss(nn.Module):
         >>> loss(model(batch), {"acl": labels})  # doctest: +SKIP
     """
 
-    def __init__(self, tasks: Sequence[str] | Mapping[str, int], network: nn.Module, experts: Sequence[str] = ()):
+    def __init__(
+        self,
+        tasks: Sequence[str] | Mapping[str, int],
+        network: nn.Module,
+        experts: Sequence[str] = (),
+        reduction: str = "sum",
+    ):
         super().__init__()
         module = getattr(network, "module", network)
-        if not (hasattr(module, "expert_logits") and hasattr(module, "expert_presence")):
-            raise ValueError(f"{type(module).__name__} has no expert_logits() / expert_presence()")
-        self.tasks, self.experts = list(tasks), list(experts)
+        if not hasattr(module, "expert_logits"):
+            raise ValueError(f"{type(module).__name__} has no expert_logits(), so it has no per-expert predictions")
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        self.tasks, self.experts, self.reduction = list(tasks), list(experts), reduction
         self._network = [module]  # a list, so the network is not registered as a submodule of the loss
 
     def forward(self, preds: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
         network = self._network[0]
-        logits, presence = network.expert_logits(), network.expert_presence()
+        logits = network.expert_logits()
+        presence = network.expert_presence() if hasattr(network, "expert_presence") else {}
         names = self.experts or list(logits)
         unknown = set(names) - set(logits)
         if unknown:
@@ -53,6 +67,8 @@ class PerExpertLoss(nn.Module):
         total = next(iter(preds.values())).sum() * 0.0
         for name in names:
             for task in self.tasks:
-                target = labels[task].masked_fill(~presence[name].to(labels[task].device), -1)
+                target = labels[task]
+                if name in presence:
+                    target = target.masked_fill(~presence[name].to(target.device), -1)
                 total = total + masked_cross_entropy(logits[name][task], target)
-        return total
+        return total / len(names) if self.reduction == "mean" else total

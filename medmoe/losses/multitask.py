@@ -79,15 +79,22 @@ class MultiTaskLoss(nn.Module):
     ``network.auxiliary_losses()`` (DESIGN.md, "Contracts"); a weight < 0 maximises the term,
     e.g. M4oE's ``L = sum_k L_k - alpha I(M;E|T)`` is ``aux_weights={"mutual_information": -0.05}``.
 
+    ``expert_task_weight > 0`` adds that weight times the task loss of every expert's own prediction, averaged over
+    experts (:class:`medmoe.losses.PerExpertLoss` with ``reduction="mean"``; term ``"expert_task"``), for models
+    with ``expert_logits()`` (I2MoE, I2M2). For I2MoE this departs from the paper, whose task loss sees only the
+    weighted sum; why it is there: docs/methods/i2moe.md, "Per-expert supervision".
+
     Args:
         tasks: task names (or task -> classes) whose predictions and labels are compared.
         network: the model (a DDP wrapper is unwrapped); needed only when ``aux_weights`` is set.
         aux_weights: auxiliary loss name -> weight.
         task_weights: optional per-task weights (default 1).
         segmentation_tasks: names (or the model's ``segmentation_tasks`` mapping) of the segmentation tasks.
+        expert_task_weight: weight of the per-expert task loss (classification tasks only; default 0 = off).
 
     Raises:
-        ValueError: when ``aux_weights`` is given without a network exposing ``auxiliary_losses``.
+        ValueError: when ``aux_weights`` is given without a network exposing ``auxiliary_losses``, or
+            ``expert_task_weight`` without a network exposing ``expert_logits`` or with segmentation tasks.
         KeyError: at call time, naming a task missing from the predictions or the labels.
     """
 
@@ -98,6 +105,7 @@ class MultiTaskLoss(nn.Module):
         aux_weights: Mapping[str, float] | None = None,
         task_weights: Mapping[str, float] | None = None,
         segmentation_tasks: Mapping[str, Mapping] | Sequence[str] | None = None,
+        expert_task_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.segmentation_tasks = list(segmentation_tasks or [])
@@ -110,6 +118,14 @@ class MultiTaskLoss(nn.Module):
             raise ValueError("aux_weights needs a network with an auxiliary_losses() method")
         # a plain attribute (not a submodule) so the loss never owns or re-registers the network
         self.__dict__["_network"] = module
+        self.expert_task_weight = float(expert_task_weight)
+        self.expert_task = None
+        if self.expert_task_weight:
+            if self.segmentation_tasks:
+                raise ValueError("expert_task_weight supports classification tasks only")
+            from .experts import PerExpertLoss  # here: experts.py imports this module
+
+            self.expert_task = PerExpertLoss(self.tasks, module, reduction="mean")  # raises without expert_logits
         self.last_terms: dict[str, torch.Tensor] = {}
 
     def forward(self, preds: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -123,6 +139,9 @@ class MultiTaskLoss(nn.Module):
                 term = masked_cross_entropy(preds[task], labels[task])
             terms[task] = term * self.task_weights[task]
         total = sum(terms.values())
+        if self.expert_task is not None:
+            terms["expert_task"] = self.expert_task(preds, labels)
+            total = total + self.expert_task_weight * terms["expert_task"]
         if self.aux_weights:
             aux = self._network.auxiliary_losses()
             for name, weight in self.aux_weights.items():

@@ -40,3 +40,27 @@ def test_errors():
     net = TwoExperts({"mag": {"acl": torch.zeros(1, 2)}}, {"mag": torch.tensor([True])})
     with pytest.raises(KeyError, match="unknown expert"):
         PerExpertLoss(["acl"], net, experts=["phase"])({"acl": torch.zeros(1, 2)}, {"acl": torch.tensor([0])})
+
+
+class AllSeeing(torch.nn.Module):
+    """Stand-in with expert logits but no expert_presence(), as I2MoE (every expert sees every modality)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self._logits = logits
+
+    def expert_logits(self):
+        return self._logits
+
+
+def test_mean_over_experts_without_presence_counts_every_sample():
+    a = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    b = torch.tensor([[0.0, 0.0, 3.0], [1.0, -1.0, 0.0]])
+    net = AllSeeing({"unique_m1": {"y": a}, "synergy": {"y": b}})
+    labels = {"y": torch.tensor([2, 1])}
+    expected = (F.cross_entropy(a, labels["y"]) + F.cross_entropy(b, labels["y"])) / 2
+    loss = PerExpertLoss(["y"], net, reduction="mean")({"y": torch.zeros(2, 3)}, labels)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(PerExpertLoss(["y"], net)({"y": torch.zeros(2, 3)}, labels), 2 * expected)
+    with pytest.raises(ValueError, match="reduction"):
+        PerExpertLoss(["y"], net, reduction="max")

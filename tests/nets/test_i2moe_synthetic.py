@@ -48,26 +48,32 @@ def test_synthetic_sets_carry_the_interaction(bench):
 
 
 def test_quick_run_finds_the_matching_expert(bench):
-    # mixed masking + centred logits, benchmark defaults (T = 2), fixed seed 0. At this short length (500 steps)
-    # "only the matching expert predicts alone" held for seeds 0, 1, 2; the top weight matched for seeds 0 and 2
-    # (seed 0 margins: uniqueness 0.92 vs 0.06, synergy 0.67 vs 0.14); seed 1's synergy run put unique_m1 on top.
+    # per_expert (mixed masking, centred logits, per-expert task loss 0.5), benchmark defaults (T = 2), seed 0.
+    # At this short length (500 steps, 1000 samples) the assertions below held for seeds 0, 1 and 2 (top weight
+    # uniqueness 0.62-0.65 vs <= 0.36 for any other expert, synergy 0.97-0.99 vs <= 0.02; the synergy expert
+    # 0.83-0.89 alone, the uniqueness experts <= 0.44). The redundancy set is left out: at this length its
+    # weights are still close to uniform (top weight redundancy in 1 of those 3 seeds; 4/5 in the full run).
     torch.set_num_threads(1)
     results = bench.run(
-        n_train=1000, n_test=600, steps=500, seeds=(0,), sets=("uniqueness", "synergy"), variants=("mixed_centred",)
+        n_train=1000, n_test=600, steps=500, seeds=(0,), sets=("uniqueness", "synergy"), variants=("per_expert",)
     )
     for kind, s in results["sets"].items():
-        r = s["mixed_centred"]
+        r = s["per_expert"]
         assert s["vanilla"]["accuracy"]["mean"] > 0.6 and r["accuracy"]["mean"] > 0.6, (kind, s)
         weights = {k: w["mean"] for k, w in r["mean_weights"].items()}
         assert abs(sum(weights.values()) - 1.0) < 1e-3
-        # the largest mean weight is on the expert matching the interaction ...
+        # the largest mean weight is on the expert matching the interaction, by a wide margin ...
         assert r["top_expert"] == s["matching_expert"] and r["seeds_top_expert_matches"] == 1, (kind, weights)
-        # ... and that expert is the only one that predicts the label on its own (chance = 1/3)
+        assert weights[s["matching_expert"]] > 0.5 > max(w for k, w in weights.items() if k != s["matching_expert"])
+        # ... and it predicts the label on its own (chance = 1/3)
         alone = {k: a["mean"] for k, a in r["expert_accuracy"].items()}
-        assert alone[s["matching_expert"]] > 0.6, (kind, alone)
-        assert max(v for k, v in alone.items() if k.startswith("unique") and k != s["matching_expert"]) < 0.45
-    assert results["summary"]["mixed_centred"]["top_expert_matches"] == {"uniqueness": True, "synergy": True}
-    assert isinstance(results["summary"]["mixed_centred"]["beats_vanilla_on_synergy"], bool)
+        assert alone[s["matching_expert"]] > 0.75, (kind, alone)
+    # on the synergy set the uniqueness experts cannot: under shuffle masking neither can use the other modality
+    alone = {k: a["mean"] for k, a in results["sets"]["synergy"]["per_expert"]["expert_accuracy"].items()}
+    assert max(alone["unique_m1"], alone["unique_m2"]) < 0.5, alone
+    assert results["summary"]["per_expert"]["top_expert_matches"] == {"uniqueness": True, "synergy": True}
+    assert isinstance(results["summary"]["per_expert"]["beats_vanilla_on_synergy"], bool)
+    assert results["config"]["variants"]["per_expert"]["expert_task_weight"] == 0.5
 
 
 def test_hard_synergy_i2moe_beats_vanilla(bench):
