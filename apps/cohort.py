@@ -45,6 +45,8 @@ def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) 
     replace the config entries of the same name, as ``python -m monai.bundle run --cohort_csv ...`` would, so the
     checks are those of the bundle: ``load_tabular_cohort`` with its numeric checks for ``adni_i2moe``, the
     ``kspace`` column and the ``slice`` extra column for ``fastmri_i2m2``, the mask column of ``gamma_m4oe``.
+    A config may add a ``cohort_check`` entry, an expression over ``@cohort`` that raises ``CohortError`` for rows
+    the bundle cannot use later (``gamma_m4oe``: every case needs its fundus photograph); it is evaluated too.
     """
     from monai.bundle import ConfigParser
 
@@ -75,7 +77,10 @@ def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) 
         parser["cohort#required_splits"] = []
         parser["cohort#require_labels"] = False
     try:
-        return parser.get_parsed_content("cohort")
+        cohort = parser.get_parsed_content("cohort")
+        if "cohort_check" in parser:  # checks of the data pipeline beyond the loader's
+            parser.get_parsed_content("cohort_check")
+        return cohort
     except Exception as err:  # monai wraps the loader's error: report the loader's own error
         cause: BaseException = err
         while cause.__cause__ is not None and not isinstance(cause, (CohortError, FileNotFoundError)):

@@ -57,6 +57,28 @@ def test_config_checks_are_the_bundles_own(tmp_path, capsys):
     assert "missing column(s) ['slice']" in capsys.readouterr().err
 
 
+def test_config_cohort_check_runs_the_pipelines_own_checks(tmp_path, capsys):
+    # gamma_m4oe's loader accepts a case without a fundus (a missing modality), its data pipeline does not: the
+    # config's cohort_check entry makes validate report it before training, naming the row and the case
+    import pandas as pd
+
+    csv = DEMOS["gamma_m4oe"](tmp_path / "gamma")
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    case = table.loc[3, "case_id"]
+    table.loc[3, "fundus"] = ""
+    table.to_csv(csv, index=False)
+    config = str(BUNDLES / "gamma_m4oe" / "configs" / "train.json")
+    assert main(["validate", "--cohort_csv", str(csv), "--config_file", config]) == 1
+    err = capsys.readouterr().err
+    assert "row 5" in err and repr(case) in err and "no 'fundus' image" in err
+    # the bundle's own switch is honoured: with missing_fundus='skip' the case is dropped, not an error
+    text = Path(config).read_text().replace('"missing_fundus": "error"', '"missing_fundus": "skip"')
+    assert text != Path(config).read_text()
+    skip = tmp_path / "train_skip.json"
+    skip.write_text(text)
+    assert main(["validate", "--cohort_csv", str(csv), "--config_file", str(skip)]) == 0
+
+
 def test_without_config(tmp_path, capsys):
     csv = make_embed_demo(tmp_path / "embed", num_exams=20, image_size=(32, 32))
     args = ["validate", "--cohort_csv", str(csv), "--modalities", "ffdm_cc,s2d_cc", "--tasks", "density:4"]

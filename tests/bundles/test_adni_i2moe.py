@@ -127,9 +127,7 @@ def test_per_expert_options_reach_the_model_and_the_loss(cohort: Path, tmp_path:
     config = Path(__file__).resolve().parents[2] / "bundles" / "adni_i2moe" / "configs" / "train.json"
     parser = ConfigParser()
     parser.read_config(str(config))
-    parser.update(
-        {**small(cohort, tmp_path), "masking": "mixed", "centre_logits": True, "expert_task_weight": 0.5}
-    )
+    parser.update({**small(cohort, tmp_path), "masking": "mixed", "centre_logits": True, "expert_task_weight": 0.5})
     network, loss = parser.get_parsed_content("network_def"), parser.get_parsed_content("loss")
     assert network.masking == "mixed" and network.centre_logits is True
     assert loss.expert_task_weight == 0.5 and loss.expert_task is not None
