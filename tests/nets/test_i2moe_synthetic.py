@@ -87,3 +87,16 @@ def test_hard_synergy_i2moe_beats_vanilla(bench):
     assert i2moe > vanilla + 0.05, (i2moe, vanilla)
     assert results["summary"]["paper"]["beats_vanilla_on_synergy"] is True
     assert results["config"]["n_train"] == 1000 and results["config"]["features"] == 16
+
+
+def test_thousand_sample_synergy_per_expert_beats_vanilla_with_the_synergy_expert_on_top(bench):
+    # The 1000-training-sample regime (--n-train 1000, benchmarks/results/i2moe_synthetic_n1000.json), seed 0:
+    # per_expert 0.860 vs vanilla 0.8415 with 0.99 of the weight on the synergy expert (5 seeds: above vanilla
+    # in all 5, +0.003 to +0.019; synergy on top in 5/5). The margin asserted is half the measured one.
+    torch.set_num_threads(1)
+    results = bench.run(n_train=1000, seeds=(0,), sets=("synergy",), variants=("per_expert",))
+    s = results["sets"]["synergy"]
+    vanilla, i2moe = s["vanilla"]["accuracy"]["mean"], s["per_expert"]["accuracy"]["mean"]
+    assert i2moe > vanilla + 0.009, (i2moe, vanilla)
+    assert s["per_expert"]["top_expert"] == "synergy"
+    assert s["per_expert"]["mean_weights"]["synergy"]["mean"] > 0.9
