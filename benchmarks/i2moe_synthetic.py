@@ -2,7 +2,9 @@
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/i2moe_synthetic.py [--hard] [--out PATH] [--seeds 5] [--steps N]
 [--n-train N] [--features N] [--sets ...] [--variants ...] [--quick]`` (JSON in ``benchmarks/results/``:
-``i2moe_synthetic.json``, ``--hard``: ``i2moe_synthetic_hard.json``).
+``i2moe_synthetic.json``, ``--hard``: ``i2moe_synthetic_hard.json``, ``--n-train 1000``:
+``i2moe_synthetic_n1000.json``, ``--sets redundancy --redundancy-noise 0.3``:
+``i2moe_synthetic_redundancy_noise03_redundancy.json``; every option that changes the run is in the name).
 
 Two vector modalities ``m1, m2`` (``features`` values each, N(0, 1)). Coordinate 0 of each is cut into
 ``classes`` equal-probability bins ``a = bin(m1_0)``, ``b = bin(m2_0)``; every other coordinate is noise.
@@ -308,6 +310,23 @@ HARD = dict(n_train=1000, features=16, steps=1500, sets=("synergy",))
 """The ``--hard`` regime: half the training samples and twice the distractor features of the default."""
 
 
+def _suffix(args: argparse.Namespace) -> str:
+    """File-name suffix naming every option that changes the run, so no partial run overwrites a full one."""
+    parts = ["hard"] * args.hard + ["quick"] * args.quick
+    parts += [
+        f"{name}{value}"
+        for name, value in (("n", args.n_train), ("f", args.features), ("steps", args.steps))
+        if value is not None
+    ]
+    if args.redundancy_noise != 0.1:
+        parts.append(f"redundancy_noise{args.redundancy_noise:g}".replace(".", ""))
+    if args.sets is not None:
+        parts.append("-".join(args.sets))
+    if args.variants != list(VARIANTS):
+        parts.append("-".join(args.variants))
+    return "".join(f"_{part}" for part in parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/)")
@@ -340,7 +359,7 @@ def main() -> None:
             kwargs[key] = value
     if args.sets is not None:
         kwargs["sets"] = tuple(args.sets)
-    out = args.out or f"benchmarks/results/i2moe_synthetic{'_hard' if args.hard else ''}.json"
+    out = args.out or f"benchmarks/results/i2moe_synthetic{_suffix(args)}.json"
     results = run(**kwargs)
     _print(results)
     atomic_write_text(Path(out), json.dumps(results, indent=2) + "\n")

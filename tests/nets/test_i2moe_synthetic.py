@@ -100,3 +100,18 @@ def test_thousand_sample_synergy_per_expert_beats_vanilla_with_the_synergy_exper
     assert i2moe > vanilla + 0.009, (i2moe, vanilla)
     assert s["per_expert"]["top_expert"] == "synergy"
     assert s["per_expert"]["mean_weights"]["synergy"]["mean"] > 0.9
+
+
+def test_partial_runs_never_overwrite_the_full_results(bench):
+    import argparse
+
+    def suffix(**options):
+        defaults = dict(hard=False, quick=False, n_train=None, features=None, steps=None, redundancy_noise=0.1)
+        return bench._suffix(
+            argparse.Namespace(**{**defaults, "sets": None, "variants": list(bench.VARIANTS), **options})
+        )
+
+    assert suffix() == ""
+    assert suffix(hard=True) == "_hard" and suffix(n_train=1000) == "_n1000"
+    assert suffix(quick=True, variants=["paper"]) == "_quick_paper"
+    assert suffix(sets=["redundancy"], redundancy_noise=0.3) == "_redundancy_noise03_redundancy"
