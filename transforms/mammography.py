@@ -1,4 +1,7 @@
-"""MONAI-style mammography transforms: load, put the chest wall on the left, crop the breast, resize.
+"""MONAI-style mammography transforms: put the chest wall on the left, crop the breast, resize; the whole chain.
+
+Loading (:class:`~medmoe.transforms.mammography_load.LoadMammogramd`) lives in ``mammography_load.py``;
+:func:`mammogram_preprocessing` chains it with the transforms here.
 
 Each array transform has a dictionary twin that holds an instance of it. The spatial ones
 (:class:`CanonicalSide`, :class:`CropBreast`, :class:`ResizeKeepAspect`) record themselves in the
@@ -11,7 +14,6 @@ See ``docs/transforms.md`` (Mammography) for the chain on a real sample.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -20,14 +22,14 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import Crop, InvertibleTransform, MapTransform, Resize, SpatialCrop, Transform
+from monai.transforms import Crop, InvertibleTransform, MapTransform, Resize, SpatialCrop
 from monai.transforms.croppad.functional import pad_func
 from monai.transforms.spatial.functional import flip, resize
 from monai.utils import ImageMetaKey, TraceKeys, TransformBackends, convert_to_tensor
-from monai.utils.enums import MetaKeys
 from scipy import ndimage
 
-from .io import MammogramReadError, collate_safe_meta, normalize_laterality, read_mammogram, validate_overrides
+from .io import normalize_laterality
+from .mammography_load import LoadMammogramd
 
 __all__ = [
     "CanonicalSide",
@@ -35,18 +37,11 @@ __all__ = [
     "CropBreast",
     "CropBreastd",
     "EmptyMammogramError",
-    "LoadMammogram",
-    "LoadMammogramd",
-    "NotAMammogramError",
     "ResizeKeepAspect",
     "ResizeKeepAspectd",
     "mammogram_preprocessing",
     "otsu_threshold",
 ]
-
-
-class NotAMammogramError(MammogramReadError):
-    """A DICOM file whose Modality is not MG was loaded with ``require_mammogram=True``."""
 
 
 class EmptyMammogramError(ValueError):
@@ -83,113 +78,6 @@ class _SpatialTwin(MapTransform, InvertibleTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.transform.inverse(d[key])
-        return d
-
-
-# ---------------------------------------------------------------------------------------------------- loading
-
-
-class LoadMammogram(Transform):
-    """Load a DICOM / JPEG / PNG mammogram as a ``(1, H, W)`` MetaTensor in ``[0, 1]``, dense tissue bright.
-
-    Pixels and tags come from :func:`~medmoe.transforms.io.read_mammogram`; ``.meta`` holds its keys in the
-    collatable form of :func:`~medmoe.transforms.io.collate_safe_meta` (unknown -> ``""``, ``is_mammogram``
-    1 / 0 / -1) plus MONAI's ``filename_or_obj``, ``spatial_shape`` and ``original_channel_dim``.
-
-    Cohort overrides (constructor arguments, or per call) win over the file's tags.
-
-    Args:
-        require_mammogram: raise :class:`NotAMammogramError` for a DICOM whose Modality is not MG
-            (JPEG / PNG carry no modality and are accepted).
-        view: view code for every image loaded by this instance, e.g. "CC", "MLO".
-        laterality: "L" / "R" (also "left" / "right").
-        image_type: "ffdm" or "s2d".
-
-    Returns:
-        MetaTensor float32 of shape ``(1, H, W)``.
-
-    Raises:
-        MammogramReadError: unreadable file (see ``read_mammogram``); NotAMammogramError; ValueError for an
-            invalid override value.
-
-    Example:
-        >>> image = LoadMammogram(require_mammogram=True)("P_00820_LEFT_CC.dcm")  # doctest: +SKIP
-        >>> image.shape, image.meta["view"], image.meta["laterality"]  # doctest: +SKIP
-        (torch.Size([1, 4736, 2624]), 'CC', 'L')
-    """
-
-    backend = [TransformBackends.TORCH]
-
-    def __init__(
-        self,
-        require_mammogram: bool = False,
-        view: str | None = None,
-        laterality: str | None = None,
-        image_type: str | None = None,
-    ) -> None:
-        self.require_mammogram = require_mammogram
-        self.view, self.laterality, self.image_type = validate_overrides(view, laterality, image_type)
-
-    def __call__(
-        self,
-        filename: str | os.PathLike,
-        view: str | None = None,
-        laterality: str | None = None,
-        image_type: str | None = None,
-    ) -> MetaTensor:
-        """Load ``filename``; per-call ``view`` / ``laterality`` / ``image_type`` win over the constructor's."""
-        image, meta = read_mammogram(filename)
-        if self.require_mammogram and meta["format"] == "dicom" and not meta["is_mammogram"]:
-            raise NotAMammogramError(
-                f"{meta['filename']}: Modality is {meta['modality']!r}, not 'MG' (require_mammogram=True); "
-                "remove the file from the cohort or set require_mammogram=False."
-            )
-        call = validate_overrides(view, laterality, image_type)
-        instance = (self.view, self.laterality, self.image_type)
-        for key, per_call, per_instance in zip(("view", "laterality", "image_type"), call, instance, strict=True):
-            meta[key] = per_call or per_instance or meta[key]
-        meta = collate_safe_meta(meta)
-        meta[ImageMetaKey.FILENAME_OR_OBJ] = meta["filename"]
-        meta[MetaKeys.SPATIAL_SHAPE] = np.asarray(image.shape[1:])
-        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = "no_channel"
-        return MetaTensor(torch.from_numpy(image), meta=meta)
-
-
-class LoadMammogramd(MapTransform):
-    """Dictionary twin of :class:`LoadMammogram`; per-sample overrides come from the data dict.
-
-    For each ``key``, a non-empty string in ``data[f"{key}_view"]``, ``data[f"{key}_laterality"]`` or
-    ``data[f"{key}_image_type"]`` wins over the file's tags (e.g. columns of the cohort CSV). An invalid value
-    raises a ``ValueError`` naming the file and the override key (e.g. ``ffdm_cc_laterality``).
-
-    Args:
-        keys: keys holding file paths.
-        require_mammogram: see :class:`LoadMammogram`.
-        allow_missing_keys: skip keys absent from the data dict instead of raising KeyError.
-
-    Example:
-        >>> load = LoadMammogramd(["ffdm_cc"])
-        >>> sample = load({"ffdm_cc": "sample_A1.jpg", "ffdm_cc_laterality": "R"})  # doctest: +SKIP
-        >>> sample["ffdm_cc"].meta["laterality"]  # doctest: +SKIP
-        'R'
-    """
-
-    backend = LoadMammogram.backend
-
-    def __init__(self, keys: KeysCollection, require_mammogram: bool = False, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.loader = LoadMammogram(require_mammogram=require_mammogram)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            overrides = {what: d.get(f"{key}_{what}") for what in ("view", "laterality", "image_type")}
-            for what, value in overrides.items():
-                try:
-                    validate_overrides(**{what: value})
-                except ValueError as e:
-                    raise ValueError(f"{d[key]}: bad per-sample override '{key}_{what}': {e}") from e
-            d[key] = self.loader(d[key], **overrides)
         return d
 
 
