@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from medmoe.transforms.kspace import (
+from medmoe.transforms import (
     ComplexCenterCropd,
     ComplexToMagnitudePhased,
     KspaceToImaged,

@@ -3,6 +3,7 @@
 from .fundus_geometry import *  # noqa: F401,F403
 from .io import *  # noqa: F401,F403
 from .kspace import *  # noqa: F401,F403
+from .kspace_augment import *  # noqa: F401,F403
 from .kspace_keys import *  # noqa: F401,F403
 from .mammography import *  # noqa: F401,F403
 from .mammography_load import *  # noqa: F401,F403

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from medmoe.transforms.kspace import (
+from medmoe.transforms import (
     AddComplexGaussianNoise,
     AddComplexGaussianNoised,
     AddRicianNoise,
