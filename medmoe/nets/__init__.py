@@ -1,6 +1,7 @@
 """Full models and the registry (``create_model`` / ``list_models``)."""
 
-from .fusion import EarlyFusion, FusionModel, LateFusion, TransformerFusion
+from .fusion import EarlyFusion, LateFusion, TransformerFusion
+from .fusion_model import FusionModel
 from .i2m2 import I2M2
 from .i2moe import I2MoE
 from .m4oe import M4oE

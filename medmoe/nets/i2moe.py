@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..losses.interaction import INTERACTION_KINDS, interaction_losses
-from .fusion import FusionBackbone, ModalityEncoders, build_backbone, split_tasks
+from .fusion import FusionBackbone, build_backbone, split_tasks
+from .fusion_model import ModalityEncoders
 from .registry import register_model
 
 __all__ = ["I2MoE", "MASKINGS"]
@@ -81,7 +82,7 @@ class I2MoE(nn.Module):
             experts, noise for the redundancy expert).
         missing_modality: how absent modalities enter the experts: ``"zero"`` (default: zeroed and excluded
             by the backbone), ``"learned"`` tokens or ``"retriever"`` (the MoE-Retriever or one of its
-            baselines, see :class:`~medmoe.nets.fusion.ModalityEncoders`); the fill's losses join
+            baselines, see :class:`~medmoe.nets.fusion_model.ModalityEncoders`); the fill's losses join
             :meth:`auxiliary_losses`. The interaction losses always use the true presence.
         retriever_kwargs: options of the fill, e.g. ``{"mode": "moe", "id_key": "id"}``.
 
@@ -89,7 +90,7 @@ class I2MoE(nn.Module):
 
     Raises:
         ValueError: on empty modalities/tasks, bad options, a backbone without ``n + 2`` parameter copies;
-            at call time see :class:`~medmoe.nets.fusion.ModalityEncoders`.
+            at call time see :class:`~medmoe.nets.fusion_model.ModalityEncoders`.
 
     Example::
 

@@ -57,7 +57,7 @@ class M4oE(nn.Module):
             plus ``id_key`` (batch key of the sample ids recorded in the cache, default ``"id"``; optional in the
             batch; :class:`~medmoe.engines.MultimodalPrepareBatch` passes it with ``id_key=...``). Only with
             ``"retriever"``. The fill is a :class:`~medmoe.blocks.MissingModalityFill` (``missing_fill``), shared
-            with :class:`~medmoe.nets.fusion.ModalityEncoders`.
+            with :class:`~medmoe.nets.fusion_model.ModalityEncoders`.
         embedder: ``"patch"`` (grouped ViT patch embedding) or ``"timm:<model_name>"``.
         modality_mask_key: batch key of the ``(b, M)`` bool presence mask.
         segmentation_tasks: segmentation task name -> ``{"modality": <key in modalities>, "classes": K}``

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from medmoe.nets import create_model
-from medmoe.nets.fusion import ModalityEncoders
+from medmoe.nets.fusion_model import ModalityEncoders
 
 MODALITIES = ["mri", "csf", "cog"]
 FEATURES = {"mri": 6, "csf": 3, "cog": 4}
