@@ -50,7 +50,8 @@ class I2MoE(nn.Module):
     Missing modalities (``modality_mask`` False) are zeroed before their encoder and after it, excluded
     by the backbone (see :mod:`medmoe.nets.fusion`) unless ``missing_modality`` fills them, and their
     (sample, modality) pairs never enter the interaction losses. A masked (noise) modality counts as
-    present in its perturbed pass.
+    present in its perturbed pass. With ``mask_absent_experts`` the uniqueness expert of a modality a sample
+    does not have gets weight 0 for that sample, so the weights never credit a modality the sample lacks.
 
     Args:
         modalities: batch keys, in model order; experts are named ``unique_<key>``, ``synergy``, ``redundancy``.
@@ -85,6 +86,9 @@ class I2MoE(nn.Module):
             baselines, see :class:`~medmoe.nets.fusion_model.ModalityEncoders`); the fill's losses join
             :meth:`auxiliary_losses`. The interaction losses always use the true presence.
         retriever_kwargs: options of the fill, e.g. ``{"mode": "moe", "id_key": "id"}``.
+        mask_absent_experts: give the uniqueness expert of a modality a sample lacks weight 0 for that sample
+            (its reweighting logit is masked before the softmax, by the true presence, so also when a fill stands
+            in). Off by default (the paper has no missing modalities); see docs/methods/i2moe.md.
 
     Returns (forward): task name -> logits ``(b, classes)``.
 
@@ -127,6 +131,7 @@ class I2MoE(nn.Module):
         masking: str = "noise",
         missing_modality: str = "zero",
         retriever_kwargs: Mapping[str, object] | None = None,
+        mask_absent_experts: bool = False,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -153,6 +158,7 @@ class I2MoE(nn.Module):
         if centre_logits and interaction_loss != "classification":
             raise ValueError("centre_logits applies to interaction_loss='classification' only")
         self.perturb_in_eval, self.centre_logits = perturb_in_eval, bool(centre_logits)
+        self.mask_absent_experts = bool(mask_absent_experts)
         self.encoders = ModalityEncoders(
             self.modalities,
             hidden_size,
@@ -250,7 +256,10 @@ class I2MoE(nn.Module):
             clean = self.experts.fuse(tokens.expand(e, *tokens.shape), mask)  # e b k
             self._passes, self._interaction = None, None
         # reweighting model on the concatenated mean-pooled clean embeddings (absent = 0), Sec. 3.3.1
-        weights = torch.softmax(self.reweight(tokens.mean(2).flatten(1)) / self.temperature, dim=-1)  # b e
+        scores = self.reweight(tokens.mean(2).flatten(1)) / self.temperature  # b e
+        if self.mask_absent_experts:  # unique_<m> speaks for modality m: no weight where m is truly absent
+            scores = scores.masked_fill(torch.cat([~present, present.new_zeros(b, e - m)], dim=1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # b e
         self._weights, self._clean = weights, clean
         prediction = torch.einsum("b e, e b k -> b k", weights, clean)  # Eq. 1
         return split_tasks(prediction, self.tasks)

@@ -136,3 +136,14 @@ def test_per_expert_options_reach_the_model_and_the_loss(cohort: Path, tmp_path:
     default.update(small(cohort, tmp_path))
     assert default.get_parsed_content("network_def").masking == "noise"  # the paper's, by default
     assert default.get_parsed_content("loss").expert_task is None
+
+
+def test_mask_absent_experts_option_reaches_the_model(cohort: Path, tmp_path: Path) -> None:
+    from monai.bundle import ConfigParser
+
+    config = Path(__file__).resolve().parents[2] / "bundles" / "adni_i2moe" / "configs" / "train.json"
+    for value in (False, True):
+        parser = ConfigParser()
+        parser.read_config(str(config))
+        parser.update({**small(cohort, tmp_path), "mask_absent_experts": value})
+        assert parser.get_parsed_content("network_def").mask_absent_experts is value

@@ -251,6 +251,32 @@ def test_missing_modality_never_reaches_the_network():
     assert not torch.allclose(model(batch2)["dx"][1], ref[1])
 
 
+@pytest.mark.parametrize("missing_modality", ["zero", "learned"])
+def test_uniqueness_expert_of_an_absent_modality_gets_no_weight(missing_modality):
+    model = make_model(missing_modality=missing_modality, mask_absent_experts=True)
+    batch = make_batch()
+    batch["modality_mask"][1, 0] = False  # no mri
+    batch["modality_mask"][3] = torch.tensor([False, True, False])  # csf only
+    batch["modality_mask"][4] = False  # nothing at all
+    for training in (True, False):
+        model.train(training)
+        model(batch)
+        w = model.expert_weights()
+        torch.testing.assert_close(w.sum(-1), torch.ones(5))
+        names = model.expert_names
+        assert w[1, names.index("unique_mri")] == 0 and (w[1, 1:] > 0).all()
+        assert w[3, names.index("unique_mri")] == 0 and w[3, names.index("unique_clinical")] == 0
+        assert w[3, names.index("unique_csf")] > 0
+        assert (w[4, :3] == 0).all() and (w[4, 3:] > 0).all()  # synergy / redundancy only
+        assert (w[0] > 0).all() and (w[2] > 0).all()  # complete samples: every expert
+    loss = sum(v.sum() for v in model(batch).values())
+    loss.backward()  # the masked logits leave the gradients finite
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    unmasked = make_model(missing_modality=missing_modality)  # off by default: every expert keeps some weight
+    unmasked(batch)
+    assert (unmasked.expert_weights() > 0).all()
+
+
 def test_regression_variant_and_standalone_backbones():
     model = make_model(tasks={"score": 1}, interaction_loss="regression")
     out = model(make_batch())
