@@ -180,6 +180,7 @@ class MoERetriever(nn.Module):
         self.support_residual = support_residual
         self.generator: torch.Generator | None = None
         self._aux: dict[str, torch.Tensor] = {}
+        self._device: torch.device | None = None
         self._choices: dict[str, torch.Tensor] = {}
         self._support_ids: list = []
         self.bank = SupportBank(m, n, d, capacity, sync_bank) if mode in ("moe", "public_mean", "mean") else None
@@ -220,6 +221,7 @@ class MoERetriever(nn.Module):
                 f"tokens must be (B, {self.num_modalities}, n, d) with mask (B, M), got {tuple(mask.shape)}"
             )
         mask = mask.to(device=tokens.device, dtype=torch.bool)
+        self._device = tokens.device
         ids = None if ids is None else (ids.tolist() if torch.is_tensor(ids) else list(ids))
         if ids is not None and len(ids) != b:
             raise ValueError(f"ids must have one entry per sample ({b}), got {len(ids)}")
@@ -335,7 +337,8 @@ class MoERetriever(nn.Module):
         names = ["importance", "balance"] + (["reconstruction"] if self.masked_retrieval > 0 else [])
         if all(k in self._aux for k in names):
             return dict(self._aux)
-        zero = sum((p.sum() * 0.0 for p in self.parameters()), torch.zeros(()))
+        start = torch.zeros((), device=self._device)  # where the last forward ran (parameter-free modes too)
+        zero = sum((p.sum() * 0.0 for p in self.parameters()), start)
         return {**dict.fromkeys(names, zero), **self._aux}
 
     def last_choices(self) -> dict[str, torch.Tensor | list]:

@@ -169,6 +169,19 @@ def test_baseline_modes():
     torch.testing.assert_close(out[1, 0], learned.learned[0b110, 0])
 
 
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_zero_auxiliary_losses_live_where_the_forward_ran(mode):
+    # nothing to retrieve (every modality present) in a parameter-free mode: the zero losses are made on the
+    # device of the last forward's tokens (they were CPU tensors, mixed into a CUDA loss). No GPU here, so the
+    # recorded device is swapped for "meta" after a CPU forward.
+    module = tiny(mode).eval()
+    module(torch.randn(2, M, N, D), torch.ones(2, M, dtype=torch.bool))
+    assert module._device == torch.device("cpu") and not list(module.parameters())
+    module._device = torch.device("meta")
+    losses = module.auxiliary_losses()
+    assert losses and all(v.device.type == "meta" and v.dim() == 0 for v in losses.values())
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="mode"):
         MoERetriever(M, N, D, mode="nearest")
