@@ -17,7 +17,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Resized, Transform
 from monai.utils import TransformBackends
 
-from .image_checks import with_meta_of
+from .image_checks import finite_tensor, with_meta_of
 from .io import _high_bit_depth_grey
 from .keywise import KeyWise
 
@@ -43,14 +43,7 @@ def _natural_key(path: Path) -> tuple:
 
 
 def _volume(x, what: str) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if t.ndim != 4:
-        raise ValueError(f"{what}: expected an OCT volume (1, N, H, W), got shape {tuple(t.shape)}.")
-    if t.numel() == 0:
-        raise ValueError(f"{what}: volume is empty.")
-    if t.is_floating_point() and not torch.isfinite(t).all():
-        raise ValueError(f"{what}: volume contains NaN or infinite values.")
-    return t
+    return finite_tensor(x, what, 4, "an OCT volume (1, N, H, W)", noun="volume")
 
 
 def _read_folder(path: Path) -> np.ndarray:
