@@ -30,6 +30,7 @@ class PerExpertLoss(nn.Module):
             and optionally ``expert_presence()`` -> ``{expert: (b,) bool}``.
         experts: restrict to these experts (default: all).
         reduction: ``"sum"`` (default) or ``"mean"`` over experts.
+        task_weights: optional per-task weights (default 1), as :class:`~medmoe.losses.MultiTaskLoss` applies them.
 
     Raises:
         ValueError: if the network has no ``expert_logits`` or ``reduction`` is unknown.
@@ -46,6 +47,7 @@ class PerExpertLoss(nn.Module):
         network: nn.Module,
         experts: Sequence[str] = (),
         reduction: str = "sum",
+        task_weights: Mapping[str, float] | None = None,
     ):
         super().__init__()
         module = getattr(network, "module", network)
@@ -54,6 +56,7 @@ class PerExpertLoss(nn.Module):
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.tasks, self.experts, self.reduction = list(tasks), list(experts), reduction
+        self.task_weights = {t: float((task_weights or {}).get(t, 1.0)) for t in self.tasks}
         self._network = [module]  # a list, so the network is not registered as a submodule of the loss
 
     def forward(self, preds: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -70,5 +73,5 @@ class PerExpertLoss(nn.Module):
                 target = labels[task]
                 if name in presence:
                     target = target.masked_fill(~presence[name].to(target.device), -1)
-                total = total + masked_cross_entropy(logits[name][task], target)
+                total = total + self.task_weights[task] * masked_cross_entropy(logits[name][task], target)
         return total / len(names) if self.reduction == "mean" else total

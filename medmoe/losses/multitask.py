@@ -125,7 +125,8 @@ class MultiTaskLoss(nn.Module):
                 raise ValueError("expert_task_weight supports classification tasks only")
             from .experts import PerExpertLoss  # here: experts.py imports this module
 
-            self.expert_task = PerExpertLoss(self.tasks, module, reduction="mean")  # raises without expert_logits
+            # raises without expert_logits; the experts' task terms get the same task weights as the mixture's
+            self.expert_task = PerExpertLoss(self.tasks, module, reduction="mean", task_weights=self.task_weights)
         self.last_terms: dict[str, torch.Tensor] = {}
 
     def forward(self, preds: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -35,6 +35,10 @@ def test_expert_task_term_is_the_mean_of_the_experts_own_losses():
     task = F.cross_entropy(out["y"][keep], labels["y"][keep])
     expected = task + 0.5 * expected_experts + model.auxiliary_losses()["interaction"]
     torch.testing.assert_close(total, expected)
+    # task weights apply to the experts' terms as to the mixture's
+    weighted = MultiTaskLoss({"y": 3}, network=model, expert_task_weight=0.5, task_weights={"y": 3.0})
+    weighted(out, labels)
+    torch.testing.assert_close(weighted.last_terms["expert_task"], 3.0 * expected_experts.detach())
     # off by default: no term, the same total minus the experts' part
     plain = MultiTaskLoss({"y": 3}, network=model, aux_weights={"interaction": 1.0})
     assert "expert_task" not in (plain(out, labels), plain.last_terms)[1]
