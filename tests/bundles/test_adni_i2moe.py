@@ -120,30 +120,28 @@ def test_retriever_fills_missing_modalities(cohort: Path, tmp_path: Path) -> Non
     assert (tmp_path / "r" / "eval" / "retrieval_experts.png").is_file()
 
 
-def test_per_expert_options_reach_the_model_and_the_loss(cohort: Path, tmp_path: Path) -> None:
-    # the departures from the paper are config options; built from the shipped config with CLI-style overrides
+def parsed_train_config(cohort: Path, root: Path, **overrides):
+    """The shipped train.json with CLI-style overrides, parsed in-process (no training)."""
     from monai.bundle import ConfigParser
 
-    config = Path(__file__).resolve().parents[2] / "bundles" / "adni_i2moe" / "configs" / "train.json"
     parser = ConfigParser()
-    parser.read_config(str(config))
-    parser.update({**small(cohort, tmp_path), "masking": "mixed", "centre_logits": True, "expert_task_weight": 0.5})
+    parser.read_config(str(Path(__file__).resolve().parents[2] / "bundles" / "adni_i2moe" / "configs" / "train.json"))
+    parser.update({**small(cohort, root), **overrides})
+    return parser
+
+
+def test_per_expert_options_reach_the_model_and_the_loss(cohort: Path, tmp_path: Path) -> None:
+    # the departures from the paper are config options
+    parser = parsed_train_config(cohort, tmp_path, masking="mixed", centre_logits=True, expert_task_weight=0.5)
     network, loss = parser.get_parsed_content("network_def"), parser.get_parsed_content("loss")
     assert network.masking == "mixed" and network.centre_logits is True
     assert loss.expert_task_weight == 0.5 and loss.expert_task is not None
-    default = ConfigParser()
-    default.read_config(str(config))
-    default.update(small(cohort, tmp_path))
+    default = parsed_train_config(cohort, tmp_path)
     assert default.get_parsed_content("network_def").masking == "noise"  # the paper's, by default
     assert default.get_parsed_content("loss").expert_task is None
 
 
 def test_mask_absent_experts_option_reaches_the_model(cohort: Path, tmp_path: Path) -> None:
-    from monai.bundle import ConfigParser
-
-    config = Path(__file__).resolve().parents[2] / "bundles" / "adni_i2moe" / "configs" / "train.json"
     for value in (False, True):
-        parser = ConfigParser()
-        parser.read_config(str(config))
-        parser.update({**small(cohort, tmp_path), "mask_absent_experts": value})
+        parser = parsed_train_config(cohort, tmp_path, mask_absent_experts=value)
         assert parser.get_parsed_content("network_def").mask_absent_experts is value
