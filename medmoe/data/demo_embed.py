@@ -23,10 +23,10 @@ from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS, split_by_patie
 
 __all__ = ["DEMO_NAME", "default_cache_root", "embed_demo_cohort", "make_embed_demo"]
 
-DEMO_NAME = "embed_m4oe_v2"
-"""Cache sub-folder (``<cache root>/demo/embed_m4oe_v2``); bump the version when the generator changes."""
+DEMO_NAME = "embed_m4oe_v3"
+"""Cache sub-folder (``<cache root>/demo/embed_m4oe_v3``); bump the version when the generator changes."""
 
-_DEFAULTS = {"num_exams": 240, "image_size": (96, 72), "seed": 0}
+_DEFAULTS = {"num_exams": 240, "image_size": (64, 48), "seed": 0}
 _BIRADS_MIX = (0.45, 0.30, 0.25)  # negative, benign, suspicious
 _AGE_GROUPS = ("<50", "50-65", ">65")
 
@@ -82,7 +82,7 @@ def _plan(num_exams: int, seed: int) -> list[dict]:
 
 
 def make_embed_demo(
-    root: str | os.PathLike, num_exams: int = 240, image_size: Sequence[int] = (96, 72), seed: int = 0
+    root: str | os.PathLike, num_exams: int = 240, image_size: Sequence[int] = (64, 48), seed: int = 0
 ) -> Path:
     """Write the synthetic EMBED-style cohort (DICOM files + ``cohort.csv``) into ``root``.
 
@@ -161,7 +161,7 @@ def make_embed_demo(
 
 
 def _cache_folder(cache_root: Path, kwargs: dict) -> Path:
-    """``<root>/demo/embed_m4oe_v2`` for the defaults, a parameter-suffixed sibling otherwise."""
+    """``<root>/demo/embed_m4oe_v3`` for the defaults, a parameter-suffixed sibling otherwise."""
     params = {**_DEFAULTS, **kwargs}
     params["image_size"] = tuple(int(s) for s in params["image_size"])
     if params == _DEFAULTS:
@@ -178,7 +178,7 @@ def embed_demo_cohort(cache_dir: str | os.PathLike | None = None, **kwargs) -> P
 
     Args:
         cache_dir: cache root; default ``$MEDMOE_CACHE`` or ``~/.cache/medmoe``. The cohort lives in
-            ``<cache_dir>/demo/embed_m4oe_v2`` (non-default ``kwargs`` get their own sibling folder).
+            ``<cache_dir>/demo/embed_m4oe_v3`` (non-default ``kwargs`` get their own sibling folder).
         **kwargs: ``num_exams``, ``image_size``, ``seed`` of :func:`make_embed_demo`.
 
     Returns:

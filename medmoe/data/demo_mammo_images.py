@@ -5,7 +5,8 @@ the dense-tissue fraction sets BI-RADS density, and a mass (none / small round /
 BI-RADS class, at the same distance from the chest wall in CC and MLO. :func:`render_view` draws one view as a
 float image in [0, 1] (bright = dense), chest wall on the left; :func:`render_kind` turns it into an FFDM or a
 synthesized 2D (C-View) image; :func:`mammo_dataset` encodes it as a real "Digital Mammography X-Ray Image
-Storage - For Presentation" DICOM dataset with the view, laterality, photometric and VOI tags of real files.
+Storage - For Presentation" DICOM dataset with the view, laterality, photometric and VOI tags of real files,
+compressed with lossless JPEG 2000 by default (the demo cohort is then a few MB).
 """
 
 from __future__ import annotations
@@ -17,13 +18,19 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 from scipy import ndimage
 
 __all__ = ["BreastAnatomy", "DicomTags", "mammo_dataset", "render_kind", "render_view", "sample_anatomy"]
 
 MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 """SOP Class UID of Digital Mammography X-Ray Image Storage - For Presentation."""
+
+STORED_SPAN = 0.94 * 4095
+"""Stored values the [0, 1] image spans: 12 bits of dynamic range, whatever BitsStored is."""
+
+TRANSFER_SYNTAXES = (JPEG2000Lossless, RLELossless, ExplicitVRLittleEndian)
+"""Transfer syntaxes :func:`mammo_dataset` can write (all lossless; JPEG 2000 is the default)."""
 
 DENSE_FRACTIONS = (0.08, 0.28, 0.50, 0.72)
 """Target fibroglandular fraction of BI-RADS density A..D (jittered per breast)."""
@@ -137,7 +144,7 @@ def _lesion(
     return np.maximum(core, 0.78 * spicules)
 
 
-def render_view(anatomy: BreastAnatomy, view: str, image_size: Sequence[int] = (96, 72)) -> np.ndarray:
+def render_view(anatomy: BreastAnatomy, view: str, image_size: Sequence[int] = (64, 48)) -> np.ndarray:
     """Draw one view of a breast as a float image in [0, 1] (bright = dense), chest wall at column 0.
 
     The breast is a half-ellipse attached to the chest wall with a skin line and a thickness fall-off at the
@@ -157,7 +164,7 @@ def render_view(anatomy: BreastAnatomy, view: str, image_size: Sequence[int] = (
         ValueError: for an unknown view.
 
     Example:
-        >>> image = render_view(sample_anatomy(np.random.default_rng(0), 1, 2), "MLO", (96, 72))
+        >>> image = render_view(sample_anatomy(np.random.default_rng(0), 1, 2), "MLO", (64, 48))
     """
     if view not in VIEW_CODES:
         raise ValueError(f"view must be 'CC' or 'MLO', got {view!r}")
@@ -267,30 +274,39 @@ def _view_code(view: str) -> DicomSequence:
     return DicomSequence([item])
 
 
-def mammo_dataset(image: np.ndarray, tags: DicomTags) -> Dataset:
-    """Encode a [0, 1] image as a For-Presentation digital mammogram (explicit VR little endian, uint16).
+def mammo_dataset(image: np.ndarray, tags: DicomTags, transfer_syntax: str = JPEG2000Lossless) -> Dataset:
+    """Encode a [0, 1] image as a For-Presentation digital mammogram (uint16, lossless).
 
-    Stored values fill ~95% of ``2**bits_stored``; MONOCHROME1 images are stored inverted (after inversion
-    dense tissue is bright again). WindowCenter/Width cover the 1st..99.5th percentile in rescaled units.
+    The image spans :data:`STORED_SPAN` stored values (12 bits of dynamic range) ending at ~95% of
+    ``2**bits_stored``: a 16-bit file holds values above 2**15, so a reader that assumes 12 bits or a signed
+    type fails on it. MONOCHROME1 images are stored inverted (after inversion dense tissue is bright again).
+    WindowCenter/Width cover the 1st..99.5th percentile in rescaled units.
 
     Args:
         image: float array in [0, 1], shape (rows, cols), bright = dense, already in display orientation.
         tags: header values.
+        transfer_syntax: one of :data:`TRANSFER_SYNTAXES`: lossless JPEG 2000 (default; about a third of the
+            uncompressed size), RLE lossless or explicit VR little endian (uncompressed).
 
     Returns:
         a pydicom Dataset with file meta, ready for ``save_as(path, enforce_file_format=True)``.
 
     Raises:
-        ValueError: for bits_stored outside 8..16 or an unknown photometric interpretation.
+        ValueError: for bits_stored outside 12..16, an unknown photometric interpretation or transfer syntax, or
+            an image smaller than 32 x 32 for JPEG 2000.
 
     Example:
         >>> tags = DicomTags(1, "L", "CC", "ffdm", 12, "MONOCHROME2", (1.0, 0.0), "20200101", 55, ("x",))
         >>> ds = mammo_dataset(np.zeros((8, 6), np.float32), tags)
     """
-    if not 8 <= tags.bits_stored <= 16 or tags.photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    if not 12 <= tags.bits_stored <= 16 or tags.photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"bad bits_stored {tags.bits_stored} or photometric {tags.photometric!r}")
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        raise ValueError(f"transfer_syntax must be one of {[str(t) for t in TRANSFER_SYNTAXES]}, got {transfer_syntax}")
+    if transfer_syntax == JPEG2000Lossless and min(image.shape) < 32:
+        raise ValueError(f"JPEG 2000 needs images of at least 32 x 32 (6 wavelet resolutions), got {image.shape}")
     top = 2**tags.bits_stored - 1
-    stored = np.rint(np.clip(image, 0, 1) * 0.95 * top + 0.01 * top).astype(np.uint16)
+    stored = np.rint(np.clip(image, 0, 1) * STORED_SPAN + (0.95 * top - STORED_SPAN)).astype(np.uint16)
     if tags.photometric == "MONOCHROME1":
         stored = (top - stored).astype(np.uint16)
     slope, intercept = tags.rescale
@@ -352,9 +368,12 @@ def mammo_dataset(image: np.ndarray, tags: DicomTags) -> Dataset:
     ds.RescaleType = "US"
     ds.LossyImageCompression = "00"
     ds.PixelData = stored.tobytes()
+    if transfer_syntax != ExplicitVRLittleEndian:
+        plugin = "pylibjpeg" if transfer_syntax == JPEG2000Lossless else ""  # pylibjpeg-openjpeg encodes JPEG 2000
+        ds.compress(transfer_syntax, stored, encoding_plugin=plugin, generate_instance_uid=False)
     return ds
 
 
-def write_mammo(path: str, image: np.ndarray, tags: DicomTags) -> None:
+def write_mammo(path: str, image: np.ndarray, tags: DicomTags, transfer_syntax: str = JPEG2000Lossless) -> None:
     """Write :func:`mammo_dataset` output as a DICOM Part 10 file (with preamble and file meta)."""
-    pydicom.dcmwrite(path, mammo_dataset(image, tags), enforce_file_format=True)
+    pydicom.dcmwrite(path, mammo_dataset(image, tags, transfer_syntax), enforce_file_format=True)

@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage, stats
 
 from medmoe.data.demo_embed import DEMO_NAME, embed_demo_cohort, make_embed_demo
+from medmoe.data.demo_mammo_images import STORED_SPAN, DicomTags, mammo_dataset
 from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS
 
 NUM_EXAMS = 64
@@ -23,10 +24,13 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
 
 
 def display_image(path: Path) -> np.ndarray:
-    """Stored values scaled by 2**BitsStored and MONOCHROME1 inverted: bright = dense, in [0, 1]."""
+    """The rendered [0, 1] image back from the stored values (MONOCHROME1 inverted): bright = dense."""
     ds = pydicom.dcmread(path)
-    image = ds.pixel_array.astype(np.float64) / (2**ds.BitsStored - 1)
-    return 1 - image if ds.PhotometricInterpretation == "MONOCHROME1" else image
+    top = 2**ds.BitsStored - 1
+    stored = ds.pixel_array.astype(np.float64)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        stored = top - stored
+    return (stored - (0.95 * top - STORED_SPAN)) / STORED_SPAN
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,7 @@ def test_missing_views_and_files(cohort):
     listed = sorted(r[s] for r in rows for s in VIEW_SLOTS if r[s])
     assert written == listed  # missing views have no file, every listed file exists
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert size < len(listed) * 96 * 72 * 2 + len(listed) * 3000  # pixels + a small header per image
+    assert size < len(listed) * (0.7 * 64 * 48 * 2 + 1500)  # compressed pixels + a small header per image
 
 
 def test_dicom_tags_and_phi(cohort):
@@ -74,7 +78,7 @@ def test_dicom_tags_and_phi(cohort):
                 continue
             ds = pydicom.dcmread(root / r[slot])
             kind, view = slot.split("_")
-            assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+            assert ds.file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless
             assert ds.SOPClassUID == MAMMO_SOP_CLASS == ds.file_meta.MediaStorageSOPClassUID
             assert ds.Modality == "MG" and ds.PresentationIntentType == "FOR PRESENTATION"
             assert ds.ViewPosition == view.upper() and ds.ImageLaterality == r["laterality"]
@@ -85,7 +89,11 @@ def test_dicom_tags_and_phi(cohort):
             assert ds.SeriesDescription == (expected if kind == "ffdm" else f"C-View {expected}")
             assert ("GENERATED_2D" in ds.ImageType) == (kind == "s2d")
             assert ds.BitsAllocated == 16 and ds.PixelRepresentation == 0 and ds.HighBit == ds.BitsStored - 1
-            assert ds.pixel_array.shape == (96, 72) and int(ds.pixel_array.max()) < 2**ds.BitsStored
+            pixels = ds.pixel_array
+            assert pixels.shape == (64, 48) and int(pixels.max()) < 2**ds.BitsStored
+            assert int(pixels.max()) - int(pixels.min()) <= STORED_SPAN + 1  # 12 bits of range in every file
+            if ds.PhotometricInterpretation == "MONOCHROME2" and ds.BitsStored == 16:  # a signed read would fail
+                assert int(pixels.min()) > 2**15
             assert float(ds.WindowWidth) > 0 and float(ds.RescaleSlope) > 0
             assert str(ds.PatientName).startswith("DEMO^") and ds.PatientID.startswith("DEMO-")
             assert str(ds.PatientName) not in csv_text and ds.PatientID not in csv_text
@@ -130,6 +138,27 @@ def test_label_signal(cohort):
     assert stats.spearmanr(density, mean_intensity).statistic > 0.5
     assert np.mean(blob["2"]) > np.mean(blob["1"]) > np.mean(blob["0"])
     assert np.mean(blob["2"]) > np.mean(blob["0"]) + 10
+
+
+@pytest.mark.parametrize("syntax", [pydicom.uid.RLELossless, pydicom.uid.ExplicitVRLittleEndian])
+def test_transfer_syntaxes_are_lossless(syntax):
+    image = np.random.default_rng(0).random((40, 32)).astype(np.float32)
+    tags = DicomTags(1, "L", "CC", "ffdm", 16, "MONOCHROME2", (1.0, 0.0), "20200101", 55, ("x",))
+    default = mammo_dataset(image, tags)
+    assert default.file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless
+    other = mammo_dataset(image, tags, syntax)
+    assert other.file_meta.TransferSyntaxUID == syntax
+    np.testing.assert_array_equal(other.pixel_array, default.pixel_array)
+    expected = np.rint(image * STORED_SPAN + 0.95 * (2**16 - 1) - STORED_SPAN)
+    np.testing.assert_array_equal(default.pixel_array, expected)
+    assert default.SOPInstanceUID == default.file_meta.MediaStorageSOPInstanceUID == other.SOPInstanceUID
+    with pytest.raises(ValueError, match="transfer_syntax"):
+        mammo_dataset(image, tags, pydicom.uid.JPEGBaseline8Bit)
+    with pytest.raises(ValueError, match="bits_stored"):
+        mammo_dataset(image, DicomTags(1, "L", "CC", "ffdm", 10, "MONOCHROME2", (1.0, 0.0), "2020", 5, ("x",)))
+    with pytest.raises(ValueError, match="at least 32 x 32"):
+        mammo_dataset(image[:, :30], tags)
+    assert mammo_dataset(image[:, :30], tags, syntax).Columns == 30
 
 
 def test_deterministic(tmp_path):
