@@ -5,7 +5,12 @@ Run: ``python benchmarks/soft_moe.py [--out benchmarks/results/soft_moe.json] [-
 Candidates (side by side in one run, same tokens, same upstream gradient, inputs require grad as inside a
 network, parameter gradients set to ``None`` before every step as ``optimizer.zero_grad()`` does):
 
-* ``ours``: ``medmoe.layers.SoftMoE(d, mlp_dim, num_experts=e, num_slots=s)``.
+* ``ours``: ``medmoe.layers.SoftMoE(d, mlp_dim, num_experts=e, num_slots=s)``. With at most
+  ``medmoe.layers.native_experts.MAX_NATIVE_ROWS`` rows per expert (batch 8 here) its expert backward runs the
+  native kernel (``medmoe/layers/expert_mlp.c``, built on first use; the JSON's ``native_kernels`` says whether it
+  was available).
+* ``ours_bmm``: the same layer with ``MEDMOE_NATIVE_KERNELS=off``: its expert backward as six PyTorch ``bmm``
+  (identical to ``ours`` at sizes the native kernel does not take).
 * ``package``: ``soft_moe_pytorch.SoftMoE(dim=d, num_experts=e, num_slots=s, expert_mult=mlp_dim / d)``
   (0.1.9: ``num_slots`` given so ``seq_len`` is not needed; ``is_distributed=False`` and
   ``offload_unused_experts_to_cpu=False``, since everything already lives on the CPU and the offload only adds
@@ -81,7 +86,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medmoe.layers import SoftMoE
+from medmoe.layers import SoftMoE, native_experts
 from medmoe.layers.soft_moe import _FusedSoftMoE, _slot_weights
 
 F32 = 4  # bytes per element
@@ -164,6 +169,33 @@ class _SavedTensors:
         self.saved_tensors = tensors
 
 
+def with_native_kernels(mode: str, step: Callable[[], object]) -> Callable[[], None]:
+    """``step`` run with ``MEDMOE_NATIVE_KERNELS=mode`` (read by the layer at every backward)."""
+
+    def run() -> None:
+        old = os.environ.get("MEDMOE_NATIVE_KERNELS")
+        os.environ["MEDMOE_NATIVE_KERNELS"] = mode
+        try:
+            step()
+        finally:
+            if old is None:
+                del os.environ["MEDMOE_NATIVE_KERNELS"]
+            else:
+                os.environ["MEDMOE_NATIVE_KERNELS"] = old
+
+    return run
+
+
+def native_kernel_status() -> dict:
+    """Mode, availability (building the kernel if needed) and the row limit of the native expert backward."""
+    status = {"mode": os.environ.get("MEDMOE_NATIVE_KERNELS", "auto"), "max_rows": native_experts.MAX_NATIVE_ROWS}
+    try:
+        native_experts.load_library()
+        return status | {"available": True, "error": None}
+    except native_experts.NativeKernelError as exc:
+        return status | {"available": False, "error": str(exc)}
+
+
 def make_kernel_step(model: SoftMoE, x: torch.Tensor, grad_y: torch.Tensor) -> Callable[[], tuple]:
     """``model``'s fused forward + backward functions called directly: its kernels without autograd.
 
@@ -215,6 +247,7 @@ def bench_size(
     grad_y = torch.randn(b, m, d)
     candidates = build_candidates(d, h, e, s)
     steps = {k: make_step(v, x, grad_y) for k, v in candidates.items()}
+    steps["ours_bmm"] = with_native_kernels("off", steps["ours"])
     steps["kernels"] = make_kernel_step(candidates["ours"], x, grad_y)
     inner = {}
     for k, step in steps.items():  # warm-up, and enough steps per sample to last min_sample_s
@@ -261,6 +294,7 @@ def add_rooflines(row: dict) -> None:
     row["kernels_over_roofline"] = t["kernels"] / row["roofline_ours"]["time_s"]
     row["ours_over_kernels"] = t["ours"] / t["kernels"]
     row["ours_over_dense"] = t["ours"] / t["dense"]
+    row["ours_bmm_over_ours"] = t["ours_bmm"] / t["ours"]
     row["targets_met"] = {
         "not_slower_than_package": t["ours"] <= t["package"],
         "within_1.5x_roofline": row["ours_over_roofline"] <= 1.5,
@@ -276,8 +310,14 @@ def print_table(result: dict) -> None:
         f"OMP_WAIT_POLICY={cfg['omp_wait_policy']}, malloc {cfg['malloc']}, "
         f"THP_MEM_ALLOC_ENABLE={cfg['THP_MEM_ALLOC_ENABLE']}"
     )
+    native = cfg["native_kernels"]
+    print(
+        f"native expert backward: MEDMOE_NATIVE_KERNELS={native['mode']}, up to {native['max_rows']} rows per expert, "
+        + ("available" if native["available"] else f"unavailable ({native['error']})")
+    )
     head = (
-        f"{'batch':>5} {'experts':>7} | {'ours':>7} {'package':>7} {'dense':>7} {'kernels':>7} | {'roof ours':>9} "
+        f"{'batch':>5} {'experts':>7} | {'ours':>7} {'ours bmm':>8} {'package':>7} {'dense':>7} {'kernels':>7} | "
+        f"{'roof ours':>9} "
         f"{'bound':>7} {'roof dense':>10} | {'pkg/ours':>8} {'ours/roof':>9} {'kern/roof':>9} {'ours/kern':>9} "
         f"{'pkg/roof':>8} {'dense/roof':>10} | "
         f"{'GFLOP/s':>7} {'GB/s':>5}"
@@ -287,7 +327,8 @@ def print_table(result: dict) -> None:
         t = {k: 1e3 * v["median_s"] for k, v in r["time"].items()}
         ro, rd, mr = r["roofline_ours"], r["roofline_dense"], r["machine"]
         print(
-            f"{r['batch']:>5} {r['experts']:>7} | {t['ours']:>7.1f} {t['package']:>7.1f} {t['dense']:>7.1f} "
+            f"{r['batch']:>5} {r['experts']:>7} | {t['ours']:>7.1f} {t['ours_bmm']:>8.1f} {t['package']:>7.1f} "
+            f"{t['dense']:>7.1f} "
             f"{t['kernels']:>7.1f} | {1e3 * ro['time_s']:>9.1f} {ro['bound']:>7} {1e3 * rd['time_s']:>10.1f} | "
             f"{r['package_over_ours']:>8.2f} {r['ours_over_roofline']:>9.2f} {r['kernels_over_roofline']:>9.2f} "
             f"{r['ours_over_kernels']:>9.2f} {r['package_over_roofline']:>8.2f} "
@@ -373,6 +414,7 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": _cpu_model(),
             "cpus": os.cpu_count(),
+            "native_kernels": native_kernel_status(),
         },
         "machine": machine,
         "roofline_model": __doc__[__doc__.index("Roofline model") : __doc__.index("Threads and memory")].strip(),

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writing, a headless matplotlib."""
+"""Small shared helpers: atomic file writing, the cache folder, a headless matplotlib."""
 
 from __future__ import annotations
 
@@ -7,7 +7,21 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text", "headless_pyplot"]
+__all__ = ["atomic_write", "atomic_write_text", "default_cache_root", "headless_pyplot"]
+
+
+def default_cache_root() -> Path:
+    """Cache root: ``$MEDMOE_CACHE`` if set, else ``~/.cache/medmoe``.
+
+    Returns:
+        the folder (not created).
+
+    Example:
+        >>> isinstance(default_cache_root(), Path)
+        True
+    """
+    env = os.environ.get("MEDMOE_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medmoe"
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:

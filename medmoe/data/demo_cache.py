@@ -10,21 +10,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from medmoe.utils import default_cache_root
+
 __all__ = ["cached_demo", "default_cache_root", "demo_folder"]
-
-
-def default_cache_root() -> Path:
-    """Cache root: ``$MEDMOE_CACHE`` if set, else ``~/.cache/medmoe``.
-
-    Returns:
-        the folder (not created).
-
-    Example:
-        >>> isinstance(default_cache_root(), Path)
-        True
-    """
-    env = os.environ.get("MEDMOE_CACHE", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "medmoe"
 
 
 def demo_folder(

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native_experts
 from .grad_storage import GradientStorage
 
 __all__ = ["BatchedExperts"]
@@ -84,11 +85,15 @@ def experts_backward(
     """Gradients of :func:`experts_forward`: six ``bmm`` calls, one GELU backward written in place.
 
     With ``storage``, the two weight gradients are written into its warm buffers when they are free
-    (see :mod:`medmoe.layers.grad_storage`) instead of freshly allocated memory.
+    (see :mod:`medmoe.layers.grad_storage`) instead of freshly allocated memory. On a CPU with few rows
+    per expert (:func:`~medmoe.layers.native_experts.use_native`) the two layers' gradients come from
+    the native kernel instead, one pass over each weight matrix (same values up to rounding).
 
     Returns:
         ``(grad_slots, grad_w1, grad_b1, grad_w2, grad_b2)``.
     """
+    if native_experts.use_native(grad_out, grad_out.shape[1]):
+        return _experts_backward_native(grad_out, slots, pre, hidden, w1, w2, storage)
     grad_w2 = _weight_grad(hidden, grad_out, w2, "w2", storage)  # n h r, n r d -> n h d
     grad_b2 = grad_out.sum(1, keepdim=True)
     grad_pre = torch.bmm(grad_out, w2.transpose(1, 2))  # n r d, n d h -> n r h
@@ -99,11 +104,39 @@ def experts_backward(
     return grad_slots, grad_w1, grad_b1, grad_w2, grad_b2
 
 
+def _experts_backward_native(
+    grad_out: torch.Tensor,
+    slots: torch.Tensor,
+    pre: torch.Tensor,
+    hidden: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    storage: GradientStorage | None,
+) -> tuple[torch.Tensor, ...]:
+    """:func:`experts_backward` with :func:`medmoe.layers.native_experts.linear_backward` for both layers."""
+    n, r, _ = grad_out.shape
+    grad_w2 = _weight_buffer(w2, "w2", storage)
+    grad_b2 = grad_out.new_empty(n, 1, w2.shape[2])
+    grad_pre = hidden.new_empty(hidden.shape)
+    native_experts.linear_backward(grad_out, hidden, w2, grad_pre, grad_w2, grad_b2)
+    torch.ops.aten.gelu_backward.grad_input(grad_pre, pre, grad_input=grad_pre)
+    grad_w1 = _weight_buffer(w1, "w1", storage)
+    grad_b1 = grad_pre.new_empty(n, 1, w1.shape[2])
+    grad_slots = grad_pre.new_empty(n, r, w1.shape[1])
+    native_experts.linear_backward(grad_pre, slots, w1, grad_slots, grad_w1, grad_b1)
+    return grad_slots, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def _weight_buffer(weight: torch.Tensor, name: str, storage: GradientStorage | None) -> torch.Tensor:
+    if storage is None:
+        return torch.empty_like(weight, memory_format=torch.contiguous_format)
+    return storage.take(name, tuple(weight.shape), weight.dtype, weight.device)
+
+
 def _weight_grad(
     inputs: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, name: str, storage: GradientStorage | None
 ) -> torch.Tensor:
     """``inputs^T . grad`` per expert, written into ``storage``'s buffer for ``name`` when given."""
     if storage is None:
         return torch.bmm(inputs.transpose(1, 2), grad)
-    out = storage.take(name, tuple(weight.shape), grad.dtype, grad.device)
-    return torch.bmm(inputs.transpose(1, 2), grad, out=out)
+    return torch.bmm(inputs.transpose(1, 2), grad, out=_weight_buffer(weight, name, storage))
