@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -32,3 +34,21 @@ def test_kernel_step_rejects_grouped_layers(load_benchmark):
     moe = SoftMoE(8, 16, num_experts=2, num_groups=2)
     with pytest.raises(ValueError, match="one group"):
         bench.make_kernel_step(moe, torch.randn(2, 2, 4, 8), torch.randn(2, 2, 4, 8))
+
+
+def test_ours_bmm_runs_with_the_native_kernel_off_and_restores_the_setting(load_benchmark, monkeypatch):
+    bench = load_benchmark("soft_moe")
+    monkeypatch.setenv("MEDMOE_NATIVE_KERNELS", "on")
+    seen = []
+    bench.with_native_kernels("off", lambda: seen.append(os.environ["MEDMOE_NATIVE_KERNELS"]))()
+    assert seen == ["off"] and os.environ["MEDMOE_NATIVE_KERNELS"] == "on"
+
+    def fail() -> None:
+        raise RuntimeError("step failed")
+
+    monkeypatch.delenv("MEDMOE_NATIVE_KERNELS")
+    with pytest.raises(RuntimeError, match="step failed"):
+        bench.with_native_kernels("off", fail)()
+    assert "MEDMOE_NATIVE_KERNELS" not in os.environ
+    status = bench.native_kernel_status()
+    assert status["mode"] == "auto" and status["available"] and status["error"] is None and status["max_rows"] == 8
