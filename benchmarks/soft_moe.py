@@ -6,11 +6,12 @@ Candidates (side by side in one run, same tokens, same upstream gradient, inputs
 network, parameter gradients set to ``None`` before every step as ``optimizer.zero_grad()`` does):
 
 * ``ours``: ``medmoe.layers.SoftMoE(d, mlp_dim, num_experts=e, num_slots=s)``. With at most
-  ``medmoe.layers.native_experts.MAX_NATIVE_ROWS`` rows per expert (batch 8 here) its expert backward runs the
-  native kernel (``medmoe/layers/expert_mlp.c``, built on first use; the JSON's ``native_kernels`` says whether it
-  was available).
-* ``ours_bmm``: the same layer with ``MEDMOE_NATIVE_KERNELS=off``: its expert backward as six PyTorch ``bmm``
-  (identical to ``ours`` at sizes the native kernel does not take).
+  ``medmoe.layers.native_experts.MAX_NATIVE_ROWS`` rows per expert (batch 8 here) its expert backward, and from
+  ``NATIVE_FORWARD_MIN_BYTES`` of weights per layer its expert forward, run the native kernels
+  (``medmoe/layers/expert_mlp.c``, built on first use; the JSON's ``native_kernels`` says whether they were
+  available).
+* ``ours_bmm``: the same layer with ``MEDMOE_NATIVE_KERNELS=off``: its experts as PyTorch ``baddbmm`` / ``bmm``
+  (identical to ``ours`` at sizes the native kernels do not take).
 * ``package``: ``soft_moe_pytorch.SoftMoE(dim=d, num_experts=e, num_slots=s, expert_mult=mlp_dim / d)``
   (0.1.9: ``num_slots`` given so ``seq_len`` is not needed; ``is_distributed=False`` and
   ``offload_unused_experts_to_cpu=False``, since everything already lives on the CPU and the offload only adds

@@ -1,19 +1,21 @@
-/* Backward of per-expert linear layers with few rows per expert (float32, CPU): one pass over the weights.
+/* Per-expert linear layers with few rows per expert (float32, CPU): one pass over the weights per direction.
  *
  * Built and loaded by medmoe/layers/native_experts.py (ctypes), which holds the contract and the checks.
  *
- * For each of n experts e, with r rows, K inputs and N outputs, the layer y[e] = x[e] . w[e] + b[e]
- * (x (r, K), w (K, N)) has the gradients
- *   gx[e] = g[e] . w[e]^T,  gw[e] = x[e]^T . g[e],  gb[e] = sum over rows of g[e]
- * for the output gradient g. x, g and gx are strided over experts and rows (element (e, i, c) at
- * p[e * s_e + i * s_r + c]); w, gw and gb are contiguous (n, K, N) and (n, N).
+ * For each of n experts e, with r rows, K inputs and N outputs:
+ *   forward   y[e] = x[e] . w[e] + b[e]                      x (r, K), w (K, N), b (N), y (r, N)
+ *   backward  gx[e] = g[e] . w[e]^T,  gw[e] = x[e]^T . g[e],  gb[e] = sum over rows of g[e]
+ * x, y, g and gx are strided over experts and rows (element (e, i, c) at p[e * s_e + i * s_r + c]); w, gw and gb
+ * are contiguous (n, K, N) and (n, N).
  *
- * With r small the backward is limited by memory traffic over w and gw. PyTorch's two bmm calls read w for gx and
- * then write gw (after reading each destination line first). Here each weight row is read once, its input
- * gradients and its weight-gradient row are computed while it is in cache, and the weight gradient is written with
- * streaming stores (no read of the destination). Vectors are GCC / Clang vector extensions (16 floats with
- * AVX-512, else 8), which the compiler maps to AVX, AVX-512 or NEON. Experts are spread over the process's OpenMP
- * threads (PyTorch's libgomp, so torch.set_num_threads applies).
+ * With r small both directions are limited by memory traffic over w (and gw). The forward reads w as one
+ * sequential stream: panels of KP rows, each used strip by strip with an r x 2 VW block of y in registers while the
+ * next panel is prefetched. PyTorch's backward (two bmm) reads w for gx and then writes gw, reading each
+ * destination line first; here each weight row is read once, its input gradients and its weight-gradient row are
+ * computed while it is in cache, and the weight gradient is written with streaming stores (no read of the
+ * destination). Vectors are GCC / Clang vector extensions (16 floats with AVX-512, else 8), which the compiler maps
+ * to AVX, AVX-512 or NEON. Experts are spread over the process's OpenMP threads (PyTorch's libgomp, so
+ * torch.set_num_threads applies).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +54,67 @@ static inline float hsum(vf v) { /* pairwise: a chain of log2(VW) additions, not
     for (int width = VW / 2; width > 0; width /= 2)
         for (int q = 0; q < width; ++q) t[q] += t[q + width];
     return t[0];
+}
+
+/* y[0:RB] = b + x[0:RB] . w for one expert. w is taken in panels of KP rows; while a panel is used strip by strip
+ * (RB x 2 VW outputs in registers, accumulated over the panel's rows, added to y once per panel), the next panel is
+ * prefetched in row order so that memory is read as one sequential stream. */
+#define KP 32
+#define FORWARD_ROWS(RB)                                                                                              \
+    static void forward_rows_##RB(int K, int N, const float *x, long xs_r, const float *w, float *y, long ys_r) {      \
+        const int ns = N - N % (2 * VW);                                                                              \
+        for (int k0 = 0; k0 < K; k0 += KP) {                                                                          \
+            const int kn = K - k0 < KP ? K - k0 : KP;                                                                 \
+            const float *panel = w + (size_t)k0 * N, *next = panel + (size_t)kn * N;                                  \
+            const size_t next_lines = k0 + kn < K ? (size_t)(K - k0 - kn < KP ? K - k0 - kn : KP) * N / 16 : 0;       \
+            const size_t per_strip = ns ? (next_lines + ns / (2 * VW) - 1) / (ns / (2 * VW)) : 0;                     \
+            size_t line = 0;                                                                                          \
+            for (int c = 0; c < ns; c += 2 * VW) {                                                                    \
+                for (size_t q = 0; q < per_strip && line < next_lines; ++q, ++line)                                   \
+                    __builtin_prefetch(next + 16 * line);                                                             \
+                vf lo[RB], hi[RB];                                                                                    \
+                for (int i = 0; i < RB; ++i) lo[i] = (vf){0}, hi[i] = (vf){0};                                        \
+                const float *wk = panel + c;                                                                          \
+                for (int k = 0; k < kn; ++k, wk += N) {                                                               \
+                    const vf w_lo = loadv(wk), w_hi = loadv(wk + VW);                                                 \
+                    for (int i = 0; i < RB; ++i) {                                                                    \
+                        const float a = x[i * xs_r + k0 + k];                                                         \
+                        lo[i] += a * w_lo;                                                                            \
+                        hi[i] += a * w_hi;                                                                            \
+                    }                                                                                                 \
+                }                                                                                                     \
+                for (int i = 0; i < RB; ++i) {                                                                        \
+                    float *yi = y + i * ys_r + c;                                                                     \
+                    storev(yi, loadv(yi) + lo[i]);                                                                    \
+                    storev(yi + VW, loadv(yi + VW) + hi[i]);                                                          \
+                }                                                                                                     \
+            }                                                                                                         \
+            for (int i = 0; i < RB; ++i)                                                                              \
+                for (int c = ns; c < N; ++c) {                                                                        \
+                    float s = 0.0f;                                                                                   \
+                    for (int k = 0; k < kn; ++k) s += x[i * xs_r + k0 + k] * panel[(size_t)k * N + c];               \
+                    y[i * ys_r + c] += s;                                                                             \
+                }                                                                                                     \
+        }                                                                                                             \
+    }
+FORWARD_ROWS(8)
+FORWARD_ROWS(4)
+FORWARD_ROWS(2)
+FORWARD_ROWS(1)
+
+void medmoe_linear_forward(int n, int r, int K, int N, const float *x, long xs_e, long xs_r, const float *w,
+                           const float *b, float *y, long ys_e, long ys_r) {
+#pragma omp parallel for schedule(static)
+    for (int e = 0; e < n; ++e) {
+        const float *xe = x + e * xs_e, *we = w + (size_t)e * K * N;
+        float *ye = y + e * ys_e;
+        for (int i = 0; i < r; ++i) memcpy(ye + i * ys_r, b + (size_t)e * N, sizeof(float) * N);
+        int i = 0;
+        for (; i + 8 <= r; i += 8) forward_rows_8(K, N, xe + i * xs_r, xs_r, we, ye + i * ys_r, ys_r);
+        if (i + 4 <= r) forward_rows_4(K, N, xe + i * xs_r, xs_r, we, ye + i * ys_r, ys_r), i += 4;
+        if (i + 2 <= r) forward_rows_2(K, N, xe + i * xs_r, xs_r, we, ye + i * ys_r, ys_r), i += 2;
+        if (i < r) forward_rows_1(K, N, xe + i * xs_r, xs_r, we, ye + i * ys_r, ys_r);
+    }
 }
 
 /* gx[i, k + j] = g[i] . w[k + j] for RB rows i and KB weight rows j at once (RB x KB accumulator chains, each g

@@ -62,12 +62,20 @@ def experts_forward(
     """:class:`BatchedExperts` without dropout, returning what :func:`experts_backward` needs.
 
     For hand-written backward passes (``SoftMoE``'s fused path). ``slots`` ``(n, r, d)`` may be a
-    strided view (rows with a stride other than ``d``): ``baddbmm`` reads it in place.
+    strided view (rows with a stride other than ``d``): ``baddbmm`` reads it in place. On a CPU with few
+    rows per expert and weights too large to stay in cache
+    (:func:`~medmoe.layers.native_experts.use_native_forward`) both layers run the native kernel, which
+    streams each weight matrix once (same values up to rounding).
 
     Returns:
         ``(out, pre, hidden)``: the output ``(n, r, d)``, the pre-activation and the GELU
         output, both ``(n, r, h)``.
     """
+    if native_experts.use_native_forward(slots, slots.shape[1], w1):  # few rows, weights beyond cache, CPU
+        n, r, _ = slots.shape
+        pre = native_experts.linear_forward(slots, w1, b1, slots.new_empty(n, r, w1.shape[2]))
+        hidden = F.gelu(pre)
+        return native_experts.linear_forward(hidden, w2, b2, hidden.new_empty(n, r, w2.shape[2])), pre, hidden
     pre = torch.baddbmm(b1, slots, w1)  # n r d, n d h -> n r h
     hidden = F.gelu(pre)
     return torch.baddbmm(b2, hidden, w2), pre, hidden

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from medmoe.layers import SoftMoE, native_experts
-from medmoe.layers.native_experts import NativeKernelError, linear_backward, use_native
+from medmoe.layers.native_experts import (
+    NativeKernelError,
+    linear_backward,
+    linear_forward,
+    use_native,
+    use_native_forward,
+)
 
 
 def _strided(shape: tuple[int, int, int]) -> torch.Tensor:
@@ -100,3 +106,38 @@ def test_the_build_is_cached(monkeypatch, tmp_path):
     monkeypatch.setattr(native_experts, "_state", {})
     native_experts.load_library()  # a new process finds the built file
     assert built[0].stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize(("n", "r", "k", "big_n"), [(3, 8, 40, 64), (2, 1, 5, 7), (4, 7, 70, 130), (2, 3, 33, 200)])
+def test_linear_forward_matches_baddbmm(n, r, k, big_n):
+    torch.manual_seed(0)
+    x, w, b = _strided((n, r, k)), torch.randn(n, k, big_n), torch.randn(n, 1, big_n)
+    out = torch.full((r, n, big_n), float("nan")).transpose(0, 1)  # strided, every element must be written
+    assert linear_forward(x, w, b, out) is out
+    torch.testing.assert_close(out, torch.baddbmm(b, x, w), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="do not fit"):
+        linear_forward(x, w, torch.randn(n, 1, big_n + 1), out)
+
+
+def test_the_forward_kernel_only_for_weights_beyond_cache(monkeypatch):
+    monkeypatch.setenv("MEDMOE_NATIVE_KERNELS", "auto")
+    x, rows = torch.zeros(2, 3), 4
+    small = torch.zeros(native_experts.NATIVE_FORWARD_MIN_BYTES // 4 - 1)
+    assert not use_native_forward(x, rows, small)
+    assert use_native_forward(x, rows, torch.zeros(native_experts.NATIVE_FORWARD_MIN_BYTES // 4))
+    assert not use_native_forward(x, native_experts.MAX_NATIVE_ROWS + 1, torch.zeros(2**23))
+
+
+def test_soft_moe_with_both_native_directions_matches_pytorch(monkeypatch):
+    monkeypatch.setattr(native_experts, "NATIVE_FORWARD_MIN_BYTES", 0)  # the forward kernel for small weights too
+    results = {}
+    for mode in ("off", "on"):
+        monkeypatch.setenv("MEDMOE_NATIVE_KERNELS", mode)
+        torch.manual_seed(1)
+        moe = SoftMoE(40, 70, num_experts=3, num_slots=2)
+        x = torch.randn(3, 9, 40, requires_grad=True)
+        y = moe(x)
+        y.pow(2).sum().backward()
+        results[mode] = {"y": y.detach(), "x": x.grad, **{name: p.grad for name, p in moe.named_parameters()}}
+    for name, reference in results["off"].items():
+        torch.testing.assert_close(results["on"][name], reference, rtol=1e-5, atol=1e-5, msg=name)
