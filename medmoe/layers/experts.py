@@ -100,51 +100,33 @@ def experts_backward(
     Returns:
         ``(grad_slots, grad_w1, grad_b1, grad_w2, grad_b2)``.
     """
-    if native_experts.use_native(grad_out, grad_out.shape[1]):
-        return _experts_backward_native(grad_out, slots, pre, hidden, w1, w2, storage)
-    grad_w2 = _weight_grad(hidden, grad_out, w2, "w2", storage)  # n h r, n r d -> n h d
-    grad_b2 = grad_out.sum(1, keepdim=True)
-    grad_pre = torch.bmm(grad_out, w2.transpose(1, 2))  # n r d, n d h -> n r h
+    native = native_experts.use_native(grad_out, grad_out.shape[1])
+    grad_pre, grad_w2, grad_b2 = _linear_backward(grad_out, hidden, w2, "w2", storage, native)  # n r d -> n r h
     torch.ops.aten.gelu_backward.grad_input(grad_pre, pre, grad_input=grad_pre)  # in place: no new n r h buffer
-    grad_w1 = _weight_grad(slots, grad_pre, w1, "w1", storage)  # n d r, n r h -> n d h
-    grad_b1 = grad_pre.sum(1, keepdim=True)
-    grad_slots = torch.bmm(grad_pre, w1.transpose(1, 2))  # n r h, n h d -> n r d
+    grad_slots, grad_w1, grad_b1 = _linear_backward(grad_pre, slots, w1, "w1", storage, native)  # n r h -> n r d
     return grad_slots, grad_w1, grad_b1, grad_w2, grad_b2
 
 
-def _experts_backward_native(
-    grad_out: torch.Tensor,
-    slots: torch.Tensor,
-    pre: torch.Tensor,
-    hidden: torch.Tensor,
-    w1: torch.Tensor,
-    w2: torch.Tensor,
+def _linear_backward(
+    grad: torch.Tensor,
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    name: str,
     storage: GradientStorage | None,
-) -> tuple[torch.Tensor, ...]:
-    """:func:`experts_backward` with :func:`medmoe.layers.native_experts.linear_backward` for both layers."""
-    n, r, _ = grad_out.shape
-    grad_w2 = _weight_buffer(w2, "w2", storage)
-    grad_b2 = grad_out.new_empty(n, 1, w2.shape[2])
-    grad_pre = hidden.new_empty(hidden.shape)
-    native_experts.linear_backward(grad_out, hidden, w2, grad_pre, grad_w2, grad_b2)
-    torch.ops.aten.gelu_backward.grad_input(grad_pre, pre, grad_input=grad_pre)
-    grad_w1 = _weight_buffer(w1, "w1", storage)
-    grad_b1 = grad_pre.new_empty(n, 1, w1.shape[2])
-    grad_slots = grad_pre.new_empty(n, r, w1.shape[1])
-    native_experts.linear_backward(grad_pre, slots, w1, grad_slots, grad_w1, grad_b1)
-    return grad_slots, grad_w1, grad_b1, grad_w2, grad_b2
+    native: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``inputs . weight + bias`` per expert: ``(grad_inputs, grad_weight, grad_bias)``.
 
-
-def _weight_buffer(weight: torch.Tensor, name: str, storage: GradientStorage | None) -> torch.Tensor:
-    if storage is None:
-        return torch.empty_like(weight, memory_format=torch.contiguous_format)
-    return storage.take(name, tuple(weight.shape), weight.dtype, weight.device)
-
-
-def _weight_grad(
-    inputs: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, name: str, storage: GradientStorage | None
-) -> torch.Tensor:
-    """``inputs^T . grad`` per expert, written into ``storage``'s buffer for ``name`` when given."""
-    if storage is None:
-        return torch.bmm(inputs.transpose(1, 2), grad)
-    return torch.bmm(inputs.transpose(1, 2), grad, out=_weight_buffer(weight, name, storage))
+    ``grad_inputs`` is a new contiguous tensor (the caller may write into it); ``grad_weight`` goes into
+    ``storage``'s buffer for ``name`` when given. ``native``: one pass of the native kernel instead of two
+    ``bmm`` and a sum.
+    """
+    n, r, _ = grad.shape
+    grad_weight = None if storage is None else storage.take(name, tuple(weight.shape), weight.dtype, weight.device)
+    if native:
+        grad_weight = torch.empty_like(weight) if grad_weight is None else grad_weight  # weights are contiguous
+        grad_inputs, grad_bias = grad.new_empty(n, r, weight.shape[1]), grad.new_empty(n, 1, weight.shape[2])
+        native_experts.linear_backward(grad, inputs, weight, grad_inputs, grad_weight, grad_bias)
+        return grad_inputs, grad_weight, grad_bias
+    grad_weight = torch.bmm(inputs.transpose(1, 2), grad, out=grad_weight)  # n K r, n r N -> n K N
+    return torch.bmm(grad, weight.transpose(1, 2)), grad_weight, grad.sum(1, keepdim=True)

@@ -125,7 +125,8 @@ def load_library() -> ctypes.CDLL:
 
 
 def use_native(x: torch.Tensor, rows: int) -> bool:
-    """Whether the fused Soft MoE should run its expert backward with these kernels for input ``x``.
+    """Whether the fused Soft MoE should run its expert backward (and, see :func:`use_native_forward`, its
+    forward) with these kernels for input ``x``.
 
     True for float32 CPU tensors with at most :data:`MAX_NATIVE_ROWS` rows per expert, unless
     ``MEDMOE_NATIVE_KERNELS=off``; with ``on`` a failed build raises, with ``auto`` it warns once.
@@ -158,6 +159,12 @@ def _strides(t: torch.Tensor, name: str) -> tuple[int, int]:
     return t.stride(0), t.stride(1)
 
 
+def _rows(t: torch.Tensor, name: str) -> tuple[int, int, int]:
+    if t.dim() != 3:
+        raise ValueError(f"{name} must be (experts, rows, features), got shape {tuple(t.shape)}")
+    return t.shape[0], t.shape[1], t.shape[2]
+
+
 def _check(tensors: dict[str, torch.Tensor]) -> None:
     for name, t in tensors.items():
         if t.device.type != "cpu" or t.dtype != torch.float32:
@@ -179,8 +186,8 @@ def linear_backward(
     ``grad_x`` must not overlap the inputs.
     """
     _check({"grad": grad, "x": x, "w": w, "grad_x": grad_x, "grad_w": grad_w, "grad_b": grad_b})
-    n, r, k = x.shape
-    big_n = w.shape[2]
+    n, r, k = _rows(x, "x")
+    big_n = w.shape[2] if w.dim() == 3 else -1
     if grad.shape != (n, r, big_n) or grad_x.shape != x.shape or grad_w.shape != w.shape:
         raise ValueError(f"shapes do not fit: grad {grad.shape}, x {x.shape}, w {w.shape}, grad_x {grad_x.shape}")
     if not (w.is_contiguous() and grad_w.is_contiguous() and grad_b.is_contiguous()) or grad_b.numel() != n * big_n:
@@ -211,7 +218,7 @@ def linear_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch
     (``n * N`` values) are contiguous.
     """
     _check({"x": x, "w": w, "b": b, "out": out})
-    n, r, k = x.shape
+    n, r, k = _rows(x, "x")
     big_n = w.shape[2] if w.dim() == 3 else -1
     if w.shape != (n, k, big_n) or out.shape != (n, r, big_n) or b.numel() != n * big_n:
         raise ValueError(f"shapes do not fit: x {x.shape}, w {w.shape}, b {b.shape}, out {out.shape}")
