@@ -347,6 +347,8 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/soft_moe.json")
     p.add_argument("--quick", action="store_true", help="small sizes and few rounds (smoke test, ~10 s)")
     p.add_argument("--rounds", type=int, default=None, help="rounds per size (default 11, quick 3)")
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (default 8 64; quick 2 8)")
+    p.add_argument("--experts", type=int, nargs="+", default=None, help="experts (default 16 32 64 128; quick 4 16)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--min-sample-s", type=float, default=0.05, help="repeat a step within a sample to last this long")
     p.add_argument(
@@ -377,8 +379,8 @@ def main() -> None:
     probes = {"matmul_gflops": matmul_probe(mm_n), "bandwidth_gbs": bandwidth_probe(bw_numel)}
     load_before = os.getloadavg()
     rows = []
-    for b in cfg["batches"]:
-        for e in cfg["experts"]:
+    for b in args.batches or cfg["batches"]:
+        for e in args.experts or cfg["experts"]:
             print(f"batch {b}, experts {e} ...", flush=True)
             times, probe_samples = bench_size(b, m, d, h, e, s, rounds, args.min_sample_s, probes)
             row = {
