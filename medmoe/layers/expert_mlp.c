@@ -25,16 +25,7 @@
 #include <immintrin.h>
 #endif
 
-#ifdef __AVX512F__
-#define VW 16 /* floats per vector */
-#else
-#define VW 8
-#endif
-typedef float vf __attribute__((vector_size(VW * 4)));
-typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
-
-static inline vf loadv(const float *p) { return *(const vfu *)p; }
-static inline void storev(float *p, vf v) { *(vfu *)p = v; }
+#include "native_gemm.h" /* VW, vf, loadv, storev, hsum */
 
 /* Store that bypasses the cache where the CPU has one (the weight gradients are written once and not read back
  * here): saves reading each destination line before writing it. p must be VW * 4-byte aligned. */
@@ -46,14 +37,6 @@ static inline void streamv(float *p, vf v) {
 #else
     storev(p, v);
 #endif
-}
-
-static inline float hsum(vf v) { /* pairwise: a chain of log2(VW) additions, not VW */
-    float t[VW];
-    for (int q = 0; q < VW; ++q) t[q] = v[q];
-    for (int width = VW / 2; width > 0; width /= 2)
-        for (int q = 0; q < width; ++q) t[q] += t[q + width];
-    return t[0];
 }
 
 /* y[0:RB] = b + x[0:RB] . w for one expert. w is taken in panels of KP rows; while a panel is used strip by strip

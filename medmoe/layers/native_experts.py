@@ -34,6 +34,7 @@ from medmoe.utils import atomic_write, default_cache_root
 
 __all__ = [
     "NativeKernelError",
+    "available_for",
     "linear_backward",
     "linear_forward",
     "load_library",
@@ -41,7 +42,9 @@ __all__ = [
     "use_native_forward",
 ]
 
-SOURCE = Path(__file__).with_name("expert_mlp.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("expert_mlp.c", "soft_routing.c"))
+"""Compiled together into one library: the expert layers here, Soft MoE routing in :mod:`.native_routing`."""
+HEADERS = (Path(__file__).with_name("native_gemm.h"),)
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c99")
 MAX_NATIVE_ROWS = 8
 """Rows per expert up to which the native backward is used (beyond, PyTorch's ``bmm`` is compute-efficient)."""
@@ -74,7 +77,7 @@ def _cpu_signature() -> str:
 
 
 def _build(compiler: str) -> Path:
-    source = SOURCE.read_bytes()
+    source = b"\0".join(path.read_bytes() for path in SOURCES + HEADERS)
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     key = hashlib.sha256(
         b"\0".join(
@@ -87,9 +90,10 @@ def _build(compiler: str) -> Path:
         return target
 
     def compile_to(path: str) -> None:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", path], capture_output=True, text=True)
+        files = [str(path) for path in SOURCES]
+        result = subprocess.run([compiler, *FLAGS, *files, "-o", path], capture_output=True, text=True)
         if result.returncode != 0:
-            raise NativeKernelError(f"{compiler} failed on {SOURCE}:\n{result.stderr.strip()}")
+            raise NativeKernelError(f"{compiler} failed on {' '.join(files)}:\n{result.stderr.strip()}")
 
     atomic_write(target, compile_to)  # concurrent builders (DDP ranks) end with one complete file
     return target
@@ -120,6 +124,14 @@ def load_library() -> ctypes.CDLL:
     lib.medmoe_linear_backward.restype = c_int
     lib.medmoe_linear_forward.argtypes = [c_int] * 4 + strided + [ptr, ptr] + [ptr, c_long, c_long]
     lib.medmoe_linear_forward.restype = None
+    c_float, sizes = ctypes.c_float, [c_int] * 6  # Soft MoE routing (native_routing.py): g, b, m, d, e, s
+    lib.medmoe_routing_vector_width.restype = c_int
+    lib.medmoe_routing_forward.argtypes = sizes + [c_float] + [ptr] * 7
+    lib.medmoe_combine_forward.argtypes = sizes + [ptr] * 3
+    lib.medmoe_combine_backward.argtypes = sizes + [ptr] * 5
+    lib.medmoe_dispatch_backward.argtypes = sizes + [c_float] + [ptr] * 9
+    for name in ("routing_forward", "combine_forward", "combine_backward", "dispatch_backward"):
+        getattr(lib, f"medmoe_{name}").restype = c_int
     _state["lib"] = lib
     return lib
 
@@ -131,8 +143,14 @@ def use_native(x: torch.Tensor, rows: int) -> bool:
     True for float32 CPU tensors with at most :data:`MAX_NATIVE_ROWS` rows per expert, unless
     ``MEDMOE_NATIVE_KERNELS=off``; with ``on`` a failed build raises, with ``auto`` it warns once.
     """
+    return rows <= MAX_NATIVE_ROWS and available_for(x)
+
+
+def available_for(x: torch.Tensor) -> bool:
+    """Whether the native kernels can take ``x``: a float32 CPU tensor, ``MEDMOE_NATIVE_KERNELS`` not ``off``, and
+    the library built (in ``auto`` a failed build warns once and gives False; in ``on`` it raises)."""
     mode = _mode()
-    if mode == "off" or x.device.type != "cpu" or x.dtype != torch.float32 or rows > MAX_NATIVE_ROWS:
+    if mode == "off" or x.device.type != "cpu" or x.dtype != torch.float32:
         return False
     try:
         load_library()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from . import native_routing
 from .experts import BatchedExperts, experts_backward, experts_forward
 from .grouped import with_group_axis
 
@@ -90,38 +91,55 @@ class _FusedSoftMoE(torch.autograd.Function):
     one buffer (``baddbmm_``, ``addcmul_``) instead of autograd's separate token-sized tensors,
     and the slot layout changes are strided views when ``g == s == 1``. The expert weight gradients
     go into warm reusable memory (:class:`~medmoe.layers.grad_storage.GradientStorage`).
+
+    On a CPU, when :func:`~medmoe.layers.native_routing.use_native_routing` says so, everything but the experts
+    (logits, both softmaxes, dispatch, combine and their gradients) runs in the native kernels instead, one sample
+    at a time (same values up to rounding); slots and expert outputs are then contiguous in the experts' layout.
     """
 
     @staticmethod
     def forward(ctx, x, phi_n, w1, b1, w2, b2, num_experts, num_slots, grad_storage=None):  # noqa: D102
         g, b, m, d = x.shape
         e, s = num_experts, num_slots
-        p = e * s
-        x_g = x.reshape(g, b * m, d)
-        inv_norm = torch.linalg.vector_norm(x_g, dim=-1, keepdim=True).clamp_min_(_EPS).reciprocal_()
-        logits = torch.bmm(x_g, phi_n).mul_(inv_norm)  # g (b m) p
-        combine = logits.softmax(-1).view(g * b, m, p)
-        dispatch = logits.view(g * b, m, p).softmax(1)
-        x_l = x.reshape(g * b, m, d)
-        slots = _to_experts(torch.bmm(dispatch.transpose(1, 2), x_l), g, e, s)  # raw tokens into slots
-        out, pre, hidden = experts_forward(slots, w1, b1, w2, b2)
-        out = _to_batches(out, g, e, s)  # L p d
+        ctx.native = native_routing.use_native_routing(x, e * s)
+        if ctx.native:  # one sample at a time in cache; slots and outputs in the experts' layout
+            x, phi_n = x.contiguous(), phi_n.contiguous()
+            inv_norm, logits, dispatch, combine, slots = native_routing.routing_forward(x, phi_n, e, s, _EPS)
+            out, pre, hidden = experts_forward(slots, w1, b1, w2, b2)
+            y = native_routing.combine_forward(combine, out, e, s)
+        else:
+            x_g = x.reshape(g, b * m, d)
+            inv_norm = torch.linalg.vector_norm(x_g, dim=-1, keepdim=True).clamp_min_(_EPS).reciprocal_()
+            logits = torch.bmm(x_g, phi_n).mul_(inv_norm)  # g (b m) p
+            combine = logits.softmax(-1).view(g * b, m, -1)
+            dispatch = logits.view(g * b, m, -1).softmax(1)
+            x_l = x.reshape(g * b, m, d)
+            slots = _to_experts(torch.bmm(dispatch.transpose(1, 2), x_l), g, e, s)  # raw tokens into slots
+            out, pre, hidden = experts_forward(slots, w1, b1, w2, b2)
+            out = _to_batches(out, g, e, s)  # L p d
+            y = torch.bmm(combine, out).view(g, b, m, d)
         ctx.save_for_backward(x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2)
         ctx.num_experts, ctx.num_slots, ctx.grad_storage = e, s, grad_storage
-        return torch.bmm(combine, out).view(g, b, m, d)
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):  # noqa: D102
         x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2 = ctx.saved_tensors
         e, s = ctx.num_experts, ctx.num_slots
+        if ctx.native:
+            grad_out, grad_logits = native_routing.combine_backward(grad_y.contiguous(), combine, out, e, s)
+            grad_slots, *grad_experts = experts_backward(grad_out, slots, pre, hidden, w1, w2, ctx.grad_storage)
+            del grad_out
+            grad_x, grad_phi_n = native_routing.dispatch_backward(
+                x, grad_slots.contiguous(), dispatch, logits, inv_norm, phi_n, grad_logits, e, s, _EPS
+            )
+            return grad_x, grad_phi_n, *grad_experts, None, None, None
         g, b, m, d = x.shape
         x_l, grad_y = x.reshape(g * b, m, d), grad_y.reshape(g * b, m, d)
         grad_combine = torch.bmm(grad_y, out.transpose(1, 2))  # L m d, L d p -> L m p
         grad_out = _to_experts(torch.bmm(combine.transpose(1, 2), grad_y), g, e, s)
-        grad_slots, grad_w1, grad_b1, grad_w2, grad_b2 = experts_backward(
-            grad_out, slots, pre, hidden, w1, w2, ctx.grad_storage
-        )
+        grad_slots, *grad_experts = experts_backward(grad_out, slots, pre, hidden, w1, w2, ctx.grad_storage)
         del grad_out
         grad_slots = _to_batches(grad_slots, g, e, s)  # L p d
         grad_dispatch = torch.bmm(x_l, grad_slots.transpose(1, 2))  # L m d, L d p -> L m p
@@ -138,7 +156,7 @@ class _FusedSoftMoE(torch.autograd.Function):
         grad_logits.mul_(inv_norm)  # now the gradient of x . phi_n
         grad_phi_n = torch.bmm(grad_logits.transpose(1, 2), x_g).transpose(1, 2)  # (g p (b m), g (b m) d)^T: g d p
         grad_x.baddbmm_(grad_logits, phi_n.transpose(1, 2)).addcmul_(x_g, coef)
-        return grad_x.view(g, b, m, d), grad_phi_n, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None
+        return grad_x.view(g, b, m, d), grad_phi_n, *grad_experts, None, None, None
 
 
 class _SoftRouterParams(nn.Module):
