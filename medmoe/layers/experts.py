@@ -57,9 +57,14 @@ class BatchedExperts(nn.Module):
 
 
 def experts_forward(
-    slots: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:class:`BatchedExperts` without dropout, returning what :func:`experts_backward` needs.
+    slots: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """:class:`BatchedExperts`' forward, returning what :func:`experts_backward` needs.
 
     For hand-written backward passes (``SoftMoE``'s fused path). ``slots`` ``(n, r, d)`` may be a
     strided view (rows with a stride other than ``d``): ``baddbmm`` reads it in place. On a CPU with few
@@ -67,18 +72,37 @@ def experts_forward(
     (:func:`~medmoe.layers.native_experts.use_native_forward`) both layers run the native kernel, which
     streams each weight matrix once (same values up to rounding).
 
+    Args:
+        dropout: drop probability after the GELU and after the output projection (training). The masks are drawn
+            as ``nn.Dropout`` draws them, in the same order as :class:`BatchedExperts`, so the same random state
+            gives the same values.
+
     Returns:
-        ``(out, pre, hidden)``: the output ``(n, r, d)``, the pre-activation and the GELU
-        output, both ``(n, r, h)``.
+        ``(out, pre, hidden, masks)``: the output ``(n, r, d)``, the pre-activation and the (dropped) GELU
+        output, both ``(n, r, h)``, and the two boolean keep masks (``None`` without dropout).
     """
-    if native_experts.use_native_forward(slots, slots.shape[1], w1):  # few rows, weights beyond cache, CPU
-        n, r, _ = slots.shape
+    n, r, _ = slots.shape
+    native = native_experts.use_native_forward(slots, r, w1)  # few rows, weights beyond cache, CPU
+    if native:
         pre = native_experts.linear_forward(slots, w1, b1, slots.new_empty(n, r, w1.shape[2]))
-        hidden = F.gelu(pre)
-        return native_experts.linear_forward(hidden, w2, b2, hidden.new_empty(n, r, w2.shape[2])), pre, hidden
-    pre = torch.baddbmm(b1, slots, w1)  # n r d, n d h -> n r h
-    hidden = F.gelu(pre)
-    return torch.baddbmm(b2, hidden, w2), pre, hidden
+    else:
+        pre = torch.baddbmm(b1, slots, w1)  # n r d, n d h -> n r h
+    hidden, masks = F.gelu(pre), None
+    if dropout > 0:
+        hidden, keep_hidden = torch.ops.aten.native_dropout(hidden, dropout, True)  # what nn.Dropout runs
+    if native:
+        out = native_experts.linear_forward(hidden, w2, b2, hidden.new_empty(n, r, w2.shape[2]))
+    else:
+        out = torch.baddbmm(b2, hidden, w2)
+    if dropout > 0:
+        out, keep_out = torch.ops.aten.native_dropout(out, dropout, True)
+        masks = (keep_hidden, keep_out)
+    return out, pre, hidden, masks
+
+
+def _keep_scale(dropout: float) -> float:
+    """The factor kept values are multiplied by, as ``native_dropout`` computes it (0 when everything is dropped)."""
+    return 0.0 if dropout >= 1 else 1.0 / (1.0 - dropout)
 
 
 def experts_backward(
@@ -89,6 +113,8 @@ def experts_backward(
     w1: torch.Tensor,
     w2: torch.Tensor,
     storage: GradientStorage | None = None,
+    masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+    dropout: float = 0.0,
 ) -> tuple[torch.Tensor, ...]:
     """Gradients of :func:`experts_forward`: six ``bmm`` calls, one GELU backward written in place.
 
@@ -97,11 +123,17 @@ def experts_backward(
     per expert (:func:`~medmoe.layers.native_experts.use_native`) the two layers' gradients come from
     the native kernel instead, one pass over each weight matrix (same values up to rounding).
 
+    With dropout, ``masks`` and ``dropout`` are :func:`experts_forward`'s (``hidden`` is the dropped activation).
+
     Returns:
         ``(grad_slots, grad_w1, grad_b1, grad_w2, grad_b2)``.
     """
+    if masks is not None:
+        grad_out = torch.ops.aten.native_dropout_backward(grad_out, masks[1], _keep_scale(dropout))
     native = native_experts.use_native(grad_out, grad_out.shape[1])
     grad_pre, grad_w2, grad_b2 = _linear_backward(grad_out, hidden, w2, "w2", storage, native)  # n r d -> n r h
+    if masks is not None:
+        grad_pre.mul_(masks[0]).mul_(_keep_scale(dropout))  # grad_pre is a new tensor: in place is safe
     torch.ops.aten.gelu_backward.grad_input(grad_pre, pre, grad_input=grad_pre)  # in place: no new n r h buffer
     grad_slots, grad_w1, grad_b1 = _linear_backward(grad_pre, slots, w1, "w1", storage, native)  # n r h -> n r d
     return grad_slots, grad_w1, grad_b1, grad_w2, grad_b2

@@ -35,6 +35,12 @@ def _autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
+def _functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, ...) is running: the fused function does not support them."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active and active())
+
+
 def _slot_weights(phi: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """L2-normalised slot parameters times the learnable scale: ``(g, d, p)``."""
     return F.normalize(phi, dim=1, eps=_EPS) * scale.view(-1, 1, 1)
@@ -98,14 +104,14 @@ class _FusedSoftMoE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, phi_n, w1, b1, w2, b2, num_experts, num_slots, grad_storage=None):  # noqa: D102
+    def forward(ctx, x, phi_n, w1, b1, w2, b2, num_experts, num_slots, grad_storage=None, dropout=0.0):  # noqa: D102
         g, b, m, d = x.shape
         e, s = num_experts, num_slots
         ctx.native = native_routing.use_native_routing(x, e * s)
         if ctx.native:  # one sample at a time in cache; slots and outputs in the experts' layout
             x, phi_n = x.contiguous(), phi_n.contiguous()
             inv_norm, logits, dispatch, combine, slots = native_routing.routing_forward(x, phi_n, e, s, _EPS)
-            out, pre, hidden = experts_forward(slots, w1, b1, w2, b2)
+            out, pre, hidden, masks = experts_forward(slots, w1, b1, w2, b2, dropout)
             y = native_routing.combine_forward(combine, out, e, s)
         else:
             x_g = x.reshape(g, b * m, d)
@@ -115,31 +121,34 @@ class _FusedSoftMoE(torch.autograd.Function):
             dispatch = logits.view(g * b, m, -1).softmax(1)
             x_l = x.reshape(g * b, m, d)
             slots = _to_experts(torch.bmm(dispatch.transpose(1, 2), x_l), g, e, s)  # raw tokens into slots
-            out, pre, hidden = experts_forward(slots, w1, b1, w2, b2)
+            out, pre, hidden, masks = experts_forward(slots, w1, b1, w2, b2, dropout)
             out = _to_batches(out, g, e, s)  # L p d
             y = torch.bmm(combine, out).view(g, b, m, d)
-        ctx.save_for_backward(x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2)
-        ctx.num_experts, ctx.num_slots, ctx.grad_storage = e, s, grad_storage
+        ctx.save_for_backward(
+            x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2, *masks or ()
+        )
+        ctx.num_experts, ctx.num_slots, ctx.grad_storage, ctx.dropout = e, s, grad_storage, dropout
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):  # noqa: D102
-        x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2 = ctx.saved_tensors
+        x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2, *masks = ctx.saved_tensors
         e, s = ctx.num_experts, ctx.num_slots
+        expert_args = (pre, hidden, w1, w2, ctx.grad_storage, masks or None, ctx.dropout)
         if ctx.native:
             grad_out, grad_logits = native_routing.combine_backward(grad_y.contiguous(), combine, out, e, s)
-            grad_slots, *grad_experts = experts_backward(grad_out, slots, pre, hidden, w1, w2, ctx.grad_storage)
+            grad_slots, *grad_experts = experts_backward(grad_out, slots, *expert_args)
             del grad_out
             grad_x, grad_phi_n = native_routing.dispatch_backward(
                 x, grad_slots.contiguous(), dispatch, logits, inv_norm, phi_n, grad_logits, e, s, _EPS
             )
-            return grad_x, grad_phi_n, *grad_experts, None, None, None
+            return grad_x, grad_phi_n, *grad_experts, None, None, None, None
         g, b, m, d = x.shape
         x_l, grad_y = x.reshape(g * b, m, d), grad_y.reshape(g * b, m, d)
         grad_combine = torch.bmm(grad_y, out.transpose(1, 2))  # L m d, L d p -> L m p
         grad_out = _to_experts(torch.bmm(combine.transpose(1, 2), grad_y), g, e, s)
-        grad_slots, *grad_experts = experts_backward(grad_out, slots, pre, hidden, w1, w2, ctx.grad_storage)
+        grad_slots, *grad_experts = experts_backward(grad_out, slots, *expert_args)
         del grad_out
         grad_slots = _to_batches(grad_slots, g, e, s)  # L p d
         grad_dispatch = torch.bmm(x_l, grad_slots.transpose(1, 2))  # L m d, L d p -> L m p
@@ -156,7 +165,7 @@ class _FusedSoftMoE(torch.autograd.Function):
         grad_logits.mul_(inv_norm)  # now the gradient of x . phi_n
         grad_phi_n = torch.bmm(grad_logits.transpose(1, 2), x_g).transpose(1, 2)  # (g p (b m), g (b m) d)^T: g d p
         grad_x.baddbmm_(grad_logits, phi_n.transpose(1, 2)).addcmul_(x_g, coef)
-        return grad_x.view(g, b, m, d), grad_phi_n, *grad_experts, None, None, None
+        return grad_x.view(g, b, m, d), grad_phi_n, *grad_experts, None, None, None, None
 
 
 class _SoftRouterParams(nn.Module):
@@ -185,9 +194,10 @@ class SoftMoE(nn.Module):
 
     Shapes: ``(b, m, d) -> (b, m, d)`` when ``num_groups == 1``; ``(g, b, m, d) -> (g, b, m, d)``.
 
-    Without active dropout or autocast the layer runs as one autograd function with a hand-written
-    backward (the same values as the plain autograd path, ``_forward_autograd``, up to rounding):
-    ``benchmarks/soft_moe.py`` measures it against ``soft-moe-pytorch`` and a dense MLP.
+    Without autocast or ``torch.func`` transforms the layer runs as one autograd function with a hand-written
+    backward (the same values as the plain autograd path, ``_forward_autograd``, up to rounding; with dropout, the
+    same masks for the same random state). ``benchmarks/soft_moe.py`` measures it against ``soft-moe-pytorch`` and
+    a dense MLP.
 
     Example::
 
@@ -216,18 +226,19 @@ class SoftMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, squeeze = with_group_axis(x, self.num_groups)
-        if self.experts.dropout_active or _autocast_enabled(x.device.type):
+        if _autocast_enabled(x.device.type) or _functorch_active():
             y = self._forward_autograd(x)
         else:
             ex = self.experts
             phi_n = _slot_weights(self.router.phi, self.router.scale)
+            dropout = ex.drop.p if ex.dropout_active else 0.0
             y = _FusedSoftMoE.apply(
-                x, phi_n, ex.w1, ex.b1, ex.w2, ex.b2, self.num_experts, self.num_slots, ex.grad_storage
+                x, phi_n, ex.w1, ex.b1, ex.w2, ex.b2, self.num_experts, self.num_slots, ex.grad_storage, dropout
             )
         return y.squeeze(0) if squeeze else y
 
     def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
-        """Plain autograd version of the fused path (used with dropout or autocast): ``(g, b, m, d)``."""
+        """Plain autograd version of the fused path (used under autocast and ``torch.func``): ``(g, b, m, d)``."""
         g, b, _, d = x.shape
         e, s = self.num_experts, self.num_slots
         dispatch, combine = soft_routing(x, self.router.phi, self.router.scale)

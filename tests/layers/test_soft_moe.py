@@ -141,16 +141,40 @@ def test_optimised_backward_gradcheck():
     assert torch.autograd.gradcheck(lambda x, *_: moe(x), (x, *moe.parameters()), fast_mode=True)
 
 
-def test_autograd_path_with_dropout_and_expanded_upstream_gradient():
+@pytest.mark.parametrize(
+    ("groups", "batch", "width", "experts", "slots"),
+    [(1, 2, 8, 3, 1), (2, 3, 16, 5, 2), (1, 4, 32, 16, 1), (1, 12, 32, 16, 1)],  # the last two: native routing
+)
+def test_dropout_in_the_optimised_path_matches_autograd(groups, batch, width, experts, slots):
+    """Training with dropout runs the optimised path with the masks nn.Dropout would draw: same values and gradients
+    as the plain autograd path for the same random state (here with an expanded upstream gradient, from sum())."""
+    results = []
+    for forward in ("optimised", "autograd"):
+        torch.manual_seed(0)
+        moe = _randomised(SoftMoE(width, 24, num_experts=experts, num_slots=slots, num_groups=groups, dropout_rate=0.3))
+        x = torch.randn(groups, batch, 7, width, requires_grad=True)
+        torch.manual_seed(1)
+        y = moe(x) if forward == "optimised" else moe._forward_autograd(x)
+        y.sum().backward()
+        results.append([y.detach(), x.grad, *(p.grad for p in moe.parameters())])
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_drops_only_in_training():
     torch.manual_seed(0)
     moe = SoftMoE(hidden_size=8, mlp_dim=16, num_experts=3, dropout_rate=0.5)
-    x = torch.randn(2, 6, 8, requires_grad=True)
-    moe(x).sum().backward()  # training with dropout: the plain autograd path
-    assert x.grad is not None and all(p.grad is not None for p in moe.parameters())
-    moe.eval()  # no dropout: the optimised path, identical to the autograd one
-    x.grad = None
-    moe(x).sum().backward()  # sum(): an expanded (stride 0) upstream gradient
-    grad_x = x.grad.clone()
-    x.grad = None
-    moe._forward_autograd(x.unsqueeze(0)).sum().backward()
-    torch.testing.assert_close(grad_x, x.grad, rtol=1e-5, atol=1e-6)
+    x = torch.randn(2, 6, 8)
+    first, second = moe(x), moe(x)
+    assert not torch.allclose(first, second)  # new masks every call
+    moe.eval()
+    reference = SoftMoE(hidden_size=8, mlp_dim=16, num_experts=3, dropout_rate=0.0)
+    reference.load_state_dict(moe.state_dict())
+    torch.testing.assert_close(moe(x), reference(x))
+
+
+def test_torch_func_transforms_take_the_autograd_path():
+    torch.manual_seed(0)
+    moe = SoftMoE(hidden_size=8, mlp_dim=16, num_experts=2).eval()
+    x = torch.randn(3, 2, 5, 8)
+    torch.testing.assert_close(torch.vmap(moe)(x), torch.stack([moe(xi) for xi in x]))
