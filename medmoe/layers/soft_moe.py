@@ -107,8 +107,8 @@ class _FusedSoftMoE(torch.autograd.Function):
     def forward(ctx, x, phi_n, w1, b1, w2, b2, num_experts, num_slots, grad_storage=None, dropout=0.0):  # noqa: D102
         g, b, m, d = x.shape
         e, s = num_experts, num_slots
-        ctx.native = native_routing.use_native_routing(x, e * s)
-        if ctx.native:  # one sample at a time in cache; slots and outputs in the experts' layout
+        ctx.native_routing = native_routing.use_native_routing(x, e * s)
+        if ctx.native_routing:  # one sample at a time in cache; slots and outputs in the experts' layout
             x, phi_n = x.contiguous(), phi_n.contiguous()
             inv_norm, logits, dispatch, combine, slots = native_routing.routing_forward(x, phi_n, e, s, _EPS)
             out, pre, hidden, masks = experts_forward(slots, w1, b1, w2, b2, dropout)
@@ -136,7 +136,7 @@ class _FusedSoftMoE(torch.autograd.Function):
         x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2, *masks = ctx.saved_tensors
         e, s = ctx.num_experts, ctx.num_slots
         expert_args = (pre, hidden, w1, w2, ctx.grad_storage, masks or None, ctx.dropout)
-        if ctx.native:
+        if ctx.native_routing:
             grad_out, grad_logits = native_routing.combine_backward(grad_y.contiguous(), combine, out, e, s)
             grad_slots, *grad_experts = experts_backward(grad_out, slots, *expert_args)
             del grad_out
