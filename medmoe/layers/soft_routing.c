@@ -36,6 +36,7 @@ typedef struct { /* one call: sizes and every tensor it reads or writes (unused 
 typedef struct {                    /* per thread */
     const float **rows_a, **rows_b; /* row pointers, max(m, d, p) each */
     float *mat, *mat2;              /* p x max(m, d) and m x p */
+    float *coef;                    /* m */
     float *pack;                    /* gemm's packed panels */
     float *grad_phi;                /* this thread's part of grad_phi (G, d, p), when the call computes it */
 } scratch;
@@ -45,8 +46,9 @@ static int scratch_init(scratch *w, const problem *q) {
     const int rows = n > q->p ? n : q->p;
     w->rows_a = malloc(sizeof(float *) * 2 * rows);
     w->rows_b = w->rows_a ? w->rows_a + rows : NULL;
-    w->mat = malloc(sizeof(float) * ((size_t)q->p * n + (size_t)q->m * q->p));
+    w->mat = malloc(sizeof(float) * ((size_t)q->p * n + (size_t)q->m * q->p + q->m));
     w->mat2 = w->mat ? w->mat + (size_t)q->p * n : NULL;
+    w->coef = w->mat2 ? w->mat2 + (size_t)q->m * q->p : NULL;
     w->pack = malloc(sizeof(float) * GEMM_PACK(rows));
     w->grad_phi = q->grad_phi ? calloc((size_t)q->G * q->d * q->p, sizeof(float)) : NULL;
     return w->rows_a && w->mat && w->pack && (w->grad_phi || !q->grad_phi);
@@ -195,7 +197,7 @@ static void dispatch_backward_sample(const problem *q, scratch *w, int g, int b)
     for (int i = 0; i < m; ++i)
         for (int v = 0; v < p / VW; ++v)
             colsum[v] += loadv(gD + (size_t)i * p + v * VW) * loadv(D + (size_t)i * p + v * VW);
-    float coef[m]; /* -r^2 (gL : L) per token, 0 where the norm was clamped */
+    float *coef = w->coef; /* -r^2 (gL : L) per token, 0 where the norm was clamped */
     for (int i = 0; i < m; ++i) {
         float *gi = gL + (size_t)i * p;
         const float *Di = D + (size_t)i * p, *Li = L + (size_t)i * p, *gDi = gD + (size_t)i * p;
