@@ -5,9 +5,9 @@ limited by memory traffic over the weights. PyTorch computes it as two ``bmm`` c
 the input gradient, the other writes the weight gradient, reading every destination line before writing it. The
 kernel reads each weight row once, computes that row's input gradients and weight-gradient row while it is in
 cache, and writes the weight gradient with streaming stores: about two thirds of the traffic (measured in
-``benchmarks/soft_moe.py``). The forward kernel reads each weight matrix once as one sequential stream (panels of
-32 rows, the next one prefetched); it beats ``baddbmm`` only when the weights come from memory rather than cache
-(:data:`NATIVE_FORWARD_MIN_BYTES`).
+``benchmarks/soft_moe.py``). The forward kernel reads each weight matrix once as one stream (panels of 32 rows, the
+same strip of the next panel prefetched); it beats ``baddbmm`` only when the weights come from memory rather than
+cache (:data:`NATIVE_FORWARD_MIN_BYTES`).
 
 The C source is compiled on first use with the system C compiler (``$CC`` or ``cc``; ``-O3 -march=native
 -fopenmp``) into ``<cache root>/kernels/`` (``$MEDMOE_CACHE`` or ``~/.cache/medmoe``), keyed by the source, the
@@ -49,10 +49,13 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-
 MAX_NATIVE_ROWS = 8
 """Rows per expert up to which the native backward is used (beyond, PyTorch's ``bmm`` is compute-efficient)."""
 
-NATIVE_FORWARD_MIN_BYTES = 32 * 2**20
+NATIVE_FORWARD_MIN_BYTES = 8 * 2**20
 """Weight bytes per layer from which the forward uses the native kernel too. Below, the weights stay in cache
-between steps and ``baddbmm`` is as fast or faster (measured with 2 threads, d = 192, ``mlp_dim`` = 768, 8 rows:
-16-32 experts (9-19 MB) 3-5 % slower natively, 48 (28 MB) a tie, 64-128 (38-75 MB) 4-12 % faster)."""
+between steps and ``baddbmm`` is faster (2 threads, d = 192, ``mlp_dim`` = 768, called back to back: 4-8 experts
+(2-4.5 MB) 5-60 % slower natively, 16 experts (9 MB) a tie; d = 64-128 at 0.5-2 MB 15-80 % slower). Inside a
+Soft MoE step the weights come from memory, where the native kernel streams them at 22-24 GB/s and ``baddbmm`` at
+12-16: in ``benchmarks/soft_moe.py`` at batch 8 this threshold (8 MiB instead of 32) took 16 experts from 3.3 to
+3.2 ms and 32 experts from 6.8 to 5.5 ms per step."""
 
 _state: dict[str, object] = {}
 
