@@ -21,9 +21,10 @@ Two timings per phase, medians over rounds:
   roofline of ``benchmarks/soft_moe.py`` (same cost model, probes measured in the same rounds) it says how far the
   kernels themselves are from the target, before any effect of one phase on the next.
 
-``compute`` beside each phase is its FLOPs at the measured matmul rate. Same threads, allocator and wait-policy
-handling as ``benchmarks/soft_moe.py``. Needs the native routing kernels (float32 CPU, ``p`` and ``d`` multiples of
-the vector width).
+``compute`` beside each phase is its FLOPs at the measured matmul rate. Threads (``--threads``, default 2) and
+allocator (re-executed with ``benchmarks/soft_moe.py``'s ``--malloc keep`` settings) as there; libgomp's wait policy
+is left as the environment sets it. Needs the native routing kernels (float32 CPU, ``p`` and ``d`` multiples of the
+vector width).
 """
 
 from __future__ import annotations
