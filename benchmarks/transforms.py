@@ -1,7 +1,7 @@
 """Throughput of the main read + preprocess chains (MRI, k-space, fundus, OCT) on 2 CPU cores.
 
 For each chain: samples per second applying the chain directly, and through MONAI's CacheDataset on the second
-epoch (deterministic steps cached, random ones re-run). Uses the real samples in ``../shared/data``.
+epoch (deterministic steps cached, random ones re-run). Uses the real samples in ``tests/samples``.
 
     python benchmarks/transforms.py [--out benchmarks/results/transforms.json] [--repeats 8] [--figures docs/img]
 
@@ -31,7 +31,7 @@ from medmoe.transforms.ophthalmology import fundus_preprocess
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "samples"
 
 
 def chains() -> dict[str, tuple[Compose, dict]]:

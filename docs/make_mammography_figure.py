@@ -1,9 +1,9 @@
 """Write docs/img/mammography_chain.png: real mammograms before and after ``mammogram_preprocessing``.
 
 Usage:
-    python docs/make_mammography_figure.py [--data ../shared/data] [--out docs/img/mammography_chain.png]
+    python docs/make_mammography_figure.py [--data tests/samples] [--out docs/img/mammography_chain.png]
 
-Samples (see ../shared/data/README.md): ``monai_density/B/sample_B1.jpg`` (Project-MONAI model-zoo
+Samples (see tests/samples/README.md): ``monai_density/B/sample_B1.jpg`` (Project-MONAI model-zoo
 breast_density_classification sample data, images from Mayo Clinic, Apache-2.0) and
 ``cbis_ddsm/P_00820_LEFT_CC.dcm`` (CBIS-DDSM, Sawyer-Lee et al. 2016, doi:10.7937/K9/TCIA.2016.7O02S9CY,
 CC BY 3.0).
@@ -57,7 +57,7 @@ def main(data: Path, out: Path, spatial_size: tuple[int, int] = (512, 384)) -> N
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=REPO / "tests" / "samples")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "mammography_chain.png")
     arguments = parser.parse_args()
     main(arguments.data, arguments.out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-DATA = Path(os.environ.get("MEDMOE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA = Path(__file__).resolve().parents[1] / "samples"  # real public samples with their licences (README there)
 CBIS = DATA / "mammography" / "cbis_ddsm" / "P_00820_LEFT_CC.dcm"
 CHEST = DATA / "dicom" / "RG1_J2KR.dcm"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared sample data folder {DATA} is absent")
 
 MG_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 
@@ -352,12 +350,9 @@ def test_error_is_a_value_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def cbis():
-    if not CBIS.is_file():
-        pytest.skip(f"real sample {CBIS} is absent")
     return read_mammogram(CBIS)
 
 
-@needs_data
 def test_cbis_ddsm_tags_and_pixels(cbis):
     image, meta = cbis
     assert image.shape == (1, 4736, 2624) and image.dtype == np.float32
@@ -370,10 +365,7 @@ def test_cbis_ddsm_tags_and_pixels(cbis):
     assert "P_00820" not in repr({k: v for k, v in meta.items() if k != "filename"})
 
 
-@needs_data
 def test_monochrome1_chest_is_inverted():
-    if not CHEST.is_file():
-        pytest.skip(f"real sample {CHEST} is absent")
     image, meta = read_mammogram(CHEST)
     assert image.shape == (1, 1955, 1841)
     assert (meta["modality"], meta["is_mammogram"], meta["photometric"]) == ("CR", False, "MONOCHROME1")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,10 @@ from monai.data import MetaTensor, decollate_batch, list_data_collate
 from monai.transforms import Compose
 from PIL import Image
 
-DATA = Path(os.environ.get("MEDMOE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA = Path(__file__).resolve().parents[1] / "samples"  # real public samples with their licences (README there)
 DENSITY = DATA / "mammography" / "monai_density"
 CBIS = DATA / "mammography" / "cbis_ddsm" / "P_00820_LEFT_CC.dcm"
 CHEST = DATA / "dicom" / "RG1_J2KR.dcm"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared sample data folder {DATA} is absent")
 
 
 def breast(height: int = 60, width: int = 40, chest_wall: str = "left", marker: bool = True) -> MetaTensor:
@@ -274,7 +272,6 @@ def test_preprocessing_chain_and_compose_inverse(tmp_path):
     assert back.shape == (1, 90, 60) and left_fraction(back) < 0.3  # chest wall on the right again
 
 
-@needs_data
 def test_all_density_jpegs_load_and_end_up_chest_wall_left():
     rows = list(csv.DictReader(open(DENSITY / "labels.csv")))
     assert len(rows) == 16
@@ -297,10 +294,7 @@ def test_all_density_jpegs_load_and_end_up_chest_wall_left():
         assert left_fraction(out) > 0.5, row["file"]
 
 
-@needs_data
 def test_cbis_ddsm_through_the_chain():
-    if not CBIS.is_file():
-        pytest.skip(f"real sample {CBIS} is absent")
     chain = Compose(mammogram_preprocessing(["cc"], spatial_size=(256, 192), require_mammogram=True))
     out = chain({"cc": str(CBIS)})["cc"]
     meta = out.meta
@@ -311,10 +305,7 @@ def test_cbis_ddsm_through_the_chain():
     assert out.applied_operations[1]["extra_info"]["cropped"][3] > 500
 
 
-@needs_data
 def test_require_mammogram_rejects_the_chest_radiograph():
-    if not CHEST.is_file():
-        pytest.skip(f"real sample {CHEST} is absent")
     with pytest.raises(NotAMammogramError, match=r"RG1_J2KR\.dcm.*'CR'"):
         LoadMammogram(require_mammogram=True)(CHEST)
     assert issubclass(NotAMammogramError, ValueError)

@@ -24,11 +24,10 @@ from monai.data import MetaTensor
 from monai.transforms import Resize
 from PIL import Image
 
-VOL = Path(__file__).resolve().parents[3] / "shared" / "data" / "oct" / "Willis_B_716_0.vol"
-needs_vol = pytest.mark.skipif(not VOL.is_file(), reason=f"real .vol sample not found at {VOL}")
+DATA = Path(__file__).resolve().parents[1] / "samples"  # real public samples with their licences (README there)
+VOL = DATA / "oct" / "Willis_B_716_0.vol"
 
 
-@needs_vol
 def test_heidelberg_vol_real_bscan():
     vol = LoadOCTd(["oct"])({"oct": str(VOL)})["oct"]
     assert vol.shape == (1, 1, 496, 768) and vol.dtype == torch.float32
@@ -134,7 +133,6 @@ def test_denoise_reduces_speckle_and_keeps_structure():
         assert float(out[..., 45:, :].max()) < 0.2  # background stays dark
 
 
-@needs_vol
 def test_chain_resamples_to_fixed_size_and_inverts():
     chain = oct_preprocess("oct", num_bscans=4, size=(128, 192))
     out = chain({"oct": str(VOL)})
