@@ -47,12 +47,20 @@ def test_synthetic_sets_carry_the_interaction(bench):
         bench.run(sets=("xor",))
 
 
+# The thresholds below are set from benchmarks/learning_spread.py (benchmarks/results/learning_spread.json): each
+# configuration rerun at seeds 0-4 and, at seed 0, under four other CPU code paths (PyTorch's AVX2 / default kernels,
+# MKL's AVX2 / SSE4.2 paths: what changes when CI moves from an Intel to an AMD machine). Every threshold leaves a
+# margin of at least 0.1 below the worst of those ten runs. Accuracy *gains* over vanilla are not asserted: in the
+# 1000-sample regime per_expert - vanilla ranged from -0.027 to +0.020 over the ten runs, the same size as the gain;
+# that claim lives in the benchmark with its spread (docs/methods/i2moe.md).
+
+
 def test_quick_run_finds_the_matching_expert(bench):
-    # per_expert (mixed masking, centred logits, per-expert task loss 0.5), benchmark defaults (T = 2), seed 0.
-    # At this short length (500 steps, 1000 samples) the assertions below held for seeds 0, 1 and 2 (top weight
-    # uniqueness 0.62-0.65 vs <= 0.36 for any other expert, synergy 0.97-0.99 vs <= 0.02; the synergy expert
-    # 0.83-0.89 alone, the uniqueness experts <= 0.44). The redundancy set is left out: at this length its
-    # weights are still close to uniform (top weight redundancy in 1 of those 3 seeds; 4/5 in the full run).
+    # per_expert (mixed masking, centred logits, per-expert task loss 0.5), benchmark defaults (T = 2), seed 0,
+    # 500 steps, 1000 samples. Worst of the ten runs: uniqueness weight 0.49 on unique_m1 (uniform 0.25; another
+    # expert reached 0.47, so which expert is on top is not asserted there), unique_m1 alone 0.95; synergy weight
+    # 0.87 on the synergy expert (others <= 0.12), the synergy expert alone 0.77, the uniqueness experts alone
+    # <= 0.44 (chance 1/3 for all).
     torch.set_num_threads(1)
     results = bench.run(
         n_train=1000, n_test=600, steps=500, seeds=(0,), sets=("uniqueness", "synergy"), variants=("per_expert",)
@@ -62,44 +70,35 @@ def test_quick_run_finds_the_matching_expert(bench):
         assert s["vanilla"]["accuracy"]["mean"] > 0.6 and r["accuracy"]["mean"] > 0.6, (kind, s)
         weights = {k: w["mean"] for k, w in r["mean_weights"].items()}
         assert abs(sum(weights.values()) - 1.0) < 1e-3
-        # the largest mean weight is on the expert matching the interaction, by a wide margin ...
-        assert r["top_expert"] == s["matching_expert"] and r["seeds_top_expert_matches"] == 1, (kind, weights)
-        assert weights[s["matching_expert"]] > 0.5 > max(w for k, w in weights.items() if k != s["matching_expert"])
-        # ... and it predicts the label on its own (chance = 1/3)
+        # the matching expert gets well above a uniform share (0.25) ...
+        assert weights[s["matching_expert"]] > 0.35, (kind, weights)
+        # ... and predicts the label on its own (chance = 1/3)
         alone = {k: a["mean"] for k, a in r["expert_accuracy"].items()}
-        assert alone[s["matching_expert"]] > 0.75, (kind, alone)
+        assert alone[s["matching_expert"]] > 0.6, (kind, alone)
+    synergy = results["sets"]["synergy"]["per_expert"]
+    weights = {k: w["mean"] for k, w in synergy["mean_weights"].items()}
+    assert synergy["top_expert"] == "synergy" and weights["synergy"] > 0.7 > 0.3 > max(
+        w for k, w in weights.items() if k != "synergy"
+    ), weights
     # on the synergy set the uniqueness experts cannot: under shuffle masking neither can use the other modality
-    alone = {k: a["mean"] for k, a in results["sets"]["synergy"]["per_expert"]["expert_accuracy"].items()}
-    assert max(alone["unique_m1"], alone["unique_m2"]) < 0.5, alone
-    assert results["summary"]["per_expert"]["top_expert_matches"] == {"uniqueness": True, "synergy": True}
-    assert isinstance(results["summary"]["per_expert"]["beats_vanilla_on_synergy"], bool)
+    alone = {k: a["mean"] for k, a in synergy["expert_accuracy"].items()}
+    assert max(alone["unique_m1"], alone["unique_m2"]) < 0.55, alone
+    # the summary says what the runs say
+    assert results["summary"]["per_expert"]["top_expert_matches"]["synergy"] is True
+    s = results["sets"]["synergy"]
+    beats = s["per_expert"]["accuracy"]["mean"] > s["vanilla"]["accuracy"]["mean"]
+    assert results["summary"]["per_expert"]["beats_vanilla_on_synergy"] is beats
     assert results["config"]["variants"]["per_expert"]["expert_task_weight"] == 0.5
 
 
-def test_hard_synergy_i2moe_beats_vanilla(bench):
-    # The --hard regime (1000 training samples, 16 features per modality, 1500 steps), seed 0, the paper's
-    # losses: I2MoE 0.824 vs vanilla 0.6925 in the benchmark (5 seeds: I2MoE above vanilla in 4; see
-    # docs/methods/i2moe.md). The assertion leaves a 0.05 margin below the measured 0.13 gap.
-    torch.set_num_threads(1)
-    results = bench.run(**{**bench.HARD, "seeds": (0,), "variants": ("paper",)})
-    s = results["sets"]["synergy"]
-    vanilla, i2moe = s["vanilla"]["accuracy"]["mean"], s["paper"]["accuracy"]["mean"]
-    assert i2moe > vanilla + 0.05, (i2moe, vanilla)
-    assert results["summary"]["paper"]["beats_vanilla_on_synergy"] is True
-    assert results["config"]["n_train"] == 1000 and results["config"]["features"] == 16
-
-
-def test_thousand_sample_synergy_per_expert_beats_vanilla_with_the_synergy_expert_on_top(bench):
-    # The 1000-training-sample regime (--n-train 1000, benchmarks/results/i2moe_synthetic_n1000.json), seed 0:
-    # per_expert 0.860 vs vanilla 0.8415 with 0.99 of the weight on the synergy expert (5 seeds: above vanilla
-    # in all 5, +0.003 to +0.019; synergy on top in 5/5). The margin asserted is half the measured one.
+def test_thousand_sample_synergy_puts_the_synergy_expert_on_top(bench):
+    # The 1000-training-sample regime (--n-train 1000), seed 0, per_expert. Worst of the ten runs: 0.95 of the weight
+    # on the synergy expert, accuracy 0.84 (chance 1/3).
     torch.set_num_threads(1)
     results = bench.run(n_train=1000, seeds=(0,), sets=("synergy",), variants=("per_expert",))
-    s = results["sets"]["synergy"]
-    vanilla, i2moe = s["vanilla"]["accuracy"]["mean"], s["per_expert"]["accuracy"]["mean"]
-    assert i2moe > vanilla + 0.009, (i2moe, vanilla)
-    assert s["per_expert"]["top_expert"] == "synergy"
-    assert s["per_expert"]["mean_weights"]["synergy"]["mean"] > 0.9
+    s = results["sets"]["synergy"]["per_expert"]
+    assert s["top_expert"] == "synergy" and s["mean_weights"]["synergy"]["mean"] > 0.8, s["mean_weights"]
+    assert s["accuracy"]["mean"] > 0.7, s["accuracy"]
 
 
 def test_partial_runs_never_overwrite_the_full_results(bench):
