@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
-from medmoe.apps.evaluate import bootstrap, bootstrap_weights, delong_test, midrank, weighted_auroc
 from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score
+
+from medmoe.metrics import bootstrap, bootstrap_weights, delong_test, midrank, weighted_auroc
 
 
 def test_stratified_weights_keep_class_counts():

@@ -1,16 +1,22 @@
-"""Classification metrics of medmoe.apps.evaluate agree with scikit-learn; bad input gives clear errors."""
+"""Classification metrics of medmoe.metrics agree with scikit-learn; bad input gives clear errors."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from medmoe.apps.evaluate import evaluate_classification, weighted_auroc, weighted_average_precision
-from medmoe.apps.evaluate.bootstrap import bootstrap, weighted_ece
-from medmoe.apps.evaluate.classification import choose_threshold
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
     roc_auc_score,
+)
+
+from medmoe.metrics import (
+    bootstrap,
+    choose_threshold,
+    evaluate_classification,
+    weighted_auroc,
+    weighted_average_precision,
+    weighted_ece,
 )
 
 
