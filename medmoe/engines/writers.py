@@ -27,11 +27,18 @@ from ..interpret import (
     plot_expert_task,
 )
 from ..losses.multitask import present_key
-from ..metrics import case_metrics, evaluate_classification, percentile_ci, write_report
+from ..metrics import (
+    bootstrap,
+    case_metrics,
+    evaluate_classification,
+    quadratic_kappa,
+    weighted_mean,
+    weighted_quadratic_kappa,
+    write_report,
+)
 from ..metrics.plots import plot_overlay
 from ..utils import atomic_write, atomic_write_csv, atomic_write_text
 from .collector import EpochCollector
-from .metrics import quadratic_kappa
 
 __all__ = ["EvaluationWriter"]
 
@@ -362,7 +369,6 @@ class EvaluationWriter(EpochCollector):
     def _add_kappa(self, table: pd.DataFrame, metrics: dict[str, dict]) -> None:
         """Quadratic-weighted kappa (with a bootstrap CI) of the arg-max prediction for tasks of 3+ classes."""
         rows = table["split"] == self.eval_split if self.split_key else np.ones(len(table), bool)
-        rng = np.random.default_rng(self.seed)
         for t, classes in self.tasks.items():
             labels, preds = table[f"{t}_label"].to_numpy(), table[f"{t}_pred"].to_numpy()
             use = np.asarray(rows) & (labels >= 0)
@@ -370,10 +376,12 @@ class EvaluationWriter(EpochCollector):
                 continue
             y, p = labels[use], preds[use]
             metrics[t]["kappa"] = _finite(quadratic_kappa(y, p, classes))
-            draws = rng.integers(0, y.size, (self.n_bootstrap, y.size)) if self.n_bootstrap > 0 else []
-            samples = np.array([quadratic_kappa(y[d], p[d], classes) for d in draws])
-            interval = percentile_ci(samples, self.ci) if len(draws) else (None, None)
-            metrics[t]["kappa_ci"] = [_finite(v) for v in interval]
+
+            def kappa(w: np.ndarray, y: np.ndarray = y, p: np.ndarray = p, k: int = classes) -> dict:
+                return {"kappa": weighted_quadratic_kappa(y, p, k, w)}
+
+            _, low, high = bootstrap(kappa, y.size, None, self.n_bootstrap, self.seed, self.ci)["kappa"]
+            metrics[t]["kappa_ci"] = [_finite(low), _finite(high)]
 
     def _segmentation_metrics(self) -> dict[str, dict]:
         """Per segmentation task: mean / std of the per-case Dice per foreground class; writes segmentation.csv."""
@@ -415,9 +423,12 @@ class EvaluationWriter(EpochCollector):
         values = values[np.isfinite(values)]
         if self.n_bootstrap <= 0 or values.size < 2:
             return [None, None]
-        rng = np.random.default_rng(self.seed)
-        means = values[rng.integers(0, values.size, (self.n_bootstrap, values.size))].mean(1)
-        return [_finite(v) for v in percentile_ci(means, self.ci)]
+
+        def mean(w: np.ndarray) -> dict:
+            return {"mean": weighted_mean(w, values)}
+
+        _, low, high = bootstrap(mean, values.size, None, self.n_bootstrap, self.seed, self.ci)["mean"]
+        return [_finite(low), _finite(high)]
 
     def _overlays(self, task: str) -> None:
         """Prediction vs truth PNGs of the ``n_overlays`` cases with the lowest Dice: ``<task>_overlays/<id>.png``."""

@@ -12,6 +12,7 @@ Example:
     >>> write_report(res, "eval/")  # doctest: +SKIP
 """
 
+from .agreement import quadratic_kappa, weighted_quadratic_kappa
 from .bootstrap import bootstrap, bootstrap_weights, percentile_ci, weighted_mean
 from .calibration import reliability_curve, weighted_ece
 from .classification import (
@@ -52,6 +53,7 @@ __all__ = [
     "pairs_from_folders",
     "percentile_ci",
     "precision_recall_curve",
+    "quadratic_kappa",
     "reliability_curve",
     "roc_curve",
     "surface_distances",
@@ -60,5 +62,6 @@ __all__ = [
     "weighted_average_precision",
     "weighted_ece",
     "weighted_mean",
+    "weighted_quadratic_kappa",
     "write_report",
 ]
