@@ -31,7 +31,6 @@ from ..metrics import (
     bootstrap,
     case_metrics,
     evaluate_classification,
-    quadratic_kappa,
     weighted_mean,
     weighted_quadratic_kappa,
     write_report,
@@ -375,13 +374,12 @@ class EvaluationWriter(EpochCollector):
             if classes < 3 or not use.any():
                 continue
             y, p = labels[use], preds[use]
-            metrics[t]["kappa"] = _finite(quadratic_kappa(y, p, classes))
 
             def kappa(w: np.ndarray, y: np.ndarray = y, p: np.ndarray = p, k: int = classes) -> dict:
                 return {"kappa": weighted_quadratic_kappa(y, p, k, w)}
 
-            _, low, high = bootstrap(kappa, y.size, None, self.n_bootstrap, self.seed, self.ci)["kappa"]
-            metrics[t]["kappa_ci"] = [_finite(low), _finite(high)]
+            value, low, high = bootstrap(kappa, y.size, None, self.n_bootstrap, self.seed, self.ci)["kappa"]
+            metrics[t].update(kappa=_finite(value), kappa_ci=[_finite(low), _finite(high)])
 
     def _segmentation_metrics(self) -> dict[str, dict]:
         """Per segmentation task: mean / std of the per-case Dice per foreground class; writes segmentation.csv."""
