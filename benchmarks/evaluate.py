@@ -18,7 +18,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from medmoe.apps.evaluate import bootstrap, case_metrics, evaluate_classification, weighted_auroc
+
+from medmoe.metrics import bootstrap, case_metrics, evaluate_classification, weighted_auroc
 
 
 def _timeit(fn, repeat: int = 1) -> float:

@@ -31,6 +31,8 @@ from medmoe.transforms.ophthalmology import fundus_preprocess
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose
 
+from medmoe.utils import atomic_write_text
+
 DATA = Path(__file__).resolve().parents[1] / "tests" / "samples"
 
 
@@ -174,11 +176,7 @@ def main() -> None:
             f"{name:42s} direct {r['direct_per_s']:7.2f}/s  CacheDataset epoch 1 {r['cache_epoch1_per_s']:7.2f}/s  "
             f"epoch 2 {r['cache_epoch2_per_s']:8.2f}/s"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out)
+    out = atomic_write_text(args.out, json.dumps(results, indent=2))
     print(f"wrote {out}")
     if args.figures:
         figures(Path(args.figures))

@@ -21,6 +21,7 @@ _SUBPACKAGES = (
     "interpret",
     "layers",
     "losses",
+    "metrics",
     "nets",
     "transforms",
     "utils",

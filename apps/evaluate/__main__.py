@@ -1,4 +1,7 @@
-"""Command line: ``python -m medmoe.apps.evaluate {auroc,dice} ...`` (see docs/evaluation.md)."""
+"""Command line: ``python -m medmoe.apps.evaluate {auroc,dice} ...`` (see docs/evaluation.md).
+
+Argument parsing and file reading only; the statistics, reports and plots are :mod:`medmoe.metrics`.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,14 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .classification import evaluate_classification
-from .io import join_predictions, parse_multilabel
-from .report import write_report
-from .segmentation import evaluate_segmentation, pairs_from_csv, pairs_from_folders
+from medmoe.metrics import (
+    evaluate_classification,
+    evaluate_segmentation,
+    join_predictions,
+    pairs_from_csv,
+    pairs_from_folders,
+    write_report,
+)
 
 _EPILOG_AUROC = """
 CSV conventions (id column --id-column, default 'id'; ids joined as strings):
@@ -154,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_multilabel(specs: Sequence[str] | None) -> dict[str, list[str]]:
+    """Parse ``["T:a,b,c", ...]`` into ``{"T": ["a", "b", "c"]}``; raise ``ValueError`` on a malformed spec."""
+    out: dict[str, list[str]] = {}
+    for spec in specs or []:
+        name, sep, labels = spec.partition(":")
+        names = [s.strip() for s in labels.split(",") if s.strip()]
+        if not sep or not name or not names:
+            raise ValueError(f"--multilabel expects TASK:label1,label2,... , got {spec!r}")
+        out[name.strip()] = names
+    return out
+
+
 def _parse_thresholds(values: Sequence[str]) -> float | dict[str, float] | None:
     if not values:
         return None
@@ -181,7 +200,7 @@ def _run_auroc(args: argparse.Namespace, progress: _Progress) -> dict:
         df_true,
         args.tasks,
         id_column=args.id_column,
-        multilabel=parse_multilabel(args.multilabel),
+        multilabel=_parse_multilabel(args.multilabel),
         threshold=_parse_thresholds(args.threshold),
         split_column=args.split_column,
         threshold_split=args.threshold_split,

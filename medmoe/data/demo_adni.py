@@ -26,6 +26,7 @@ import numpy as np
 
 from medmoe.data.demo_cache import cached_demo, demo_folder
 from medmoe.data.embed_adapter import split_by_patient
+from medmoe.utils import atomic_open, atomic_write
 
 __all__ = [
     "ADNI_BIOSPECIMEN",
@@ -172,9 +173,7 @@ def make_adni_demo(root: str | os.PathLike, num_subjects: int = 300, image_size:
             image.header.set_xyzt_units("mm")
             image.header["descrip"] = f"{DEMO_NAME} seed {seed}".encode()
             path = f"mri/{subject}.nii.gz"
-            tmp = root / "mri" / f".{subject}.tmp.nii.gz"
-            nib.save(image, tmp)
-            os.replace(tmp, root / path)
+            atomic_write(root / path, lambda tmp, im=image: nib.save(im, tmp))
         values = [
             _fmt(age[i], 1),
             str(education[i]),
@@ -191,12 +190,11 @@ def make_adni_demo(root: str | os.PathLike, num_subjects: int = 300, image_size:
         row = dict(zip(ADNI_COLUMNS[2:10], values))
         label = "" if label_missing[i] else str(diagnosis[i])
         records.append({"subject_id": subject, "mri": path, **row, "diagnosis": label, "split": splits[subject]})
-    csv_path, tmp = root / "cohort.csv", root / ".cohort.csv.tmp"
-    with open(tmp, "w", newline="") as handle:
+    csv_path = root / "cohort.csv"
+    with atomic_open(csv_path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(ADNI_COLUMNS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
-    os.replace(tmp, csv_path)
     return csv_path
 
 

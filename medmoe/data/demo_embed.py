@@ -20,6 +20,7 @@ import numpy as np
 from medmoe.data.demo_cache import cached_demo, default_cache_root
 from medmoe.data.demo_mammo_images import DicomTags, render_kind, render_view, sample_anatomy, write_mammo
 from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS, split_by_patient
+from medmoe.utils import atomic_open
 
 __all__ = ["DEMO_NAME", "default_cache_root", "embed_demo_cohort", "make_embed_demo"]
 
@@ -151,12 +152,10 @@ def make_embed_demo(
         records.append(record)
 
     csv_path = root / "cohort.csv"
-    tmp = root / ".cohort.csv.tmp"
-    with open(tmp, "w", newline="") as handle:
+    with atomic_open(csv_path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*COHORT_COLUMNS, "age_group"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
-    os.replace(tmp, csv_path)
     return csv_path
 
 

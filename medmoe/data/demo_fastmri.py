@@ -26,6 +26,7 @@ import numpy as np
 
 from medmoe.data.demo_cache import cached_demo, demo_folder
 from medmoe.data.embed_adapter import split_by_patient
+from medmoe.utils import atomic_open, atomic_path
 
 __all__ = ["DEMO_NAME", "FASTMRI_LABELS", "FASTMRI_COLUMNS", "fastmri_demo_cohort", "make_fastmri_demo"]
 
@@ -149,18 +150,15 @@ def make_fastmri_demo(
             record = {"slice_id": f"{volume}_s{s:02d}", "kspace": f"kspace/{volume}.h5", "slice": s}
             record.update({k: ("" if missing[v, s, j] else slice_labels[k]) for j, k in enumerate(FASTMRI_LABELS)})
             records.append({**record, "split": splits[volume], "volume": volume})
-        tmp = root / "kspace" / f".{volume}.h5.tmp"
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(root / "kspace" / f"{volume}.h5") as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("kspace", data=np.stack(slices).astype(np.complex64))
             f.attrs["acquisition"] = "CORPD_FBK"
             f.attrs["medmoe_demo"] = f"{DEMO_NAME} seed {seed}"
-        os.replace(tmp, root / "kspace" / f"{volume}.h5")
-    csv_path, tmp = root / "cohort.csv", root / ".cohort.csv.tmp"
-    with open(tmp, "w", newline="") as handle:
+    csv_path = root / "cohort.csv"
+    with atomic_open(csv_path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(FASTMRI_COLUMNS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
-    os.replace(tmp, csv_path)
     return csv_path
 
 

@@ -12,12 +12,13 @@ Reference: Jeong et al., "The EMory BrEast imaging Dataset (EMBED)", Radiology: 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ..utils import atomic_write_csv
 
 __all__ = [
     "BIRADS_TO_CLASS",
@@ -270,18 +271,5 @@ def embed_to_cohort(
         dup = cohort.loc[cohort["exam_id"].duplicated(), "exam_id"].head(5).tolist()
         raise ValueError(f"{meta_label}: acc_anon shared by several patients gives duplicate exam ids {dup}")
     if out_csv is not None:
-        _write_csv_atomic(cohort, Path(out_csv))
+        atomic_write_csv(out_csv, cohort, index=False, lineterminator="\n")
     return cohort
-
-
-def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` via a temp file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..utils import atomic_write_csv
 from .demo_fastmri import FASTMRI_COLUMNS, FASTMRI_LABELS
 from .embed_adapter import split_by_patient
 
@@ -177,14 +177,5 @@ def build_fastmri_cohort(
             rows.append({**record, "split": splits[volume], "volume": volume})
     table = pd.DataFrame(rows, columns=list(FASTMRI_COLUMNS))
     if output_csv is not None:
-        output_csv = Path(output_csv)
-        output_csv.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output_csv.name}.", dir=output_csv.parent)
-        os.close(fd)
-        try:
-            table.to_csv(tmp, index=False)
-            os.replace(tmp, output_csv)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write_csv(output_csv, table, index=False)
     return table.astype({k: np.int64 for k in FASTMRI_LABELS})

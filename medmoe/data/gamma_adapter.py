@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from ..utils import atomic_write_csv
 from .cohort import Cohort, CohortError
 from .embed_adapter import split_by_patient
 
@@ -226,16 +226,7 @@ def build_gamma_cohort(
     table["split"] = table["case_id"].map(splits)
     table = table[list(GAMMA_COLUMNS)]
     if output_csv is not None:
-        output = Path(output_csv)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-        os.close(fd)
-        try:
-            table.to_csv(tmp, index=False, lineterminator="\n")
-            os.replace(tmp, output)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write_csv(output_csv, table, index=False, lineterminator="\n")
     return table
 
 

@@ -1,6 +1,6 @@
 """Glue on monai.engines: multimodal prepare_batch, per-task metrics, atomic checkpoints, evaluation writers."""
 
-from .checkpoint import CheckpointHandler, atomic_save, load_weights
+from .checkpoint import CheckpointHandler, load_weights
 from .expert_scores import ExpertScores
 from .expert_weights import ExpertWeightsWriter
 from .metrics import SegmentationDice, TaskMetric, accuracy, auroc, mean_of, task_metrics
@@ -19,7 +19,6 @@ __all__ = [
     "SegmentationDice",
     "TaskMetric",
     "accuracy",
-    "atomic_save",
     "auroc",
     "corruption_sweep",
     "find_retriever",

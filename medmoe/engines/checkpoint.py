@@ -15,16 +15,11 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from ..utils import atomic_write
+from ..utils import atomic_torch_save
 
-__all__ = ["atomic_save", "load_weights", "CheckpointHandler"]
+__all__ = ["load_weights", "CheckpointHandler"]
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_save(obj: Mapping, path: str | Path) -> Path:
-    """``torch.save`` into a temp file next to ``path``, then rename over ``path``."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def as_flag(value: bool | int | str, name: str) -> bool:
@@ -112,7 +107,7 @@ class CheckpointHandler:
             trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: self._write_best())
 
     def _write_best(self) -> None:
-        atomic_save(_unwrap(self.network).state_dict(), self.save_dir / self.best_filename)
+        atomic_torch_save(self.save_dir / self.best_filename, _unwrap(self.network).state_dict())
 
     def _save_best(self, evaluator: Engine) -> None:
         value = evaluator.state.metrics.get(self.metric_name, float("nan"))
@@ -140,7 +135,7 @@ class CheckpointHandler:
         scaler = _grad_scaler(trainer)
         if scaler is not None:  # AMP: the loss scale it has settled on
             state["grad_scaler"] = scaler.state_dict()
-        atomic_save(state, self.last_path)
+        atomic_torch_save(self.last_path, state)
 
     def _resume(self, trainer: Engine) -> None:
         if not self.last_path.is_file():

@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from ignite.engine import Engine
 
-from ..utils import atomic_write, atomic_write_text
+from ..metrics import choose_threshold
+from ..utils import atomic_write_csv, atomic_write_text
 from .collector import EpochCollector
 from .metrics import auroc
 
@@ -103,7 +104,7 @@ class ExpertScores(EpochCollector):
                 if self.threshold_split and probs.shape[1] == 2:
                     tune = seen & (labels[t] >= 0) & (np.asarray(self.splits) == self.threshold_split)
                     metrics[expert][t].update(_balanced_at_val_threshold(probs[:, 1], labels[t], tune, use))
-        atomic_write(self.output_dir / "expert_predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write_csv(self.output_dir / "expert_predictions.csv", table, index=False)
         atomic_write_text(self.output_dir / "expert_metrics.json", json.dumps(metrics, indent=2))
         for expert, per_task in metrics.items():
             text = ", ".join(f"{t} {_fmt(m['auroc'])}" for t, m in per_task.items())
@@ -112,8 +113,6 @@ class ExpertScores(EpochCollector):
 
 def _balanced_at_val_threshold(score: np.ndarray, labels: np.ndarray, tune: np.ndarray, use: np.ndarray) -> dict:
     """Youden threshold on the ``tune`` rows, balanced accuracy on the ``use`` rows (``None`` where undefined)."""
-    from ..apps.evaluate import choose_threshold
-
     positive = labels == 1
     if len(set(positive[tune])) < 2 or len(set(positive[use])) < 2:
         return {"balanced_accuracy": None, "threshold": None}

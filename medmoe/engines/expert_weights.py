@@ -12,7 +12,7 @@ import torch
 from ignite.engine import Engine
 
 from ..interpret import expert_weight_summary, plot_expert_weights, plot_sample_weights
-from ..utils import atomic_write
+from ..utils import atomic_write_csv
 from .collector import EpochCollector
 
 __all__ = ["ExpertWeightsWriter"]
@@ -109,13 +109,13 @@ class ExpertWeightsWriter(EpochCollector):
             probs = np.concatenate(chunks)
             for k in range(probs.shape[1]):
                 table[f"{column}_prob_{k}"] = probs[:, k]
-        atomic_write(self.output_dir / "expert_weights.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write_csv(self.output_dir / "expert_weights.csv", table, index=False)
         scored = (table["split"] == self.eval_split).to_numpy() if self.split_key else np.ones(len(table), bool)
         if not scored.any():
             logger.warning(f"no samples to summarise expert weights over (split '{self.eval_split}')")
             return
         summary = expert_weight_summary(weights[scored], names)
-        atomic_write(self.output_dir / "expert_weight_summary.csv", lambda tmp: summary.to_csv(tmp))
+        atomic_write_csv(self.output_dir / "expert_weight_summary.csv", summary)
         plot_expert_weights(weights[scored], names, self.output_dir / "expert_weights.png")
         ids = table["id"][scored].tolist()
         plot_sample_weights(weights[scored], names, self.output_dir / "sample_weights.png", ids, self.max_samples)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from ignite.metrics import Metric
@@ -147,25 +146,3 @@ def mean_of(*values: float) -> float:
 def task_metrics(tasks: Mapping[str, int] | Sequence[str], metrics: Sequence[str] = ("auroc", "accuracy")) -> dict:
     """``{"<task>_<metric>": TaskMetric}`` for every task and metric (for ``additional_metrics``)."""
     return {f"{t}_{m}": TaskMetric(tasks, m, task=t) for t in tasks for m in metrics}
-
-
-def quadratic_kappa(labels: np.ndarray, preds: np.ndarray, classes: int) -> float:
-    """Cohen's kappa with quadratic weights for ordinal classes ``0..classes-1``; NaN if undefined.
-
-    ``kappa = 1 - sum(W O) / sum(W E)`` with ``W_ij = (i - j)^2 / (classes - 1)^2``, ``O`` the confusion matrix
-    and ``E`` the outer product of its marginals scaled to the same total (Cohen 1968).
-
-    Example:
-        >>> quadratic_kappa(np.array([0, 1, 2]), np.array([0, 1, 2]), 3)
-        1.0
-    """
-    labels, preds = np.asarray(labels, int), np.asarray(preds, int)
-    if labels.size == 0 or classes < 2:
-        return float("nan")
-    observed = np.zeros((classes, classes))
-    np.add.at(observed, (labels, preds), 1.0)
-    expected = np.outer(observed.sum(1), observed.sum(0)) / labels.size
-    i, j = np.indices((classes, classes))
-    weights = (i - j) ** 2 / (classes - 1) ** 2
-    denominator = float((weights * expected).sum())
-    return 1.0 - float((weights * observed).sum()) / denominator if denominator > 0 else float("nan")

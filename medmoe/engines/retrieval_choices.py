@@ -12,7 +12,7 @@ from ignite.engine import Engine
 
 from ..blocks.retriever import MoERetriever
 from ..interpret.retrieval import plot_retrieval_experts, retrieval_rows, retrieval_summary
-from ..utils import atomic_write
+from ..utils import atomic_write_csv
 from .collector import EpochCollector
 
 __all__ = ["RetrievalWriter", "find_retriever"]
@@ -86,12 +86,12 @@ class RetrievalWriter(EpochCollector):
 
     def _write(self, _: Engine) -> None:
         table = pd.concat(self.tables, ignore_index=True) if self.tables else pd.DataFrame(columns=["id", "modality"])
-        atomic_write(self.output_dir / "retrieval.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write_csv(self.output_dir / "retrieval.csv", table, index=False)
         if table.empty:
             logger.info("no modality was absent in the evaluated samples: nothing was retrieved")
             return
         summary = retrieval_summary(table)
-        atomic_write(self.output_dir / "retrieval_summary.csv", lambda tmp: summary.to_csv(tmp))
+        atomic_write_csv(self.output_dir / "retrieval_summary.csv", summary)
         if self.expert_names is not None:
             plot_retrieval_experts(summary, self.output_dir / "retrieval_experts.png")
         counts = ", ".join(f"{m} {n}" for m, n in summary["retrieved"].items())

@@ -13,7 +13,8 @@ from monai.engines import Evaluator
 from monai.utils import set_determinism
 from torch.utils.data import Dataset
 
-from ..utils import atomic_write, atomic_write_text, headless_pyplot
+from ..utils import atomic_write_text
+from ..utils.figures import new_figure, save_figure
 
 __all__ = ["corruption_sweep"]
 
@@ -86,9 +87,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def _plot(result: dict, path: Path) -> None:
-    plt = headless_pyplot()
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure((6, 4))
     nan = float("nan")
     for task, values in result["auroc"].items():
         ax.plot(result["levels"], [nan if v is None else v for v in values], marker="o", label=task)
@@ -100,5 +99,4 @@ def _plot(result: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("AUROC under corruption")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)

@@ -27,9 +27,17 @@ from ..interpret import (
     plot_expert_task,
 )
 from ..losses.multitask import present_key
-from ..utils import atomic_write, atomic_write_text
+from ..metrics import (
+    bootstrap,
+    case_metrics,
+    evaluate_classification,
+    weighted_mean,
+    weighted_quadratic_kappa,
+    write_report,
+)
+from ..metrics.plots import plot_overlay
+from ..utils import atomic_write, atomic_write_csv, atomic_write_text
 from .collector import EpochCollector
-from .metrics import quadratic_kappa
 
 __all__ = ["EvaluationWriter"]
 
@@ -58,7 +66,7 @@ class EvaluationWriter(EpochCollector):
     Segmentation tasks (``segmentation_tasks``; outputs ``(b, K, H, W)``) are left out of ``predictions.csv`` and
     the classification metrics. With metrics, ``segmentation.csv`` gets one row per (sample, task) whose mask is
     present (``"<task>_present"`` in the targets): Dice, IoU and HD95 (pixels) of each region (by default each
-    foreground class; see ``mask_regions``) of the ``argmax`` prediction (:func:`medmoe.apps.evaluate.case_metrics`),
+    foreground class; see ``mask_regions``) of the ``argmax`` prediction (:func:`medmoe.metrics.case_metrics`),
     and ``metrics.json`` the mean and standard deviation of the per-case Dice per region. With ``mask_palette``,
     every predicted mask is also written as ``<task>_masks/<id>.png`` with class ``k`` drawn in grey level
     ``palette[k]`` (GAMMA cup: ``[255, 0]``; cup / disc: ``[255, 128, 0]``). Masks, metrics and overlays are at the
@@ -206,8 +214,6 @@ class EvaluationWriter(EpochCollector):
         labels: Mapping[str, torch.Tensor],
         batch: Mapping[str, Any],
     ) -> None:
-        from ..apps.evaluate import case_metrics
-
         probs = logits.detach().float().softmax(1).cpu()  # b K h w
         network_pred = probs.argmax(1).numpy()  # b h w
         original = self.original_masks.get(task)
@@ -285,7 +291,7 @@ class EvaluationWriter(EpochCollector):
             table[f"{t}_pred"], table[f"{t}_label"] = probs.argmax(1), labels
         if self.split_key:
             table["split"] = self.splits
-        atomic_write(self.output_dir / "predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write_csv(self.output_dir / "predictions.csv", table, index=False)
         if self.with_metrics:
             self._write_metrics(table)
         if self.joints:
@@ -302,9 +308,9 @@ class EvaluationWriter(EpochCollector):
             )
         out = self.output_dir
         long = contributions_table(self.ids, joints, self.modalities, tasks)
-        atomic_write(out / "modality_contributions.csv", lambda tmp: long.to_csv(tmp, index=False))
+        atomic_write_csv(out / "modality_contributions.csv", long, index=False)
         summary = contributions_summary(joints, self.modalities, tasks)
-        atomic_write(out / "modality_contributions_dataset.csv", lambda tmp: summary.to_csv(tmp, index=False))
+        atomic_write_csv(out / "modality_contributions_dataset.csv", summary, index=False)
         counts = modality_presence(joints).sum(0).tolist()
         plot_contributions(
             dataset_contributions(joints), self.modalities, tasks, out / "modality_contributions.png", counts
@@ -314,16 +320,14 @@ class EvaluationWriter(EpochCollector):
             return
         experts = np.concatenate(self.expert_joints)  # n E T
         per_sample = expert_task_table(self.ids, experts, tasks)
-        atomic_write(out / "expert_task.csv", lambda tmp: per_sample.to_csv(tmp, index=False))
+        atomic_write_csv(out / "expert_task.csv", per_sample, index=False)
         dataset = expert_task_summary(experts, tasks)
-        atomic_write(out / "expert_task_dataset.csv", lambda tmp: dataset.to_csv(tmp, index=False))
+        atomic_write_csv(out / "expert_task_dataset.csv", dataset, index=False)
         n = int(dataset["n"].iloc[0]) if len(dataset) else 0
         plot_expert_task(dataset_expert_task(experts), tasks, out / "expert_task.png", n=n)
 
     def _write_metrics(self, table: pd.DataFrame) -> None:
-        """``metrics.json`` (values + bootstrap CIs from :mod:`medmoe.apps.evaluate`) and the ``report/`` folder."""
-        from ..apps.evaluate import evaluate_classification, write_report
-
+        """``metrics.json`` (values + bootstrap CIs from :mod:`medmoe.metrics`) and the ``report/`` folder."""
         labels = pd.DataFrame({"id": table["id"]})
         for t in self.tasks:
             labels[t] = table[f"{t}_label"].where(table[f"{t}_label"] >= 0).astype("Int64")
@@ -363,21 +367,19 @@ class EvaluationWriter(EpochCollector):
 
     def _add_kappa(self, table: pd.DataFrame, metrics: dict[str, dict]) -> None:
         """Quadratic-weighted kappa (with a bootstrap CI) of the arg-max prediction for tasks of 3+ classes."""
-        from ..apps.evaluate import percentile_ci
-
         rows = table["split"] == self.eval_split if self.split_key else np.ones(len(table), bool)
-        rng = np.random.default_rng(self.seed)
         for t, classes in self.tasks.items():
             labels, preds = table[f"{t}_label"].to_numpy(), table[f"{t}_pred"].to_numpy()
             use = np.asarray(rows) & (labels >= 0)
             if classes < 3 or not use.any():
                 continue
             y, p = labels[use], preds[use]
-            metrics[t]["kappa"] = _finite(quadratic_kappa(y, p, classes))
-            draws = rng.integers(0, y.size, (self.n_bootstrap, y.size)) if self.n_bootstrap > 0 else []
-            samples = np.array([quadratic_kappa(y[d], p[d], classes) for d in draws])
-            interval = percentile_ci(samples, self.ci) if len(draws) else (None, None)
-            metrics[t]["kappa_ci"] = [_finite(v) for v in interval]
+
+            def kappa(w: np.ndarray, y: np.ndarray = y, p: np.ndarray = p, k: int = classes) -> dict:
+                return {"kappa": weighted_quadratic_kappa(y, p, k, w)}
+
+            value, low, high = bootstrap(kappa, y.size, None, self.n_bootstrap, self.seed, self.ci)["kappa"]
+            metrics[t].update(kappa=_finite(value), kappa_ci=[_finite(low), _finite(high)])
 
     def _segmentation_metrics(self) -> dict[str, dict]:
         """Per segmentation task: mean / std of the per-case Dice per foreground class; writes segmentation.csv."""
@@ -386,7 +388,7 @@ class EvaluationWriter(EpochCollector):
         table = pd.DataFrame(self.segmentation_rows, columns=["id", "task"])
         if self.segmentation_rows:
             table = pd.DataFrame(self.segmentation_rows)
-        atomic_write(self.output_dir / "segmentation.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write_csv(self.output_dir / "segmentation.csv", table, index=False)
         out = {}
         for t in self.segmentation_tasks:
             rows = table[table["task"] == t]
@@ -416,19 +418,18 @@ class EvaluationWriter(EpochCollector):
 
     def _mean_ci(self, values: np.ndarray) -> list[float | None]:
         """Percentile bootstrap interval of the mean over cases (``n_bootstrap`` resamples, seeded)."""
-        from ..apps.evaluate import percentile_ci
-
         values = values[np.isfinite(values)]
         if self.n_bootstrap <= 0 or values.size < 2:
             return [None, None]
-        rng = np.random.default_rng(self.seed)
-        means = values[rng.integers(0, values.size, (self.n_bootstrap, values.size))].mean(1)
-        return [_finite(v) for v in percentile_ci(means, self.ci)]
+
+        def mean(w: np.ndarray) -> dict:
+            return {"mean": weighted_mean(w, values)}
+
+        _, low, high = bootstrap(mean, values.size, None, self.n_bootstrap, self.seed, self.ci)["mean"]
+        return [_finite(low), _finite(high)]
 
     def _overlays(self, task: str) -> None:
         """Prediction vs truth PNGs of the ``n_overlays`` cases with the lowest Dice: ``<task>_overlays/<id>.png``."""
-        from ..apps.evaluate.plots import plot_overlay
-
         worst = sorted(self.segmentation_cases.get(task, []), key=lambda c: (np.nan_to_num(c[0], nan=-1.0), c[1]))
         for dice, sample_id, pred, truth in worst[: self.n_overlays]:
             title = f"{task} {sample_id}: Dice {dice:.3f}"

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..utils import atomic_write, headless_pyplot
+from ..utils.figures import new_figure, save_figure
 
 __all__ = ["collect_expert_weights", "expert_weight_summary", "plot_expert_weights", "plot_sample_weights"]
 
@@ -103,8 +103,7 @@ def plot_expert_weights(weights: np.ndarray, names: Sequence[str], path: str | P
     """
     weights, finite = _finite_rows(weights, names)
     weights = weights[finite]
-    plt = headless_pyplot()
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(names), 3.2))
+    fig, ax = new_figure((1.6 + 1.2 * len(names), 3.2))
     ax.violinplot([weights[:, i] for i in range(len(names))], showmeans=True, showextrema=True)
     ax.set_xticks(range(1, len(names) + 1), labels=list(names), rotation=20)
     ax.axhline(1.0 / len(names), color="grey", lw=0.8, ls="--", label="uniform")
@@ -113,8 +112,7 @@ def plot_expert_weights(weights: np.ndarray, names: Sequence[str], path: str | P
     ax.set_title(title or f"I2MoE expert weights over {len(weights)} samples")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
     return Path(path)
 
 
@@ -148,8 +146,7 @@ def plot_sample_weights(
     weights, finite = _finite_rows(weights[:max_samples], names)
     weights = np.where(finite[:, None], weights, 0.0)
     ids = [str(i) for i in (ids if ids is not None else range(len(weights)))][: len(weights)]
-    plt = headless_pyplot()
-    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * len(weights), 3.2))
+    fig, ax = new_figure((2.0 + 0.45 * len(weights), 3.2))
     bottom = np.zeros(len(weights))
     for i, name in enumerate(names):
         ax.bar(range(len(weights)), weights[:, i], bottom=bottom, label=name)
@@ -160,6 +157,5 @@ def plot_sample_weights(
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     ax.set_title("Per-sample expert weights")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
     return Path(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write, headless_pyplot
+from ..utils.figures import new_figure, save_figure
 
 __all__ = ["diverging_heatmap"]
 
@@ -41,11 +41,10 @@ def diverging_heatmap(
     finite = values[np.isfinite(values)]
     deviation = float(np.abs(finite - uniform).max()) if finite.size else 0.0
     spread = max(deviation, float(min_spread), 1e-6)
-    plt = headless_pyplot()
     title_chars = max(len(line) for line in title.splitlines())
     cell = 1.3 if decimals >= 3 and len(columns) <= 8 else 0.55
     width = max(1.8 + cell * len(columns), 0.075 * title_chars + 1.0)
-    fig, ax = plt.subplots(figsize=(width, 1.4 + 0.15 * title.count("\n") * 2 + 0.6 * len(rows)))
+    fig, ax = new_figure((width, 1.4 + 0.15 * title.count("\n") * 2 + 0.6 * len(rows)))
     from matplotlib.colors import TwoSlopeNorm
 
     # probabilities: the scale stops at 0 below and stays white at the uniform value
@@ -65,6 +64,5 @@ def diverging_heatmap(
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, label=colorbar_label)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
     return Path(path)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..utils import atomic_write, headless_pyplot
+from ..utils.figures import new_figure, save_figure
 
 __all__ = ["plot_retrieval_experts", "retrieval_rows", "retrieval_summary"]
 
@@ -92,8 +92,7 @@ def plot_retrieval_experts(summary: pd.DataFrame, path: str | Path, title: str |
     if not gates or summary.empty:
         raise ValueError("the summary has no retrieved embeddings with expert gates to plot")
     values = summary[gates].to_numpy(dtype=np.float64)
-    plt = headless_pyplot()
-    fig, ax = plt.subplots(figsize=(2.4 + 0.5 * len(gates), 1.4 + 0.45 * len(summary)))
+    fig, ax = new_figure((2.4 + 0.5 * len(gates), 1.4 + 0.45 * len(summary)))
     image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=max(values.max(), 1e-6), aspect="auto")
     ax.set_xticks(range(len(gates)), labels=[g[len("gate_") :] for g in gates], rotation=45, ha="right")
     counts = summary["retrieved"].astype(int).tolist()
@@ -105,6 +104,5 @@ def plot_retrieval_experts(summary: pd.DataFrame, path: str | Path, title: str |
     ax.set_xlabel("candidate expert")
     ax.set_title(title or "MoE-Retriever: experts used per filled modality")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
     return Path(path)

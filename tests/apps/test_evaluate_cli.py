@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from medmoe.apps.evaluate.__main__ import build_parser, main
-from medmoe.apps.evaluate.classification import choose_threshold
 from medmoe.apps.evaluate.example import make_classification_example, make_segmentation_example
 from sklearn.metrics import accuracy_score, roc_auc_score
+
+from medmoe.metrics import choose_threshold
 
 
 def _check_outputs(out):

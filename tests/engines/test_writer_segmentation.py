@@ -11,7 +11,6 @@ from ignite.engine import Engine
 from PIL import Image
 
 from medmoe.engines import EvaluationWriter, SegmentationDice, mean_of
-from medmoe.engines.metrics import quadratic_kappa
 
 
 def _batches():
@@ -105,16 +104,6 @@ def test_dice_interval_and_kappa_with_bootstrap(tmp_path: Path) -> None:
     assert 2 / 3 <= low <= 8 / 9 <= high <= 1.0  # per-case Dice 1, 1, 2/3
     assert [p.name for p in (tmp_path / "cup_overlays").iterdir()] == ["c2.png"]  # the worst case only
     assert metrics["grade"]["kappa_ci"] == [1.0, 1.0]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_quadratic_kappa_matches_sklearn(seed: int) -> None:
-    from sklearn.metrics import cohen_kappa_score
-
-    rng = np.random.default_rng(seed)
-    y, p = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
-    expected = cohen_kappa_score(y, p, weights="quadratic", labels=[0, 1, 2, 3])
-    assert quadratic_kappa(y, p, 4) == pytest.approx(expected, abs=1e-12)
 
 
 def _run_with_batch(writer: EvaluationWriter, batches: list[dict]) -> None:

@@ -1,16 +1,24 @@
-"""Classification metrics of medmoe.apps.evaluate agree with scikit-learn; bad input gives clear errors."""
+"""Classification metrics of medmoe.metrics agree with scikit-learn; bad input gives clear errors."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from medmoe.apps.evaluate import evaluate_classification, weighted_auroc, weighted_average_precision
-from medmoe.apps.evaluate.bootstrap import bootstrap, weighted_ece
-from medmoe.apps.evaluate.classification import choose_threshold
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
     roc_auc_score,
+)
+
+from medmoe.metrics import (
+    bootstrap,
+    choose_threshold,
+    evaluate_classification,
+    precision_recall_curve,
+    reliability_curve,
+    weighted_auroc,
+    weighted_average_precision,
+    weighted_ece,
 )
 
 
@@ -224,3 +232,25 @@ def test_minus_one_is_a_missing_label_as_in_the_cohort_csvs():
     df = pd.DataFrame({"id": range(6), "t": [0, 1, -1, 0, 1, -1], "t_score": [0.1, 0.9, 0.5, 0.2, 0.8, 0.4]})
     res = evaluate_classification(df, n_bootstrap=0)
     assert _value(res, "auroc")["n"] == 4 and _value(res, "auroc")["value"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_curves_match_sklearn(seed):
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import precision_recall_curve as sk_pr
+
+    rng = np.random.default_rng(seed)
+    y = rng.random(300) < 0.3
+    scores = np.round(np.clip(0.35 * y + rng.random(300) * 0.65, 0, 1), 2)  # ties included
+    recall, precision = precision_recall_curve(scores, y)
+    sk_precision, sk_recall, _ = sk_pr(y, scores)
+    np.testing.assert_allclose(recall[::-1], sk_recall, atol=1e-12)
+    np.testing.assert_allclose(precision[::-1], sk_precision, atol=1e-12)
+    prob = rng.random(300)
+    hit = rng.random(300) < prob
+    rel = reliability_curve(prob, hit, n_bins=8)
+    observed, confidence = calibration_curve(hit, prob, n_bins=8, strategy="uniform")
+    seen = rel["count"] > 0
+    np.testing.assert_allclose(rel["observed"][seen], observed, atol=1e-12)
+    np.testing.assert_allclose(rel["confidence"][seen], confidence, atol=1e-12)
+    assert rel["count"].sum() == 300

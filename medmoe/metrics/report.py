@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write, atomic_write_json, atomic_write_text
+from ..utils import atomic_write_csv, atomic_write_text
+from .masks import load_pair
 from .plots import plot_groups, plot_overlay, plot_pr, plot_reliability, plot_roc, safe_name
 
 __all__ = ["metrics_table", "write_report"]
@@ -42,7 +44,28 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _write_csv(path: Path, df: pd.DataFrame) -> Path:
-    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return atomic_write_csv(path, df, index=False)
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    """Indented JSON, written atomically; NaN and inf become ``null``."""
+    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 _ORDER = [
@@ -106,7 +129,7 @@ def _header(title: str, result: dict[str, Any]) -> list[str]:
     return [
         f"# {title}",
         "",
-        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `medmoe.apps.evaluate`. "
+        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `medmoe.metrics`. "
         f"Cells: point estimate on all evaluated cases [{pct}% confidence interval: {c['ci_method']}, "
         f"{c['n_bootstrap']} resamples, seed {c['seed']}].",
         "",
@@ -115,6 +138,17 @@ def _header(title: str, result: dict[str, Any]) -> list[str]:
 
 def _json_payload(result: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return {"kind": result["kind"], "config": result["config"], **extra, "metrics": result["metrics"]}
+
+
+def _files_section(written: dict[str, Any], out: Path, result: dict[str, Any]) -> list[str]:
+    """Write ``metrics.csv`` and return the report's list of files."""
+    written["csv"].append(_write_csv(out / "metrics.csv", metrics_table(result)))
+    return [
+        "## Files",
+        "",
+        "- `metrics.json`: every value with ci_low, ci_high and n (machine-readable)",
+        "- `metrics.csv`: the same as a table",
+    ]
 
 
 def _classification(result: dict[str, Any], out: Path, title: str) -> dict:
@@ -164,15 +198,9 @@ def _classification(result: dict[str, Any], out: Path, title: str) -> dict:
             _md_table(show),
             "",
         ]
-    written["csv"].append(_write_csv(out / "metrics.csv", metrics_table(result)))
-    lines += [
-        "## Files",
-        "",
-        "- `metrics.json`: every value with ci_low, ci_high and n (machine-readable)",
-        "- `metrics.csv`: the same as a table",
-    ]
+    lines += _files_section(written, out, result)
     tasks = [{k: v for k, v in t.items()} for t in result["tasks"]]
-    written["metrics_json"] = atomic_write_json(
+    written["metrics_json"] = _write_json(
         out / "metrics.json", _json_payload(result, {"tasks": tasks, "comparisons": result["comparisons"]})
     )
     written["report"] = atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
@@ -180,8 +208,6 @@ def _classification(result: dict[str, Any], out: Path, title: str) -> dict:
 
 
 def _segmentation(result: dict[str, Any], out: Path, title: str, n_worst: int) -> dict:
-    from .segmentation import load_pair
-
     written: dict[str, Any] = {"csv": [], "plots": []}
     per_case: pd.DataFrame = result["per_case"]
     lines = _header(title, result)
@@ -221,16 +247,7 @@ def _segmentation(result: dict[str, Any], out: Path, title: str, n_worst: int) -
             lines.append(f"![{pic.stem}]({pic.name})")
         lines.append("")
     written["csv"].append(_write_csv(out / "per_case.csv", per_case))
-    written["csv"].append(_write_csv(out / "metrics.csv", metrics_table(result)))
-    lines += [
-        "## Files",
-        "",
-        "- `metrics.json`: every value with ci_low, ci_high and n (machine-readable)",
-        "- `metrics.csv`: the same as a table",
-        "- `per_case.csv`: one row per case and label",
-    ]
-    written["metrics_json"] = atomic_write_json(
-        out / "metrics.json", _json_payload(result, {"labels": result["labels"]})
-    )
+    lines += _files_section(written, out, result) + ["- `per_case.csv`: one row per case and label"]
+    written["metrics_json"] = _write_json(out / "metrics.json", _json_payload(result, {"labels": result["labels"]}))
     written["report"] = atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return written

@@ -6,11 +6,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from medmoe.apps.evaluate import case_metrics, evaluate_segmentation, pairs_from_folders
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, SurfaceDistanceMetric
 from monai.networks.utils import one_hot
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+
+from medmoe.metrics import case_metrics, evaluate_segmentation, pairs_from_folders
 
 
 def _random_labels(rng, shape):

@@ -1,4 +1,8 @@
-"""Plots of the evaluation apps (matplotlib, Agg backend): ROC, PR, reliability, subgroups, mask overlays."""
+"""Evaluation plots: ROC, PR, reliability, subgroups, mask overlays.
+
+Drawn on detached ``matplotlib.figure.Figure`` objects (:func:`medmoe.utils.figures.new_figure`), never through
+pyplot, so importing or calling this module does not switch the backend of a notebook or GUI session.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from .io import atomic_write  # noqa: E402
+from ..utils.figures import new_figure, save_figure
 
 __all__ = ["plot_groups", "plot_overlay", "plot_pr", "plot_reliability", "plot_roc", "safe_name"]
 
@@ -26,10 +27,8 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
 
 
-def _save(fig: Any, path: Path) -> Path:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight"))
-    plt.close(fig)
-    return path
+def _save(fig: Figure, path: Path) -> Path:
+    return save_figure(fig, path, dpi=_DPI, format="png", bbox_inches="tight")
 
 
 def _label(task: str, cls: str, kind: str, value: dict[str, float] | None) -> str:
@@ -41,7 +40,7 @@ def _label(task: str, cls: str, kind: str, value: dict[str, float] | None) -> st
 
 def plot_roc(task: str, kind: str, curves: dict[str, Any], values: dict[str, dict], path: Path) -> Path:
     """ROC curve(s) of one task, one line per class (binary: one), AUROC with CI in the legend."""
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = new_figure((4.6, 4.2))
     for cls, (fpr, tpr) in curves.get("roc", {}).items():
         ax.plot(fpr, tpr, lw=1.5, label=_label(task, cls, kind, values.get(cls)))
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
@@ -53,7 +52,7 @@ def plot_roc(task: str, kind: str, curves: dict[str, Any], values: dict[str, dic
 
 def plot_pr(task: str, kind: str, curves: dict[str, Any], values: dict[str, dict], path: Path) -> Path:
     """Precision-recall step curve(s) of one task, AUPRC with CI in the legend."""
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = new_figure((4.6, 4.2))
     for cls, (recall, precision) in curves.get("pr", {}).items():
         ax.step(recall, precision, where="post", lw=1.5, label=_label(task, cls, kind, values.get(cls)))
     ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall: {task}", xlim=(0, 1), ylim=(0, 1.01))
@@ -64,7 +63,7 @@ def plot_pr(task: str, kind: str, curves: dict[str, Any], values: dict[str, dict
 
 def plot_reliability(task: str, rel: dict[str, Any], ece: dict[str, float] | None, path: Path) -> Path:
     """Reliability diagram: observed frequency vs mean confidence per bin, with a histogram of counts."""
-    fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.6, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, axh) = new_figure((4.6, 5.0), 2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     n_bins = len(rel["count"])
     edges = np.linspace(0, 1, n_bins + 1)
     centers = (edges[:-1] + edges[1:]) / 2
@@ -85,7 +84,7 @@ def plot_reliability(task: str, rel: dict[str, Any], ece: dict[str, float] | Non
 def plot_groups(title: str, entries: Sequence[dict[str, Any]], metric: str, path: Path) -> Path:
     """Point estimate and CI of ``metric`` per subgroup (a forest plot), with counts in the labels."""
     entries = [e for e in entries if e["value"] is not None and np.isfinite(e["value"])]
-    fig, ax = plt.subplots(figsize=(4.6, 0.45 * len(entries) + 1.2))
+    fig, ax = new_figure((4.6, 0.45 * len(entries) + 1.2))
     for i, e in enumerate(entries):
         lo = e["ci_low"] if np.isfinite(e["ci_low"]) else e["value"]
         hi = e["ci_high"] if np.isfinite(e["ci_high"]) else e["value"]
@@ -120,7 +119,7 @@ def plot_overlay(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], 
     rgb[p & t] = (1.0, 0.85, 0.1)
     rgb[t & ~p] = (0.1, 0.8, 0.2)
     rgb[p & ~t] = (0.9, 0.15, 0.15)
-    fig, ax = plt.subplots(figsize=(4.2, 4.4))
+    fig, ax = new_figure((4.2, 4.4))
     ax.imshow(rgb, interpolation="nearest", aspect=aspect)
     ax.set_title(title, fontsize=8)
     ax.axis("off")

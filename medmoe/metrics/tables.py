@@ -1,4 +1,4 @@
-"""Input/output helpers for the evaluation apps: CSV joining, task discovery, atomic writes.
+"""Prediction and label tables: the CSV conventions, task discovery and joining on the id column.
 
 CSV conventions (see docs/evaluation.md):
 
@@ -12,27 +12,18 @@ CSV conventions (see docs/evaluation.md):
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 __all__ = [
     "TaskSpec",
-    "atomic_write",
-    "atomic_write_json",
-    "atomic_write_text",
     "discover_tasks",
     "format_ids",
     "join_predictions",
-    "parse_multilabel",
 ]
 
 _MAX_LISTED = 20
@@ -43,64 +34,6 @@ def format_ids(ids: Sequence[Any], limit: int = _MAX_LISTED) -> str:
     ids = [str(i) for i in ids]
     shown = ", ".join(ids[:limit])
     return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
-
-
-def atomic_write(path: str | Path, writer: Callable[[str], None]) -> Path:
-    """Write a file atomically: ``writer(tmp_path)`` writes a temp file in the same folder, then it is renamed.
-
-    Args:
-        path: final destination.
-        writer: callable that writes the complete file to the path it is given.
-
-    Returns:
-        The destination path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file + rename)."""
-
-    def _write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return atomic_write(path, _write)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically; NaN and inf are written as ``null``."""
-    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 @dataclass
@@ -120,18 +53,6 @@ class TaskSpec:
     label_columns: list[str]
     score_columns: list[str]
     classes: list[str] = field(default_factory=list)
-
-
-def parse_multilabel(specs: Sequence[str] | None) -> dict[str, list[str]]:
-    """Parse ``["T:a,b,c", ...]`` into ``{"T": ["a", "b", "c"]}``; raise ``ValueError`` on a malformed spec."""
-    out: dict[str, list[str]] = {}
-    for spec in specs or []:
-        name, sep, labels = spec.partition(":")
-        names = [s.strip() for s in labels.split(",") if s.strip()]
-        if not sep or not name or not names:
-            raise ValueError(f"--multilabel expects TASK:label1,label2,... , got {spec!r}")
-        out[name.strip()] = names
-    return out
 
 
 _PROB = re.compile(r"^(?P<task>.+)_prob_(?P<k>[^_]+)$")

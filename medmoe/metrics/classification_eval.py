@@ -1,4 +1,4 @@
-"""Classification evaluation: AUROC, AUPRC, accuracy, balanced accuracy, sensitivity / specificity, ECE.
+"""Classification evaluation of a cohort: AUROC, AUPRC, accuracy, balanced accuracy, sensitivity / specificity, ECE.
 
 Every metric comes with a seeded percentile bootstrap CI: stratified by class for the metrics that condition on
 the true class (AUROC, sensitivity, specificity, balanced accuracy), over plain resamples of the cases for the
@@ -9,179 +9,22 @@ everything per subgroup; ``df_pred_compare`` adds DeLong's test against a second
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .bootstrap import bootstrap, weighted_auroc, weighted_average_precision, weighted_ece, weighted_mean
+from .bootstrap import bootstrap
+from .calibration import reliability_curve
+from .classification import CASE_MIX_METRICS, precision_recall_curve, roc_curve, task_metric_fn
 from .delong import delong_test
-from .io import TaskSpec, discover_tasks, format_ids, join_predictions
+from .tables import TaskSpec, discover_tasks, format_ids, join_predictions
+from .thresholds import choose_threshold
 
-__all__ = ["choose_threshold", "evaluate_classification", "roc_curve", "task_metric_fn"]
-
-CASE_MIX_METRICS = frozenset({"accuracy", "auprc", "ece"})
-"""Metrics whose value depends on the class proportions: their CIs resample cases without stratification."""
+__all__ = ["evaluate_classification"]
 
 Progress = Callable[[str, int, int], None]
-MetricFn = Callable[[np.ndarray], dict[Any, np.ndarray]]
-
-
-def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC curve at every distinct threshold: ``(fpr, tpr, thresholds)``, starting at ``(0, 0)`` (threshold +inf)."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], np.asarray(positive, bool)[order]
-    ends = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]
-    tps, fps = np.cumsum(y)[ends], np.cumsum(~y)[ends]
-    tpr = np.r_[0.0, tps / max(tps[-1], 1)] if s.size else np.zeros(1)
-    fpr = np.r_[0.0, fps / max(fps[-1], 1)] if s.size else np.zeros(1)
-    return fpr, tpr, np.r_[np.inf, s[ends]]
-
-
-def choose_threshold(scores: np.ndarray, positive: np.ndarray, rule: str = "youden") -> float:
-    """Choose a decision threshold (predict positive when ``score >= threshold``) on validation cases.
-
-    Args:
-        scores: ``(N,)`` validation scores.
-        positive: ``(N,)`` bool validation labels (both classes needed).
-        rule: ``"youden"`` (max sensitivity + specificity - 1), ``"sensitivity=0.9"`` (the highest threshold
-            with sensitivity >= 0.9) or ``"specificity=0.9"`` (the lowest threshold with specificity >= 0.9).
-
-    Returns:
-        The threshold.
-
-    Raises:
-        ValueError: unknown rule, or a validation set without both classes.
-    """
-    positive = np.asarray(positive, bool)
-    if positive.all() or not positive.any():
-        raise ValueError(f"cannot choose a threshold on validation cases with a single class (n={positive.size})")
-    fpr, tpr, thr = roc_curve(scores, positive)
-    fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the +inf start
-    name, _, target = rule.partition("=")
-    if name == "youden" and not target:
-        return float(thr[np.argmax(tpr - fpr)])
-    try:
-        goal = float(target)
-    except ValueError:
-        raise ValueError(f"unknown threshold rule {rule!r}: use youden, sensitivity=0.9 or specificity=0.9") from None
-    if name == "sensitivity":
-        return float(thr[np.flatnonzero(tpr >= goal)[0]])
-    if name == "specificity":
-        ok = np.flatnonzero(1 - fpr >= goal)
-        return float(thr[ok[-1]]) if ok.size else float(thr[0])
-    raise ValueError(f"unknown threshold rule {rule!r}: use youden, sensitivity=0.9 or specificity=0.9")
-
-
-def _binary_fn(
-    scores: np.ndarray, y: np.ndarray, threshold: float | None, n_bins: int, cls: str | None, want: Callable
-) -> MetricFn:
-    """Metrics of one binary column; without a threshold (none could be chosen) only the threshold-free ones."""
-    pos = y.astype(bool)
-    pred = None if threshold is None else scores >= threshold
-    calibrate = bool(np.all((scores >= 0) & (scores <= 1)))
-
-    def fn(w: np.ndarray) -> dict[Any, np.ndarray]:
-        out = {}
-        if want("auroc"):
-            out[("auroc", cls)] = weighted_auroc(scores, pos, w)
-        if want("auprc"):
-            out[("auprc", cls)] = weighted_average_precision(scores, pos, w)
-        if pred is not None:
-            sens, spec = weighted_mean(w[:, pos], pred[pos]), weighted_mean(w[:, ~pos], ~pred[~pos])
-            out[("accuracy", cls)] = weighted_mean(w, pred == pos)
-            out[("balanced_accuracy", cls)] = 0.5 * (sens + spec)
-            out[("sensitivity", cls)] = sens
-            out[("specificity", cls)] = spec
-        if calibrate and want("ece"):
-            out[("ece", cls)] = weighted_ece(scores, pos, w, n_bins)
-        return out
-
-    return fn
-
-
-def _multiclass_fn(probs: np.ndarray, y: np.ndarray, classes: list[str], n_bins: int, want: Callable) -> MetricFn:
-    pred = probs.argmax(1)
-    conf = probs.max(1)
-    calibrate = bool(np.all((probs >= 0) & (probs <= 1)))
-    present = [k for k in range(len(classes)) if (y == k).any()]
-
-    def fn(w: np.ndarray) -> dict[Any, np.ndarray]:
-        out: dict[Any, np.ndarray] = {}
-        recalls = []
-        for k, c in enumerate(classes):
-            pos = y == k
-            if want("auroc"):
-                out[("auroc", c)] = weighted_auroc(probs[:, k], pos, w)
-            if want("auprc"):
-                out[("auprc", c)] = weighted_average_precision(probs[:, k], pos, w)
-            out[("sensitivity", c)] = weighted_mean(w[:, pos], pred[pos] == k)
-            out[("specificity", c)] = weighted_mean(w[:, ~pos], pred[~pos] != k)
-            if k in present:
-                recalls.append(out[("sensitivity", c)])
-        nan = np.full(w.shape[0], np.nan)
-        for metric in ("auroc", "auprc"):
-            if want(metric):
-                macro = [out[(metric, classes[k])] for k in present]
-                out[(metric, None)] = np.mean(macro, axis=0) if len(present) > 1 else nan
-        out[("accuracy", None)] = weighted_mean(w, pred == y)
-        out[("balanced_accuracy", None)] = np.mean(recalls, axis=0) if recalls else nan
-        if calibrate and want("ece"):
-            out[("ece", None)] = weighted_ece(conf, pred == y, w, n_bins)
-        return out
-
-    return fn
-
-
-def task_metric_fn(
-    spec: TaskSpec,
-    scores: np.ndarray,
-    labels: np.ndarray,
-    thresholds: dict[str, float],
-    n_bins: int = 10,
-    metrics: Collection[str] | None = None,
-) -> MetricFn:
-    """Build the weighted metric function of one task (see :mod:`.bootstrap`).
-
-    Args:
-        spec: the task.
-        scores: ``(N, C)`` prediction columns of the task (``C = 1`` for binary).
-        labels: ``(N, L)`` labels (``L = 1`` unless multi-label; NaN = missing, multi-label only here).
-        thresholds: decision threshold per class name (binary: ``"1"``; multi-label: each label name).
-        n_bins: calibration bins.
-        metrics: compute only the rank and calibration metrics named here (``auroc``, ``auprc``, ``ece``; the
-            cheap threshold metrics always come along); None = all.
-
-    Returns:
-        ``fn(W) -> {(metric, class or None): (R,) values}``.
-    """
-
-    def want(metric: str) -> bool:
-        return metrics is None or metric in metrics
-
-    if spec.kind == "binary":
-        return _binary_fn(scores[:, 0], labels[:, 0], thresholds["1"], n_bins, None, want)
-    if spec.kind == "multiclass":
-        return _multiclass_fn(scores, labels[:, 0].astype(np.int64), spec.classes, n_bins, want)
-    parts = []
-    for j, name in enumerate(spec.classes):
-        valid = np.isfinite(labels[:, j])
-        parts.append((valid, _binary_fn(scores[valid, j], labels[valid, j], thresholds[name], n_bins, name, want)))
-
-    def fn(w: np.ndarray) -> dict[Any, np.ndarray]:
-        out: dict[Any, np.ndarray] = {}
-        for valid, f in parts:
-            out.update(f(w[:, valid]))
-        for metric in ("auroc", "auprc"):
-            if not want(metric):
-                continue
-            vals = np.array([out[(metric, c)] for c in spec.classes])
-            ok = np.isfinite(vals).any(axis=1) if vals.size else np.zeros(0, bool)
-            out[(metric, None)] = vals[ok].mean(0) if ok.any() else np.full(w.shape[0], np.nan)
-        return out
-
-    return fn
 
 
 def _validate(df: pd.DataFrame, spec: TaskSpec, id_column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -201,14 +44,20 @@ def _validate(df: pd.DataFrame, spec: TaskSpec, id_column: str) -> tuple[np.ndar
             f"{format_ids(df.loc[bad, id_column].tolist())}"
         )
     used = finite.any(1)
-    scores = df[spec.score_columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    nonfinite = used & ~np.isfinite(scores).all(1)
-    if nonfinite.any():
-        raise ValueError(
-            f"task {spec.name!r}: non-finite or non-numeric scores in {spec.score_columns} for ids "
-            f"{format_ids(df.loc[nonfinite, id_column].tolist())}"
-        )
+    scores = _finite_scores(df, spec.score_columns, used, id_column, f"task {spec.name!r}")
     return labels, scores, used
+
+
+def _finite_scores(df: pd.DataFrame, columns: list[str], rows: np.ndarray, id_column: str, where: str) -> np.ndarray:
+    """Score columns as float ``(N, C)``; raise ``ValueError`` naming the ids where a used row is not finite."""
+    scores = df[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = rows & ~np.isfinite(scores).all(1)
+    if bad.any():
+        raise ValueError(
+            f"{where}: non-finite or non-numeric scores in {columns} for ids "
+            f"{format_ids(df.loc[bad, id_column].tolist())}"
+        )
+    return scores
 
 
 def _thresholds(
@@ -254,20 +103,10 @@ def _curves(spec: TaskSpec, scores: np.ndarray, labels: np.ndarray, n_bins: int)
             continue
         fpr, tpr, _ = roc_curve(s, pos)
         out["roc"][c] = (fpr, tpr)
-        order = np.argsort(-s, kind="stable")
-        tp = np.cumsum(pos[order])
-        ends = np.r_[np.flatnonzero(np.diff(s[order]) != 0), s.size - 1]
-        out["pr"][c] = (np.r_[0.0, tp[ends] / tp[-1]], np.r_[1.0, tp[ends] / (ends + 1)])
+        out["pr"][c] = precision_recall_curve(s, pos)
     if spec.kind != "multilabel" and np.all((conf >= 0) & (conf <= 1)):
-        bins = np.clip((conf * n_bins).astype(int), 0, n_bins - 1)
-        count = np.bincount(bins, minlength=n_bins)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["reliability"] = {
-                "confidence": np.bincount(bins, conf, n_bins) / count,
-                "observed": np.bincount(bins, hit.astype(float), n_bins) / count,
-                "count": count,
-                "label": "P(class 1)" if spec.kind == "binary" else "top-label confidence",
-            }
+        label = "P(class 1)" if spec.kind == "binary" else "top-label confidence"
+        out["reliability"] = {**reliability_curve(conf, hit, n_bins), "label": label}
     return out
 
 
@@ -462,13 +301,7 @@ def _compare(
     missing = [c for c in spec.score_columns if c not in cmp.columns]
     if missing:
         raise ValueError(f"--compare-with: the second predictions CSV lacks column(s) {missing}")
-    other = cmp[spec.score_columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    bad = rows & ~np.isfinite(other).all(1)
-    if bad.any():
-        raise ValueError(
-            f"--compare-with, task {spec.name!r}: non-finite scores for ids "
-            f"{format_ids(cmp.loc[bad, id_column].tolist())}"
-        )
+    other = _finite_scores(cmp, spec.score_columns, rows, id_column, f"--compare-with, task {spec.name!r}")
     out = []
     cols = ["1"] if spec.kind == "binary" else spec.classes
     for j, c in enumerate(cols):

@@ -1,16 +1,11 @@
-"""Vectorised, stratified bootstrap and weighted (resample-count) classification metrics.
+"""Vectorised, stratified bootstrap: resamples as weight matrices, percentile intervals.
 
 A bootstrap resample is represented by a row of counts ``W[r, i]`` = how many times case ``i`` was drawn.
-Every metric here takes a weight matrix ``W`` of shape ``(R, N)`` and returns ``R`` values at once, so the
-point estimate is the same code with ``W = ones((1, N))`` and ``R`` resamples cost a few array operations:
-
-- AUROC is the Mann-Whitney statistic with ties counted one half, computed from ranks: sort the negatives
-  once, take cumulative negative weights ``C`` (``R x N_neg``); a positive with score ``s`` beats
-  ``C[searchsorted(s, "left")]`` negatives and ties with the difference to ``C[searchsorted(s, "right")]``.
-- Average precision is the step-wise sum ``sum_k (R_k - R_{k-1}) P_k`` over distinct thresholds (as in
-  scikit-learn), with weighted cumulative true / false positives.
-
-Resamples are drawn in chunks (``chunk_elements`` bounds ``R_chunk x N``) so memory stays bounded.
+Every weighted metric of :mod:`medmoe.metrics` (:func:`.weighted_auroc`, :func:`.weighted_average_precision`,
+:func:`.weighted_ece`, :func:`weighted_mean`) takes a weight matrix ``W`` of shape ``(R, N)`` and returns ``R``
+values at once, so the point estimate is the same code with ``W = ones((1, N))`` and ``R`` resamples cost a few
+array operations. Resamples are drawn in chunks (``chunk_elements`` bounds ``R_chunk x N``) so memory stays
+bounded.
 """
 
 from __future__ import annotations
@@ -19,15 +14,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = [
-    "bootstrap",
-    "bootstrap_weights",
-    "percentile_ci",
-    "weighted_auroc",
-    "weighted_average_precision",
-    "weighted_ece",
-    "weighted_mean",
-]
+__all__ = ["bootstrap", "bootstrap_weights", "percentile_ci", "weighted_mean"]
+
 
 ProgressFn = Callable[[int, int], None]
 
@@ -79,87 +67,6 @@ def weighted_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     total = weights.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, weights @ values.astype(np.float64) / np.where(total > 0, total, 1), np.nan)
-
-
-def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Area under the ROC curve (Mann-Whitney U / (n_pos n_neg), ties = 1/2) for each weight row.
-
-    Args:
-        scores: ``(N,)`` real scores, larger = more likely positive.
-        positive: ``(N,)`` bool, the true class.
-        weights: ``(R, N)`` case weights (bootstrap counts, or ones for the point estimate).
-
-    Returns:
-        ``(R,)`` AUROC values; NaN where a row has no positive or no negative weight.
-
-    Example:
-        >>> float(weighted_auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], bool), np.ones((1, 4)))[0])
-        0.75
-    """
-    positive = np.asarray(positive, bool)
-    s_pos, s_neg = scores[positive], scores[~positive]
-    order = np.argsort(s_neg, kind="stable")
-    s_neg = s_neg[order]
-    w_pos, w_neg = weights[:, positive], weights[:, ~positive][:, order]
-    cum = np.zeros((weights.shape[0], s_neg.size + 1))
-    np.cumsum(w_neg, axis=1, out=cum[:, 1:])
-    below = np.searchsorted(s_neg, s_pos, side="left")
-    below_or_tied = np.searchsorted(s_neg, s_pos, side="right")
-    wins = (cum[:, below] + cum[:, below_or_tied]) * 0.5  # (R, N_pos): beaten negatives + half the ties
-    num = np.einsum("rp,rp->r", w_pos, wins)
-    den = w_pos.sum(1) * cum[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
-def weighted_average_precision(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Average precision (area under the precision-recall step curve, as scikit-learn) for each weight row.
-
-    Args:
-        scores: ``(N,)`` real scores.
-        positive: ``(N,)`` bool, the true class.
-        weights: ``(R, N)`` case weights.
-
-    Returns:
-        ``(R,)`` AP values; NaN where a row has no positive weight.
-    """
-    positive = np.asarray(positive, bool)
-    order = np.argsort(-scores, kind="stable")
-    s = scores[order]
-    y = positive[order].astype(np.float64)
-    ends = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # last index of each distinct threshold
-    w = weights[:, order]
-    tp = np.cumsum(w * y, axis=1)[:, ends]
-    allp = np.cumsum(w, axis=1)[:, ends]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(allp > 0, tp / np.where(allp > 0, allp, 1), 0.0)
-        recall = tp / tp[:, -1:]
-    d_recall = np.diff(recall, axis=1, prepend=0.0)
-    ap = np.einsum("rk,rk->r", d_recall, precision)
-    return np.where(tp[:, -1] > 0, ap, np.nan)
-
-
-def weighted_ece(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray, n_bins: int = 10) -> np.ndarray:
-    """Expected calibration error with equal-width bins (Guo et al. 2017, eq. 3) for each weight row.
-
-    ``ECE = sum_b (|B_b| / N) |acc(B_b) - conf(B_b)|`` with bins ``[0, 1/n_bins), ..., [1 - 1/n_bins, 1]``.
-
-    Args:
-        confidence: ``(N,)`` predicted probability in ``[0, 1]``.
-        correct: ``(N,)`` outcome in ``{0, 1}`` (true class for binary calibration, hit for top-label).
-        weights: ``(R, N)`` case weights.
-        n_bins: number of equal-width bins.
-
-    Returns:
-        ``(R,)`` ECE values.
-    """
-    bins = np.clip((confidence * n_bins).astype(np.int64), 0, n_bins - 1)
-    onehot = np.zeros((confidence.size, n_bins))
-    onehot[np.arange(confidence.size), bins] = 1.0
-    gap = weights @ (onehot * (correct.astype(np.float64) - confidence)[:, None])  # (R, B): sum of acc - conf
-    total = weights.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.abs(gap).sum(1) / total
 
 
 def percentile_ci(samples: np.ndarray, ci: float = 0.95) -> tuple[float, float]:

@@ -1,0 +1,30 @@
+"""Small shared helpers: atomic file writing, the cache folder, figures without pyplot.
+
+Example:
+    >>> from medmoe.utils import atomic_write_text
+    >>> atomic_write_text(out / "metrics.json", "{}")  # doctest: +SKIP
+"""
+
+from .atomic import (
+    atomic_open,
+    atomic_path,
+    atomic_save_figure,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_text,
+)
+from .cache import default_cache_root
+
+__all__ = [
+    "atomic_open",
+    "atomic_path",
+    "atomic_save_figure",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_text",
+    "default_cache_root",
+]
