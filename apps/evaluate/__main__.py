@@ -1,4 +1,4 @@
-"""Command line: ``python -m medmoe.apps.evaluate {auroc,dice} ...`` (see docs/evaluation.md).
+"""Command line: ``python -m medmoe.apps.evaluate {auroc,dice,compare} ...`` (see docs/evaluation.md).
 
 Argument parsing and file reading only; the statistics, reports and plots are :mod:`medmoe.metrics`.
 """
@@ -13,6 +13,9 @@ from collections.abc import Sequence
 import pandas as pd
 
 from medmoe.metrics import (
+    compare_classification,
+    compare_segmentation,
+    comparison_report,
     evaluate_classification,
     evaluate_segmentation,
     join_predictions,
@@ -42,6 +45,21 @@ masks: NIfTI (.nii/.nii.gz, spacing from the header) or PNG (spacing 1 unless --
 examples:
   python -m medmoe.apps.evaluate dice --pred-dir pred/ --truth-dir labels/ --out-dir eval_seg/
   python -m medmoe.apps.evaluate dice --pairs pairs.csv --group-by site --labels 1 2 --out-dir eval_seg/
+"""
+
+
+_EPILOG_COMPARE = """
+Two models' predictions on the same cases (the same ids on both sides), e.g. a bundle's eval/predictions.csv
+of the mixture-of-experts model and of its baseline. Per task (and class, and --group-by subgroup): the AUROC
+difference A - B with a paired stratified bootstrap interval and DeLong's p-value; with --segmentation-a/-b
+(a bundle's eval/segmentation.csv) the mean per-case Dice / IoU difference with a paired bootstrap interval and
+the Wilcoxon signed-rank p-value. A difference whose interval covers 0 reads "no evidence of a difference".
+
+examples:
+  python -m medmoe.apps.evaluate compare --a moe/eval/predictions.csv --b base/eval/predictions.csv \\
+      --names m4oe dense_vit --out-dir compare/
+  python -m medmoe.apps.evaluate compare --a moe/predictions.csv --b base/predictions.csv --labels cohort.csv \\
+      --group-by site --segmentation-a moe/segmentation.csv --segmentation-b base/segmentation.csv --out-dir cmp/
 """
 
 
@@ -158,7 +176,35 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-worst", type=int, default=3, help="overlay PNGs of the worst cases (default: %(default)s)")
     d.add_argument("--workers", type=int, default=1, help="processes reading / scoring cases (default: 1)")
     _add_common(d)
+    c = sub.add_parser(
+        "compare",
+        help="paired comparison of two models on the same cases (AUROC / Dice differences, CIs, p-values)",
+        epilog=_EPILOG_COMPARE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("--a", required=True, metavar="CSV", help="predictions of model A (may hold the labels)")
+    c.add_argument("--b", required=True, metavar="CSV", help="predictions of model B on the same ids")
+    c.add_argument("--names", nargs=2, default=["A", "B"], metavar=("A", "B"), help="the two models' names")
+    c.add_argument("--labels", default=None, help="labels CSV (default: the labels in --a)")
+    c.add_argument("--tasks", nargs="+", default=None, help="tasks to compare (default: all found in both)")
+    c.add_argument("--segmentation-a", default=None, metavar="CSV", help="per-case segmentation metrics of A")
+    c.add_argument("--segmentation-b", default=None, metavar="CSV", help="per-case segmentation metrics of B")
+    _add_common(c)
     return parser
+
+
+def _run_compare(args: argparse.Namespace) -> dict:
+    if (args.segmentation_a is None) != (args.segmentation_b is None):
+        raise ValueError("give both --segmentation-a and --segmentation-b, or neither")
+    read = lambda path: pd.read_csv(path, dtype={args.id_column: str})  # noqa: E731
+    names = tuple(args.names)
+    options = dict(id_column=args.id_column, names=names, n_resamples=args.n_bootstrap, seed=args.seed, ci=args.ci)
+    labels = read(args.labels) if args.labels else None
+    cls = compare_classification(read(args.a), read(args.b), labels, args.tasks, group_by=args.group_by, **options)
+    seg = None
+    if args.segmentation_a:
+        seg = compare_segmentation(read(args.segmentation_a), read(args.segmentation_b), **options)
+    return comparison_report(cls, seg, args.out_dir, args.ci)
 
 
 def _parse_multilabel(specs: Sequence[str] | None) -> dict[str, list[str]]:
@@ -246,6 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input with a message on stderr)."""
     args = build_parser().parse_args(argv)
     progress = _Progress(args.quiet)
+    if args.command == "compare":
+        try:
+            written = _run_compare(args)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print("\n".join(written["report_lines"]))
+        print(f"wrote {written['report']} and {written['csv']}")
+        return 0
     try:
         result = _run_auroc(args, progress) if args.command == "auroc" else _run_dice(args, progress)
         written = write_report(result, args.out_dir, args.title, n_worst=getattr(args, "n_worst", 3))

@@ -23,8 +23,10 @@ from .classification import (
     weighted_average_precision,
 )
 from .classification_eval import evaluate_classification
+from .compare import compare_classification, compare_segmentation, comparison_report
 from .delong import delong_covariance, delong_test, midrank
 from .masks import load_mask, load_pair, pairs_from_csv, pairs_from_folders
+from .paired import paired_auroc_difference, paired_mean_difference, verdict
 from .report import metrics_table, write_report
 from .segmentation import SEG_METRICS, case_metrics, surface_distances
 from .segmentation_eval import evaluate_segmentation
@@ -32,6 +34,12 @@ from .tables import TaskSpec, discover_tasks, format_ids, join_predictions
 from .thresholds import choose_threshold
 
 __all__ = [
+    "verdict",
+    "paired_mean_difference",
+    "paired_auroc_difference",
+    "comparison_report",
+    "compare_segmentation",
+    "compare_classification",
     "SEG_METRICS",
     "TaskSpec",
     "bootstrap",

@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 
 from ..utils.figures import new_figure, save_figure
 
-__all__ = ["plot_groups", "plot_overlay", "plot_pr", "plot_reliability", "plot_roc", "safe_name"]
+__all__ = ["plot_groups", "plot_overlay", "plot_pr", "plot_reliability", "plot_roc", "plot_roc_pair", "safe_name"]
 
 _DPI = 100
 
@@ -46,6 +46,19 @@ def plot_roc(task: str, kind: str, curves: dict[str, Any], values: dict[str, dic
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC: {task}", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=7, title="AUROC [CI]", title_fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_roc_pair(title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Two (or more) models' ROC curves on the same cases, one line each: ``curves = {model: (fpr, tpr)}``."""
+    fig, ax = new_figure((4.6, 4.2))
+    for name, (fpr, tpr) in curves.items():
+        auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+        ax.plot(fpr, tpr, lw=1.5, label=f"{name} ({auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC: {title}", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=7, title="model (AUROC)", title_fontsize=7)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
