@@ -19,7 +19,8 @@ import numpy as np
 
 from medmoe.data.demo_cache import cached_demo, default_cache_root
 from medmoe.data.demo_mammo_images import DicomTags, render_kind, render_view, sample_anatomy, write_mammo
-from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS, split_by_patient
+from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS
+from medmoe.data.split import split_by_patient
 
 __all__ = ["DEMO_NAME", "default_cache_root", "embed_demo_cohort", "make_embed_demo"]
 
