@@ -1,7 +1,8 @@
 """MONAI-style k-space transforms: centred FFTs, coil combination, magnitude / phase, centre crop.
 
 Conventions (fastMRI): complex tensors are channel-first ``(C, H, W)`` (``C`` = coils), optionally with extra
-leading spatial axes ``(C, S, H, W)``; the 2D FFTs act on the last two axes and are centred and orthonormal::
+leading spatial axes ``(C, S, H, W)``; the 2D FFTs act on the last two axes and are centred and orthonormal
+(:func:`~medmoe.transforms.kspace_fft.fft2c` / :func:`~medmoe.transforms.kspace_fft.ifft2c`, re-exported here)::
 
     kspace = fftshift(fft2(ifftshift(image), norm="ortho"))
     image = fftshift(ifft2(ifftshift(kspace), norm="ortho"))
@@ -22,6 +23,7 @@ from monai.transforms import MapTransform, ResizeWithPadOrCrop, ResizeWithPadOrC
 from monai.utils import TransformBackends
 
 from .keywise import KeyWise
+from .kspace_fft import fft2c, ifft2c
 from .kspace_io import (
     LoadKspace,
     LoadKspaced,
@@ -54,8 +56,6 @@ __all__ = [
     "ComplexCenterCropd",
 ]
 
-_DIMS = (-2, -1)
-
 
 def _tensor(x, what: str, complex_required: bool = False, min_ndim: int = 3) -> torch.Tensor:
     """Plain torch tensor from numpy / torch / MetaTensor, with the checks every transform shares."""
@@ -71,18 +71,6 @@ def _tensor(x, what: str, complex_required: bool = False, min_ndim: int = 3) -> 
     if not torch.isfinite(torch.view_as_real(t) if torch.is_complex(t) else t).all():
         raise ValueError(f"{what}: input contains NaN or infinite values.")
     return t
-
-
-def fft2c(image: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D FFT over the last two axes (image -> k-space), fastMRI convention."""
-    image = image if torch.is_complex(image) else image.to(torch.complex64)
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(image, dim=_DIMS), norm="ortho"), dim=_DIMS)
-
-
-def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D inverse FFT over the last two axes (k-space -> image), fastMRI convention."""
-    kspace = kspace if torch.is_complex(kspace) else kspace.to(torch.complex64)
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=_DIMS), norm="ortho"), dim=_DIMS)
 
 
 class KspaceToImage(Transform):
