@@ -57,8 +57,13 @@ __all__ = [
 ]
 
 
-def _tensor(x, what: str, complex_required: bool = False, min_ndim: int = 3) -> torch.Tensor:
-    """Plain torch tensor from numpy / torch / MetaTensor, with the checks every transform shares."""
+def kspace_tensor(x, what: str, complex_required: bool = False, min_ndim: int = 3) -> torch.Tensor:
+    """Plain torch tensor from numpy / torch / MetaTensor, with the checks every k-space transform shares.
+
+    Raises:
+        ValueError: naming ``what`` when the input is not complex (with ``complex_required``), has fewer than
+            ``min_ndim`` dimensions, is empty or holds NaN / infinite values.
+    """
     t = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
     if complex_required and not torch.is_complex(t):
         raise ValueError(f"{what}: expected a complex tensor, got dtype {t.dtype}.")
@@ -84,7 +89,7 @@ class KspaceToImage(Transform):
     backend = [TransformBackends.TORCH]
 
     def __call__(self, kspace: torch.Tensor) -> torch.Tensor:
-        return ifft2c(_tensor(kspace, "KspaceToImage"))
+        return ifft2c(kspace_tensor(kspace, "KspaceToImage"))
 
 
 class ImageToKspace(Transform):
@@ -93,7 +98,7 @@ class ImageToKspace(Transform):
     backend = [TransformBackends.TORCH]
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return fft2c(_tensor(image, "ImageToKspace"))
+        return fft2c(kspace_tensor(image, "ImageToKspace"))
 
 
 class RootSumOfSquares(Transform):
@@ -105,7 +110,7 @@ class RootSumOfSquares(Transform):
     backend = [TransformBackends.TORCH]
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = _tensor(image, "RootSumOfSquares")
+        x = kspace_tensor(image, "RootSumOfSquares")
         return torch.sqrt((x.abs() ** 2).sum(dim=0, keepdim=True))
 
 
@@ -123,7 +128,7 @@ class ComplexToMagnitudePhase(Transform):
         self.mode = mode
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = _tensor(image, "ComplexToMagnitudePhase", complex_required=True)
+        x = kspace_tensor(image, "ComplexToMagnitudePhase", complex_required=True)
         parts = (x.abs(), x.angle()) if self.mode == "magnitude_phase" else (x.real, x.imag)
         return torch.cat(parts, dim=0)
 
@@ -141,13 +146,13 @@ class MagnitudePhaseToComplex(Transform):
         self.mode = mode
 
     def __call__(self, image: torch.Tensor, phase: torch.Tensor | None = None) -> torch.Tensor:
-        x = _tensor(image, "MagnitudePhaseToComplex")
+        x = kspace_tensor(image, "MagnitudePhaseToComplex")
         if phase is None:
             if x.shape[0] % 2:
                 raise ValueError(f"MagnitudePhaseToComplex: joint form needs an even channel count, got {x.shape[0]}.")
             a, b = x[: x.shape[0] // 2], x[x.shape[0] // 2 :]
         else:
-            a, b = x, _tensor(phase, "MagnitudePhaseToComplex (phase)")
+            a, b = x, kspace_tensor(phase, "MagnitudePhaseToComplex (phase)")
             if a.shape != b.shape:
                 raise ValueError(f"magnitude {tuple(a.shape)} and phase {tuple(b.shape)} shapes differ.")
         return torch.polar(a.float(), b.float()) if self.mode == "magnitude_phase" else torch.complex(a, b)
