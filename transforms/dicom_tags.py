@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["IMAGE_TYPES", "MAMMOGRAPHY_VIEWS", "normalize_laterality"]
+__all__ = ["IMAGE_TYPES", "MAMMOGRAPHY_VIEWS", "dicom_meta", "normalize_laterality"]
 
 #: Mammography view codes (DICOM CID 4014 abbreviations, as used in ViewPosition).
 MAMMOGRAPHY_VIEWS: frozenset[str] = frozenset(
@@ -166,8 +166,9 @@ def _patient_orientation(ds: Any) -> list[str] | None:
     return values if len(values) == 2 and all(values) else None
 
 
-def _dicom_meta(ds: Any) -> dict[str, Any]:
-    """Whitelisted, PHI-free metadata. Only the tags named here are read."""
+def dicom_meta(ds: Any) -> dict[str, Any]:
+    """Whitelisted, PHI-free metadata of a pydicom dataset (modality, view, laterality, image type, photometric
+    interpretation, bit depth, ...). Only the tags named here are read; patient tags never are."""
     modality = str(ds.get("Modality", "") or "").strip().upper() or None
     bits = ds.get("BitsStored")
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper() or None

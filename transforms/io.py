@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .dicom_tags import IMAGE_TYPES, MAMMOGRAPHY_VIEWS, _dicom_meta, normalize_laterality
+from .dicom_tags import IMAGE_TYPES, MAMMOGRAPHY_VIEWS, dicom_meta, normalize_laterality
 
 __all__ = [
     "IMAGE_TYPES",
@@ -180,18 +180,18 @@ def _read_pillow(path: Path, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
             picture = ImageOps.exif_transpose(opened)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise MammogramReadError(f"{path}: not a readable {fmt.upper()} image ({type(err).__name__}: {err}).") from err
-    numeric = _high_bit_depth_grey(picture)
+    numeric = high_bit_depth_grey(picture)
     if numeric is None:  # L, LA, RGB, RGBA, P, 1, CMYK, YCbCr: luminance in 8 bits (grey RGB keeps its values)
         array, bits = np.asarray(picture.convert("L"), dtype=np.float32) * np.float32(1 / 255), 8
     else:
         raw, bits = numeric
-        array = raw / 65535.0 if bits == 16 else _min_max(raw)
+        array = raw / 65535.0 if bits == 16 else min_max_scale(raw)
     if array.ndim != 2:
         raise MammogramReadError(f"{path}: expected a 2D greyscale image, got pixel data of shape {array.shape}.")
     return np.clip(array, 0.0, 1.0, out=array), {"bits_stored": bits}
 
 
-def _high_bit_depth_grey(picture: Any) -> tuple[np.ndarray, int] | None:
+def high_bit_depth_grey(picture: Any) -> tuple[np.ndarray, int] | None:
     """Values of a 16-bit, 32-bit integer or float greyscale Pillow image as float64, with its bit depth (16 or 32).
 
     None for 8-bit and colour modes, which ``picture.convert("L")`` reads correctly; on the modes handled here
@@ -209,7 +209,9 @@ def _high_bit_depth_grey(picture: Any) -> tuple[np.ndarray, int] | None:
     return None
 
 
-def _min_max(array: np.ndarray) -> np.ndarray:
+def min_max_scale(array: np.ndarray) -> np.ndarray:
+    """``array`` scaled to ``[0, 1]`` by its finite minimum and maximum (zeros if constant, unchanged if no value
+    is finite)."""
     finite = array[np.isfinite(array)]
     if finite.size == 0:
         return array
@@ -248,7 +250,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     if stored.ndim != 2:
         raise MammogramReadError(f"{path}: expected 2D pixel data, got an array of shape {stored.shape}.")
     image = _dicom_to_unit_range(stored, ds, path)
-    return image, _dicom_meta(ds)
+    return image, dicom_meta(ds)
 
 
 def _dicom_to_unit_range(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:

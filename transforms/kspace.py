@@ -1,7 +1,8 @@
 """MONAI-style k-space transforms: centred FFTs, coil combination, magnitude / phase, centre crop.
 
 Conventions (fastMRI): complex tensors are channel-first ``(C, H, W)`` (``C`` = coils), optionally with extra
-leading spatial axes ``(C, S, H, W)``; the 2D FFTs act on the last two axes and are centred and orthonormal::
+leading spatial axes ``(C, S, H, W)``; the 2D FFTs act on the last two axes and are centred and orthonormal
+(:func:`~medmoe.transforms.kspace_fft.fft2c` / :func:`~medmoe.transforms.kspace_fft.ifft2c`, re-exported here)::
 
     kspace = fftshift(fft2(ifftshift(image), norm="ortho"))
     image = fftshift(ifft2(ifftshift(kspace), norm="ortho"))
@@ -22,6 +23,7 @@ from monai.transforms import MapTransform, ResizeWithPadOrCrop, ResizeWithPadOrC
 from monai.utils import TransformBackends
 
 from .keywise import KeyWise
+from .kspace_fft import fft2c, ifft2c
 from .kspace_io import (
     LoadKspace,
     LoadKspaced,
@@ -54,11 +56,14 @@ __all__ = [
     "ComplexCenterCropd",
 ]
 
-_DIMS = (-2, -1)
 
+def kspace_tensor(x, what: str, complex_required: bool = False, min_ndim: int = 3) -> torch.Tensor:
+    """Plain torch tensor from numpy / torch / MetaTensor, with the checks every k-space transform shares.
 
-def _tensor(x, what: str, complex_required: bool = False, min_ndim: int = 3) -> torch.Tensor:
-    """Plain torch tensor from numpy / torch / MetaTensor, with the checks every transform shares."""
+    Raises:
+        ValueError: naming ``what`` when the input is not complex (with ``complex_required``), has fewer than
+            ``min_ndim`` dimensions, is empty or holds NaN / infinite values.
+    """
     t = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
     if complex_required and not torch.is_complex(t):
         raise ValueError(f"{what}: expected a complex tensor, got dtype {t.dtype}.")
@@ -73,18 +78,6 @@ def _tensor(x, what: str, complex_required: bool = False, min_ndim: int = 3) -> 
     return t
 
 
-def fft2c(image: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D FFT over the last two axes (image -> k-space), fastMRI convention."""
-    image = image if torch.is_complex(image) else image.to(torch.complex64)
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(image, dim=_DIMS), norm="ortho"), dim=_DIMS)
-
-
-def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D inverse FFT over the last two axes (k-space -> image), fastMRI convention."""
-    kspace = kspace if torch.is_complex(kspace) else kspace.to(torch.complex64)
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=_DIMS), norm="ortho"), dim=_DIMS)
-
-
 class KspaceToImage(Transform):
     """Complex k-space ``(C, [S,] H, W)`` -> complex coil images, same shape, by :func:`ifft2c`.
 
@@ -96,7 +89,7 @@ class KspaceToImage(Transform):
     backend = [TransformBackends.TORCH]
 
     def __call__(self, kspace: torch.Tensor) -> torch.Tensor:
-        return ifft2c(_tensor(kspace, "KspaceToImage"))
+        return ifft2c(kspace_tensor(kspace, "KspaceToImage"))
 
 
 class ImageToKspace(Transform):
@@ -105,7 +98,7 @@ class ImageToKspace(Transform):
     backend = [TransformBackends.TORCH]
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return fft2c(_tensor(image, "ImageToKspace"))
+        return fft2c(kspace_tensor(image, "ImageToKspace"))
 
 
 class RootSumOfSquares(Transform):
@@ -117,7 +110,7 @@ class RootSumOfSquares(Transform):
     backend = [TransformBackends.TORCH]
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = _tensor(image, "RootSumOfSquares")
+        x = kspace_tensor(image, "RootSumOfSquares")
         return torch.sqrt((x.abs() ** 2).sum(dim=0, keepdim=True))
 
 
@@ -135,7 +128,7 @@ class ComplexToMagnitudePhase(Transform):
         self.mode = mode
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = _tensor(image, "ComplexToMagnitudePhase", complex_required=True)
+        x = kspace_tensor(image, "ComplexToMagnitudePhase", complex_required=True)
         parts = (x.abs(), x.angle()) if self.mode == "magnitude_phase" else (x.real, x.imag)
         return torch.cat(parts, dim=0)
 
@@ -153,13 +146,13 @@ class MagnitudePhaseToComplex(Transform):
         self.mode = mode
 
     def __call__(self, image: torch.Tensor, phase: torch.Tensor | None = None) -> torch.Tensor:
-        x = _tensor(image, "MagnitudePhaseToComplex")
+        x = kspace_tensor(image, "MagnitudePhaseToComplex")
         if phase is None:
             if x.shape[0] % 2:
                 raise ValueError(f"MagnitudePhaseToComplex: joint form needs an even channel count, got {x.shape[0]}.")
             a, b = x[: x.shape[0] // 2], x[x.shape[0] // 2 :]
         else:
-            a, b = x, _tensor(phase, "MagnitudePhaseToComplex (phase)")
+            a, b = x, kspace_tensor(phase, "MagnitudePhaseToComplex (phase)")
             if a.shape != b.shape:
                 raise ValueError(f"magnitude {tuple(a.shape)} and phase {tuple(b.shape)} shapes differ.")
         return torch.polar(a.float(), b.float()) if self.mode == "magnitude_phase" else torch.complex(a, b)

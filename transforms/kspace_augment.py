@@ -15,7 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 
-from .kspace import _tensor
+from .kspace import kspace_tensor
 
 __all__ = [
     "UndersampleKspace",
@@ -86,7 +86,7 @@ class UndersampleKspace(RandomizableTransform):
         self.mask = self._monai_mask.mask.reshape(num_columns).float()
 
     def __call__(self, kspace: torch.Tensor, randomize: bool = True) -> torch.Tensor:
-        k = _tensor(kspace, "UndersampleKspace", complex_required=True)
+        k = kspace_tensor(kspace, "UndersampleKspace", complex_required=True)
         if randomize or self.mask is None:
             self.randomize(k.shape[-1])
         if self.mask.numel() != k.shape[-1]:
@@ -136,7 +136,7 @@ class AddComplexGaussianNoise(RandomizableTransform):
         return n1.to(x.device), n2.to(x.device), sigma
 
     def __call__(self, image: torch.Tensor, randomize: bool = True) -> torch.Tensor:
-        x = _tensor(image, type(self).__name__, complex_required=self._complex_input, min_ndim=2)
+        x = kspace_tensor(image, type(self).__name__, complex_required=self._complex_input, min_ndim=2)
         if randomize:
             self.randomize()
         if not self._do_transform:

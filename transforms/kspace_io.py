@@ -19,6 +19,7 @@ from monai.transforms import Transform
 from monai.utils import TransformBackends
 
 from .keywise import KeyWise
+from .kspace_fft import fft2c, ifft2c
 
 __all__ = [
     "read_kspace",
@@ -175,9 +176,8 @@ def remove_readout_oversampling(kspace: torch.Tensor, factor: int = 2, axis: int
     length = kspace.shape[axis]
     if factor < 1 or length % factor:
         raise ValueError(f"readout length {length} is not divisible by the oversampling factor {factor}.")
-    image = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(kspace, dim=axis), dim=axis, norm="ortho"), dim=axis)
-    image = image.narrow(axis, (length - length // factor) // 2, length // factor)
-    return torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(image, dim=axis), dim=axis, norm="ortho"), dim=axis)
+    image = ifft2c(kspace, dim=axis)
+    return fft2c(image.narrow(axis, (length - length // factor) // 2, length // factor), dim=axis)
 
 
 class LoadKspace(Transform):

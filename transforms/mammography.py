@@ -27,6 +27,7 @@ from monai.transforms.croppad.functional import pad_func
 from monai.transforms.spatial.functional import flip, resize
 from monai.utils import ImageMetaKey, TraceKeys, TransformBackends, convert_to_tensor
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 from .io import normalize_laterality
 from .mammography_load import LoadMammogramd
@@ -40,7 +41,6 @@ __all__ = [
     "ResizeKeepAspect",
     "ResizeKeepAspectd",
     "mammogram_preprocessing",
-    "otsu_threshold",
 ]
 
 
@@ -173,40 +173,15 @@ class CanonicalSided(_SpatialTwin):
 # ---------------------------------------------------------------------------------------------------- cropping
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold (Otsu 1979, maximise the between-class variance) of an array of intensities.
-
-    Args:
-        values: any shape; NaNs are not allowed.
-        bins: histogram bins.
-
-    Returns:
-        a threshold t; foreground is ``values > t``.
-
-    Example:
-        >>> float(otsu_threshold(np.array([0.0, 0.1, 0.9, 1.0]))) < 0.9
-        True
-    """
-    hist, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(hist)
-    weight_high = weight_low[-1] - weight_low
-    mass_low = np.cumsum(hist * centers)
-    mean_low = mass_low / np.maximum(weight_low, 1)
-    mean_high = (mass_low[-1] - mass_low) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
-
-
 class CropBreast(Crop):
     """Crop to the bounding box (plus margin) of the largest bright connected component: the breast.
 
-    Foreground is ``image > level`` on the channel maximum, with ``level`` Otsu's threshold or, for a float
-    ``threshold``, ``min + threshold * (max - min)`` (a fraction of the image's min-max range, not of its maximum:
-    ``threshold=0.5`` on values in ``[10, 11]`` gives ``level = 10.5``), opened to cut thin bridges (film borders,
-    rulers), on a copy subsampled so its longer side is at most ``working_size``. Burned-in labels and markers are
-    separate components and fall outside the crop unless they lie inside the breast's bounding box. ``inverse``
-    pads back with zeros.
+    Foreground is ``image > level`` on the channel maximum, with ``level`` Otsu's threshold (scikit-image's
+    ``threshold_otsu``, 256 bins) or, for a float ``threshold``, ``min + threshold * (max - min)`` (a fraction of
+    the image's min-max range, not of its maximum: ``threshold=0.5`` on values in ``[10, 11]`` gives
+    ``level = 10.5``), opened to cut thin bridges (film borders, rulers), on a copy subsampled so its longer side
+    is at most ``working_size``. Burned-in labels and markers are separate components and fall outside the crop
+    unless they lie inside the breast's bounding box. ``inverse`` pads back with zeros.
 
     Args:
         threshold: "otsu" or a fraction in (0, 1) of the min-max range (see above).
@@ -247,7 +222,7 @@ class CropBreast(Crop):
         low, high = float(small.min()), float(small.max())
         if not high > low:
             raise EmptyMammogramError(f"{_file_of(img)}: the image is constant ({low:.3g}); nothing to crop to.")
-        level = otsu_threshold(small) if self.threshold == "otsu" else low + float(self.threshold) * (high - low)
+        level = float(threshold_otsu(small)) if self.threshold == "otsu" else low + float(self.threshold) * (high - low)
         mask = small > level
         square = np.ones((3, 3), bool)
         opened = ndimage.binary_opening(mask, square, iterations=self.opening) if self.opening else mask

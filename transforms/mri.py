@@ -29,6 +29,7 @@ from monai.transforms import (
     Transform,
 )
 from monai.utils import TransformBackends
+from skimage.filters import threshold_otsu
 
 from .image_checks import with_meta_of
 from .keywise import KeyWise
@@ -153,25 +154,16 @@ class LoadVolumed(KeyWise):
 
 
 class OtsuForeground:
-    """Foreground selector ``x > otsu(x)`` (Otsu 1979, on a 256-bin histogram); picklable, usable as MONAI's
-    ``select_fn``. Returns a bool tensor shaped like ``x``."""
+    """Foreground selector ``x > otsu(x)`` (Otsu 1979, scikit-image's ``threshold_otsu`` on a ``bins``-bin
+    histogram); picklable, usable as MONAI's ``select_fn``. Returns a bool tensor shaped like ``x``."""
 
     def __init__(self, bins: int = 256) -> None:
         self.bins = bins
 
     def threshold(self, x: torch.Tensor) -> float:
-        values = x.detach().float().flatten()
-        lo, hi = float(values.min()), float(values.max())
-        if hi <= lo:
-            return lo
-        hist = torch.histc(values, bins=self.bins, min=lo, max=hi).double()
-        centres = torch.linspace(lo, hi, self.bins + 1, dtype=torch.float64, device=hist.device)
-        centres = (centres[:-1] + centres[1:]) / 2
-        w0 = torch.cumsum(hist, 0)
-        m0 = torch.cumsum(hist * centres, 0)
-        w1, m1 = w0[-1] - w0, m0[-1] - m0
-        between = w0 * w1 * (m0 / w0.clamp(min=1) - m1 / w1.clamp(min=1)) ** 2
-        return float(centres[int(torch.argmax(between[:-1]))])
+        """Otsu's threshold of all values of ``x`` (the value itself for a constant ``x``)."""
+        values = torch.as_tensor(x).detach().float().cpu().numpy().ravel()  # 1D: no RGB-shape guess in skimage
+        return float(threshold_otsu(values, nbins=self.bins))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x)

@@ -18,7 +18,7 @@ from monai.transforms import Compose, Resized, Transform
 from monai.utils import TransformBackends
 
 from .image_checks import finite_tensor, with_meta_of
-from .io import _high_bit_depth_grey
+from .io import high_bit_depth_grey
 from .keywise import KeyWise
 
 __all__ = [
@@ -56,7 +56,7 @@ def _read_folder(path: Path) -> np.ndarray:
     for f in files:
         try:
             with Image.open(f) as im:
-                numeric = _high_bit_depth_grey(im)  # 16-bit / float B-scans: their values, not clipped at 255
+                numeric = high_bit_depth_grey(im)  # 16-bit / float B-scans: their values, not clipped at 255
                 depth = 8 if numeric is None else numeric[1]
                 scan = np.asarray(im.convert("L"), dtype=np.float32) if numeric is None else numeric[0]
         except OSError as e:

@@ -28,7 +28,7 @@ from monai.transforms import (
 from monai.utils import TransformBackends
 
 from .image_checks import channel_first_image, with_meta_of
-from .io import _high_bit_depth_grey, _min_max
+from .io import high_bit_depth_grey, min_max_scale
 from .keywise import KeyWise
 from .optic_disc import (  # noqa: F401  (also importable from here, where they lived before)
     CupDiscToLabel,
@@ -79,7 +79,7 @@ def read_fundus(path: str | Path, grey: bool = False) -> np.ndarray:
         raise ValueError(f"fundus image is empty: {path}")
     try:
         with Image.open(path) as im:
-            numeric = _high_bit_depth_grey(im)  # convert("L") would clip 16-bit levels at 255
+            numeric = high_bit_depth_grey(im)  # convert("L") would clip 16-bit levels at 255
             array = None if numeric is not None else np.asarray(im.convert("L" if grey else "RGB"), np.float32)
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not a readable image ({e}).") from e
@@ -88,7 +88,7 @@ def read_fundus(path: str | Path, grey: bool = False) -> np.ndarray:
         if bits == 16:
             levels = raw if raw.max(initial=0) <= 255 else raw * (255 / 65535)
         else:
-            levels = _min_max(raw) * 255
+            levels = min_max_scale(raw) * 255
         array = levels.astype(np.float32)
         array = array if grey else np.repeat(array[..., None], 3, axis=-1)
     return array[None] if grey else np.moveaxis(array, -1, 0)

@@ -9,6 +9,7 @@ from .demo_gamma import gamma_demo_cohort, make_gamma_demo
 from .fastmri_adapter import build_fastmri_cohort, fastmri_label_groups
 from .gamma_adapter import build_gamma_cohort, read_gamma_grades
 from .missing import FillMissingMasksd, FillMissingModalitiesd
+from .split import split_by_patient
 from .tabular import TabularPreprocessor, TabularToVectord, load_tabular_cohort
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "load_cohort",
     "make_embed_demo",
     "make_fastmri_demo",
+    "split_by_patient",
 ]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..utils import atomic_write
 from .demo_adni import ADNI_COLUMNS
-from .embed_adapter import split_by_patient
+from .split import split_by_patient
 
 __all__ = ["ADNIMERGE_COLUMNS", "ADNI_DIAGNOSIS", "build_adni_cohort"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from medmoe.data.demo_cache import cached_demo, demo_folder
-from medmoe.data.embed_adapter import split_by_patient
+from medmoe.data.split import split_by_patient
 from medmoe.utils import atomic_open, atomic_write
 
 __all__ = [

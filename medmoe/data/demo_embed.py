@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from medmoe.data.demo_cache import cached_demo, default_cache_root
+from medmoe.data.demo_labels import balanced_labels
 from medmoe.data.demo_mammo_images import DicomTags, render_kind, render_view, sample_anatomy, write_mammo
-from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS, split_by_patient
+from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS
+from medmoe.data.split import split_by_patient
 from medmoe.utils import atomic_open
 
 __all__ = ["DEMO_NAME", "default_cache_root", "embed_demo_cohort", "make_embed_demo"]
@@ -32,22 +34,14 @@ _BIRADS_MIX = (0.45, 0.30, 0.25)  # negative, benign, suspicious
 _AGE_GROUPS = ("<50", "50-65", ">65")
 
 
-def _balanced(rng: np.random.Generator, n: int, proportions: Sequence[float]) -> np.ndarray:
-    """``n`` class labels with the given proportions (largest-remainder rounding), shuffled."""
-    raw = np.asarray(proportions, dtype=np.float64) * n
-    counts = np.floor(raw).astype(int)
-    counts[np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]] += 1
-    return rng.permutation(np.repeat(np.arange(len(proportions)), counts))
-
-
 def _plan(num_exams: int, seed: int) -> list[dict]:
     """Per-exam plan: patient, laterality, classes, encoding, missing views and labels, split."""
     rng = np.random.default_rng([seed, 0])
     num_patients = (num_exams + 1) // 2
-    density = _balanced(rng, num_patients, (0.25, 0.25, 0.25, 0.25))
-    birads = _balanced(rng, num_exams, _BIRADS_MIX)
-    mono1 = _balanced(rng, num_patients, (0.75, 0.25)).astype(bool)
-    bits = _balanced(rng, num_patients, (1 / 3, 1 / 3, 1 / 3))
+    density = balanced_labels(rng, num_patients, (0.25, 0.25, 0.25, 0.25))
+    birads = balanced_labels(rng, num_exams, _BIRADS_MIX)
+    mono1 = balanced_labels(rng, num_patients, (0.75, 0.25)).astype(bool)
+    bits = balanced_labels(rng, num_patients, (1 / 3, 1 / 3, 1 / 3))
     rescale = rng.integers(0, 3, num_patients)
     age = rng.integers(0, 3, num_patients)
     days = rng.integers(0, 5 * 365, num_patients)

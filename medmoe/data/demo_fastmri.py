@@ -23,9 +23,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from medmoe.data.demo_cache import cached_demo, demo_folder
-from medmoe.data.embed_adapter import split_by_patient
+from medmoe.data.split import split_by_patient
+from medmoe.transforms.kspace_fft import fft2c
 from medmoe.utils import atomic_open, atomic_path
 
 __all__ = ["DEMO_NAME", "FASTMRI_LABELS", "FASTMRI_COLUMNS", "fastmri_demo_cohort", "make_fastmri_demo"]
@@ -93,9 +95,8 @@ def render_slice(rng: np.random.Generator, labels: dict[str, int], size: int, no
 
 
 def _kspace(image: np.ndarray) -> np.ndarray:
-    """Centred orthonormal 2D FFT (the inverse of ``medmoe.transforms.ifft2c``)."""
-    axes = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(image, axes=axes), norm="ortho"), axes=axes)
+    """K-space of a complex numpy image by the transforms' centred orthonormal FFT (:func:`fft2c`)."""
+    return fft2c(torch.from_numpy(image)).numpy()
 
 
 def make_fastmri_demo(

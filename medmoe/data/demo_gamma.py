@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from .demo_cache import cached_demo, demo_folder
-from .demo_embed import _balanced
+from .demo_labels import balanced_labels
 from .gamma_adapter import GAMMA_GRADES, build_gamma_cohort
 
 __all__ = ["GAMMA_DEMO_NAME", "gamma_demo_cohort", "make_gamma_demo", "render_bscans", "render_fundus"]
@@ -152,7 +152,7 @@ def make_gamma_demo(
         )
     root = Path(root)
     rng = np.random.default_rng([seed, 0])
-    grades = _balanced(rng, int(num_cases), _GRADE_MIX)
+    grades = balanced_labels(rng, int(num_cases), _GRADE_MIX)
     missing = rng.random((int(num_cases), 3)) < np.array([0.10, 0.10, 0.30])  # OCT, grade, mask
     grade_rows = []
     for i, grade in enumerate(grades):

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..utils import atomic_write_csv
 from .demo_fastmri import FASTMRI_COLUMNS, FASTMRI_LABELS
-from .embed_adapter import split_by_patient
+from .split import split_by_patient
 
 __all__ = ["ANNOTATION_COLUMNS", "build_fastmri_cohort", "fastmri_label_groups"]
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..utils import atomic_write_csv
 from .cohort import Cohort, CohortError
-from .embed_adapter import split_by_patient
+from .split import split_by_patient
 
 __all__ = ["GAMMA_COLUMNS", "GAMMA_GRADES", "build_gamma_cohort", "gamma_records", "read_gamma_grades"]
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.utils import ensure_tuple_rep
 from torch import nn
 
 __all__ = ["GroupedPatchEmbedding", "TimmEmbedding"]
-
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 class GroupedPatchEmbedding(nn.Module):
@@ -46,7 +43,7 @@ class GroupedPatchEmbedding(nn.Module):
         hidden_size: int,
     ) -> None:
         super().__init__()
-        self.image_size, self.patch_size = _pair(image_size), _pair(patch_size)
+        self.image_size, self.patch_size = ensure_tuple_rep(image_size, 2), ensure_tuple_rep(patch_size, 2)
         if any(s % p for s, p in zip(self.image_size, self.patch_size)):
             raise ValueError(f"patch_size {self.patch_size} must divide image_size {self.image_size}")
         self.num_modalities, self.in_channels, self.hidden_size = num_modalities, in_channels, hidden_size
@@ -103,7 +100,7 @@ class TimmEmbedding(nn.Module):
         self.proj = nn.Conv1d(num_modalities * channels, num_modalities * hidden_size, 1, groups=num_modalities)
         probe_net = self.backbones[0].eval()  # eval: the probe must not update BatchNorm statistics
         with torch.no_grad():
-            probe = probe_net(torch.zeros(1, in_channels, *_pair(image_size)))[-1]
+            probe = probe_net(torch.zeros(1, in_channels, *ensure_tuple_rep(image_size, 2)))[-1]
         probe_net.train()
         self.grid_size = (int(probe.shape[-2]), int(probe.shape[-1]))
         self.num_tokens = self.grid_size[0] * self.grid_size[1]

@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 
 import torch
+from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from ..blocks import MoERetriever, MSoE, MToE, TransformerBlock
 from ..blocks.missing_fill import MISSING_MODES, MissingModalityFill
 from ..encoders import GroupedPatchEmbedding, OCTEmbedding, TimmEmbedding
-from ..encoders.patch import _pair
 from ..heads import MultiTaskClassificationHead, SegmentationHead
 from ..layers import SoftMoE
 from ..losses import conditional_mutual_information, modality_expert_task_joint
@@ -169,7 +169,7 @@ class M4oE(nn.Module):
             self.head = MultiTaskClassificationHead(hidden_size, self.tasks, dropout_rate)
         if self.segmentation_tasks:  # segmentation path
             self.grid_size = tuple(self.embedder.grid_size)
-            size = _pair(image_size)
+            size = ensure_tuple_rep(image_size, 2)
             if any(s % g for s, g in zip(size, self.grid_size)):
                 raise ValueError(f"image_size {size} is not a multiple of the embedder's token grid {self.grid_size}")
             upsample = tuple(s // g for s, g in zip(size, self.grid_size))
@@ -331,7 +331,7 @@ def _volume_embedder(
             f"volume modality '{name}' needs a spec like {{'num_bscans': 8}} with keys from {sorted(known)}, "
             f"got {spec!r}"
         )
-    size = _pair(spec.get("size", image_size))
+    size = ensure_tuple_rep(spec.get("size", image_size), 2)
     return OCTEmbedding(
         int(spec.get("in_channels", 1)),
         (int(spec["num_bscans"]), *size),

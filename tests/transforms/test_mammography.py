@@ -21,7 +21,7 @@ from medmoe.transforms import (
     ResizeKeepAspect,
     ResizeKeepAspectd,
     mammogram_preprocessing,
-    otsu_threshold,
+    mammography,
 )
 from monai.data import MetaTensor, decollate_batch, list_data_collate
 from monai.transforms import Compose
@@ -160,9 +160,36 @@ def test_spatial_transforms_reject_3d_and_name_the_file():
 # ------------------------------------------------------------------------------------------ CropBreast
 
 
-def test_otsu_threshold_splits_two_modes():
-    values = np.concatenate([np.full(100, 0.1), np.full(50, 0.7)])
-    assert 0.1 < otsu_threshold(values) < 0.7
+def upper_edge_otsu(values: np.ndarray, bins: int = 256) -> float:
+    """The hand-written Otsu CropBreast used before scikit-image's: the same criterion, but the level at the upper
+    edge of the best bin instead of its centre. Kept here only as the reference the swap is checked against."""
+    hist, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    low = np.cumsum(hist)
+    mass = np.cumsum(hist * centers)
+    mean_gap = mass / np.maximum(low, 1) - (mass[-1] - mass) / np.maximum(low[-1] - low, 1)
+    return float(edges[int(np.argmax((low * (low[-1] - low) * mean_gap**2)[:-1])) + 1])
+
+
+def test_crop_breast_otsu_keeps_at_least_the_breast_the_hand_version_kept(monkeypatch):
+    """Demo mammograms (known breast = the clean rendering above its background): scikit-image's level (bin centre,
+    at most the old upper bin edge) gives a box that covers every breast pixel the old one covered, more on some."""
+    from medmoe.data.demo_mammo_images import render_kind, render_view, sample_anatomy
+
+    rng = np.random.default_rng(0)
+    kept = {"skimage": [], "hand": []}
+    for i in range(48):
+        clean = render_view(sample_anatomy(rng, i % 4, i % 3), ("CC", "MLO")[i % 2], (256, 192))
+        image = torch.from_numpy(render_kind(clean, ("ffdm", "s2d")[i // 2 % 2], rng))[None]
+        body = torch.from_numpy(clean > 0.1)
+        for name in kept:
+            if name == "hand":
+                monkeypatch.setattr(mammography, "threshold_otsu", upper_edge_otsu)
+            y0, y1, x0, x1 = CropBreast(margin=0).compute_box(image)
+            kept[name].append(int(body[y0:y1, x0:x1].sum()))
+            monkeypatch.undo()
+    assert all(new >= old for new, old in zip(kept["skimage"], kept["hand"], strict=True))
+    assert sum(kept["skimage"]) > sum(kept["hand"])
 
 
 def test_crop_breast_float_threshold_is_a_fraction_of_the_range():
