@@ -40,6 +40,7 @@ META_KEYS: tuple[str, ...] = (
     "format",
     "modality",
     "is_mammogram",
+    "sop_class",
     "view",
     "laterality",
     "image_type",
