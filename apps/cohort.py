@@ -9,6 +9,8 @@ Usage::
     python -m medmoe.apps.cohort embed --metadata_csv EMBED_OpenData_metadata.csv \\
         --clinical_csv EMBED_OpenData_clinical.csv --out_csv embed_cohort.csv
     python -m medmoe.apps.cohort demo --out_dir /tmp/embed_demo --num_exams 240
+    python -m medmoe.apps.cohort scan /data/pacs_export --out_csv cohort.csv \\
+        [--labels_csv labels.csv --labels_key accession_number]
 
 ``validate`` exits with status 1 and lists every bad row (with its CSV line number) when the
 cohort has problems, and prints a per-split summary otherwise. With ``--config_file`` it builds the cohort from the
@@ -18,9 +20,14 @@ bundle config's own ``cohort`` entry, so it runs exactly the checks the bundle r
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pandas as pd
 
 if TYPE_CHECKING:
     from medmoe.data import Cohort
@@ -145,6 +152,47 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scan(args: argparse.Namespace) -> int:
+    from medmoe.utils.atomic import atomic_write_csv, atomic_write_text
+    from tqdm.auto import tqdm
+
+    from medmoe.data.dicom_scan import REASONS, join_labels, load_or_create_key, scan_dicom_folder
+
+    out = Path(args.out_csv)
+    stem = out.with_suffix("")
+    key_file = Path(args.key_file) if args.key_file else stem.parent / "pseudonym.key"
+    mapping_csv = Path(args.mapping_csv) if args.mapping_csv else stem.parent / f"{stem.name}.mapping.csv"
+    try:
+        key = load_or_create_key(key_file)
+        with tqdm(desc="reading DICOM headers", unit="file", disable=args.quiet) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            result = scan_dicom_folder(args.dicom_dir, key, seed=args.seed, progress=progress)
+        cohort = result.cohort
+        if args.labels_csv:
+            labels = pd.read_csv(args.labels_csv, dtype={args.labels_key: str})
+            cohort = join_labels(cohort, result.mapping, labels, args.labels_key)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    atomic_write_csv(out, cohort, index=False)
+    atomic_write_csv(stem.parent / f"{stem.name}.skipped.csv", result.skipped, index=False)
+    atomic_write_csv(mapping_csv, result.mapping, index=False)
+    os.chmod(mapping_csv, 0o600)
+    summary = result.summary()
+    atomic_write_text(stem.parent / f"{stem.name}.summary.json", json.dumps(summary, indent=1))
+    print(f"{summary['files']} files -> {summary['exams']} exams of {summary['patients']} patients ({out})")
+    for pattern, n in summary["view_patterns"].items():
+        print(f"  {n:6d} exams with {pattern}")
+    for reason, n in summary["skipped"].items():
+        print(f"  {n:6d} files skipped: {reason} ({REASONS[reason]})")
+    print(f"skipped files: {stem.name}.skipped.csv; local id mapping (keep private): {mapping_csv}; key: {key_file}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from medmoe.data import make_embed_demo
 
@@ -185,6 +233,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     emb.add_argument("--risk_csv", default=None)
     emb.add_argument("--seed", type=int, default=0)
     emb.set_defaults(func=_embed)
+
+    scan = sub.add_parser("scan", help="build a mammography cohort CSV from a folder of DICOM files (headers only)")
+    scan.add_argument("dicom_dir", help="folder of a PACS export (searched recursively)")
+    scan.add_argument("--out_csv", required=True, help="cohort CSV to write (paths relative to dicom_dir)")
+    scan.add_argument("--key_file", default=None, help="pseudonymisation key (created if absent; default: beside out)")
+    scan.add_argument(
+        "--mapping_csv", default=None, help="local pseudonym -> study mapping (default: <out>.mapping.csv)"
+    )
+    scan.add_argument("--labels_csv", default=None, help="labels keyed by accession number or study UID")
+    scan.add_argument("--labels_key", default="accession_number", choices=["accession_number", "study_instance_uid"])
+    scan.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
+    scan.add_argument("--quiet", action="store_true", help="no progress bar")
+    scan.set_defaults(func=_scan)
 
     demo = sub.add_parser("demo", help="write the synthetic EMBED-style demo cohort")
     demo.add_argument("--out_dir", required=True)

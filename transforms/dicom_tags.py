@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["IMAGE_TYPES", "MAMMOGRAPHY_VIEWS", "dicom_meta", "normalize_laterality"]
+__all__ = ["IMAGE_TYPES", "MAMMOGRAPHY_SOP_CLASSES", "MAMMOGRAPHY_VIEWS", "dicom_meta", "normalize_laterality"]
 
 #: Mammography view codes (DICOM CID 4014 abbreviations, as used in ViewPosition).
 MAMMOGRAPHY_VIEWS: frozenset[str] = frozenset(
@@ -59,6 +59,12 @@ _DIGITAL_2D_SOP_CLASSES = frozenset(
         "1.2.840.10008.5.1.4.1.1.1.2.1",
     }
 )
+
+
+#: SOP classes a 2D mammogram is stored in: Digital Mammography and Digital X-Ray (For Presentation / For
+#: Processing) and Secondary Capture (digitised film such as CBIS-DDSM). With Modality MG these make a mammogram;
+#: a CT / CR / MR SOP class never does, whatever its Modality tag says.
+MAMMOGRAPHY_SOP_CLASSES: frozenset[str] = _DIGITAL_2D_SOP_CLASSES | {"1.2.840.10008.5.1.4.1.1.7"}
 
 
 def normalize_laterality(value: Any) -> str | None:
@@ -172,9 +178,11 @@ def dicom_meta(ds: Any) -> dict[str, Any]:
     modality = str(ds.get("Modality", "") or "").strip().upper() or None
     bits = ds.get("BitsStored")
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper() or None
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
     return {
         "modality": modality,
-        "is_mammogram": modality == "MG",
+        "is_mammogram": modality == "MG" and (not sop_class or sop_class in MAMMOGRAPHY_SOP_CLASSES),
+        "sop_class": sop_class or None,
         "view": _view_from_tags(ds),
         "laterality": _laterality_from_tags(ds),
         "image_type": _image_type_from_tags(ds, modality),

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .dicom_codecs import undecodable_message
 from .dicom_tags import IMAGE_TYPES, MAMMOGRAPHY_VIEWS, dicom_meta, normalize_laterality
 
 __all__ = [
@@ -39,6 +40,7 @@ META_KEYS: tuple[str, ...] = (
     "format",
     "modality",
     "is_mammogram",
+    "sop_class",
     "view",
     "laterality",
     "image_type",
@@ -242,11 +244,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         stored = ds.pixel_array
     except Exception as err:  # decoders raise many types (missing plugin, truncated stream, ...)
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        raise MammogramReadError(
-            f"{path}: cannot decode the pixel data (transfer syntax {syntax}; JPEG 2000 and RLE need the "
-            f"pylibjpeg-openjpeg and pylibjpeg-rle plugins): {type(err).__name__}: {err}"
-        ) from err
+        raise MammogramReadError(f"{path}: {undecodable_message(ds, err)}") from err
     if stored.ndim != 2:
         raise MammogramReadError(f"{path}: expected 2D pixel data, got an array of shape {stored.shape}.")
     image = _dicom_to_unit_range(stored, ds, path)

@@ -37,8 +37,9 @@ class LoadMammogram(Transform):
     Cohort overrides (constructor arguments, or per call) win over the file's tags.
 
     Args:
-        require_mammogram: raise :class:`NotAMammogramError` for a DICOM whose Modality is not MG
-            (JPEG / PNG carry no modality and are accepted).
+        require_mammogram: raise :class:`NotAMammogramError` for a DICOM that is not a mammogram: Modality other
+            than MG, or a SOP class outside :data:`~medmoe.transforms.dicom_tags.MAMMOGRAPHY_SOP_CLASSES` (JPEG / PNG
+            carry no modality and are accepted).
         view: view code for every image loaded by this instance, e.g. "CC", "MLO".
         laterality: "L" / "R" (also "left" / "right").
         image_type: "ffdm" or "s2d".
@@ -79,8 +80,10 @@ class LoadMammogram(Transform):
         image, meta = read_mammogram(filename)
         if self.require_mammogram and meta["format"] == "dicom" and not meta["is_mammogram"]:
             raise NotAMammogramError(
-                f"{meta['filename']}: Modality is {meta['modality']!r}, not 'MG' (require_mammogram=True); "
-                "remove the file from the cohort or set require_mammogram=False."
+                f"{meta['filename']}: not a mammogram (Modality {meta['modality']!r}, SOP class "
+                f"{meta['sop_class'] or '(none)'}): a mammogram has Modality 'MG' and a mammography, digital X-ray or "
+                "secondary-capture SOP class. Remove the file from the cohort, or allow it with "
+                "--require_mammogram False (LoadMammogram(require_mammogram=False))."
             )
         call = validate_overrides(view, laterality, image_type)
         instance = (self.view, self.laterality, self.image_type)
