@@ -12,7 +12,8 @@ Usage::
     python -m medmoe.apps.cohort scan /data/pacs_export --out_csv cohort.csv \\
         [--labels_csv labels.csv --labels_key accession_number]
 
-``validate`` exits with status 1 and lists every bad row (with its CSV line number) when the
+``validate`` decodes every image once as the bundle's loader would (``--headers_only``: headers only, fast),
+exits with status 1 and lists every bad row (with its CSV line number and column) when the
 cohort has problems, and prints a per-split summary otherwise. With ``--config_file`` it builds the cohort from the
 bundle config's own ``cohort`` entry, so it runs exactly the checks the bundle runs.
 """
@@ -99,6 +100,20 @@ def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) 
         ) from err
 
 
+def _decode_all(args: argparse.Namespace, cohort: Cohort) -> list[str]:
+    """Decode every image once (the bundle's own preprocessing with --config_file), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from medmoe.data.decode_check import BundlePreprocessing, FileDecoder, decode_cohort
+
+    if args.config_file:
+        factory = BundlePreprocessing(args.config_file)
+    else:
+        factory = FileDecoder([*cohort.modalities, *cohort.path_columns])
+    with tqdm(total=len(cohort), desc="decoding images", unit="row", disable=args.quiet) as bar:
+        return decode_cohort(cohort, factory, args.workers, lambda done, total: bar.update(done - bar.n))
+
+
 def _validate(args: argparse.Namespace) -> int:
     from medmoe.data import SPLITS, CohortError, load_cohort
 
@@ -123,7 +138,17 @@ def _validate(args: argparse.Namespace) -> int:
         print(err, file=sys.stderr)
         return 1
     modalities, tasks = cohort.modalities, cohort.tasks
-    print(f"{args.cohort_csv}: {len(cohort)} rows OK ({len(modalities)} modalities, {len(tasks)} tasks)")
+    if not (args.headers_only or args.skip_files):
+        problems = _decode_all(args, cohort)
+        if problems:
+            shown = "\n  ".join(problems[:200]) + (
+                f"\n  ... and {len(problems) - 200} more" if len(problems) > 200 else ""
+            )
+            print(f"cohort {args.cohort_csv}: {len(problems)} row(s) the bundle's loader would reject:\n  {shown}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+    checked = "headers checked" if args.headers_only or args.skip_files else "every image decoded"
+    print(f"{args.cohort_csv}: {len(cohort)} rows OK ({len(modalities)} modalities, {len(tasks)} tasks; {checked})")
     splits = SPLITS if cohort.split_column else (None,)
     for split in splits:
         records = cohort.records(split)
@@ -153,10 +178,10 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from medmoe.utils.atomic import atomic_write_csv, atomic_write_text
     from tqdm.auto import tqdm
 
     from medmoe.data.dicom_scan import REASONS, join_labels, load_or_create_key, scan_dicom_folder
+    from medmoe.utils.atomic import atomic_write_csv, atomic_write_text
 
     out = Path(args.out_csv)
     stem = out.with_suffix("")
@@ -223,6 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no_split", action="store_true", help="an inference cohort: no split column, label columns optional"
     )
     val.add_argument("--skip_files", action="store_true", help="do not open the referenced files")
+    val.add_argument(
+        "--headers_only", action="store_true", help="read headers only (fast); default: decode every image once"
+    )
+    val.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    val.add_argument("--quiet", action="store_true", help="no progress bar")
     val.set_defaults(func=_validate)
 
     emb = sub.add_parser("embed", help="build a cohort CSV from EMBED metadata + clinical CSVs")
