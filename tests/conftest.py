@@ -9,3 +9,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def native_kernels():
+    """The native CPU kernels (medmoe/layers/native), built or loaded from the cache; the test is skipped with the
+    reason where no C compiler is found and nothing is cached (a build that fails with a compiler is an error)."""
+    from medmoe.layers import native
+
+    reason = native.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return native.load_library()
