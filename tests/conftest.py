@@ -3,15 +3,14 @@ OpenMP threads sleep instead of spinning while they wait (spinning workers stall
 
 import os
 
+import pytest
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture

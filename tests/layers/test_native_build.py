@@ -134,6 +134,9 @@ def test_cc_is_split_like_a_shell_command(monkeypatch):
     assert build.compiler_command() == ["ccache", "gcc", "-m64"]
     monkeypatch.setenv("CC", "'/opt/my cc/bin/cc'")  # quoted: one program whose path has a space
     assert build.compiler_command() is None  # that program is not found (which() sees the whole path)
+    monkeypatch.setenv("CC", "'gcc")
+    with pytest.raises(NativeKernelError, match="not a valid command"):
+        build.compiler_command()
 
 
 @pytest.mark.skipif(shutil.which("env") is None, reason="needs the env program to wrap the compiler")

@@ -83,10 +83,17 @@ def mode() -> str:
 
 def compiler_command() -> list[str] | None:
     """The C compiler command: ``$CC`` split like a shell (``"ccache gcc"`` -> ``["ccache", "gcc"]``), else ``cc``
-    or ``gcc`` from ``PATH``; None where its program is not found."""
+    or ``gcc`` from ``PATH``; None where its program is not found.
+
+    Raises:
+        NativeKernelError: ``$CC`` is not a valid shell command (an unclosed quote).
+    """
     cc = os.environ.get("CC", "").strip()
     if cc:
-        argv = shlex.split(cc)
+        try:
+            argv = shlex.split(cc)
+        except ValueError as exc:
+            raise NativeKernelError(f"CC={cc!r} is not a valid command ({exc}); quote as in a shell") from None
         return argv if argv and shutil.which(argv[0]) else None
     found = shutil.which("cc") or shutil.which("gcc")
     return [found] if found else None
