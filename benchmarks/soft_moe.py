@@ -6,9 +6,9 @@ Candidates (side by side in one run, same tokens, same upstream gradient, inputs
 network, parameter gradients set to ``None`` before every step as ``optimizer.zero_grad()`` does):
 
 * ``ours``: ``medmoe.layers.SoftMoE(d, mlp_dim, num_experts=e, num_slots=s)``. With at most
-  ``medmoe.layers.native_experts.MAX_NATIVE_ROWS`` rows per expert (batch 8 here) its expert backward, and from
+  ``medmoe.layers.native.experts.MAX_NATIVE_ROWS`` rows per expert (batch 8 here) its expert backward, and from
   ``NATIVE_FORWARD_MIN_BYTES`` of weights per layer its expert forward, run the native kernels
-  (``medmoe/layers/expert_mlp.c``, built on first use; the JSON's ``native_kernels`` says whether they were
+  (``medmoe/layers/native/expert_mlp.c``, built on first use; the JSON's ``native_kernels`` says whether they were
   available).
 * ``ours_bmm``: the same layer with ``MEDMOE_NATIVE_KERNELS=off``: its experts as PyTorch ``baddbmm`` / ``bmm``
   (identical to ``ours`` at sizes the native kernels do not take).
@@ -87,8 +87,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medmoe.layers import SoftMoE, native_experts
-from medmoe.layers.soft_moe import _FusedSoftMoE, _slot_weights
+from medmoe.layers import SoftMoE
+from medmoe.layers.native import FusedSoftMoE, NativeKernelError, load_library
+from medmoe.layers.native.experts import MAX_NATIVE_ROWS
+from medmoe.layers.soft_moe import NORM_EPS, slot_weights
 
 F32 = 4  # bytes per element
 FULL = {"d": 192, "m": 196, "h": 768, "s": 1, "experts": (16, 32, 64, 128), "batches": (8, 64), "rounds": 11}
@@ -164,7 +166,7 @@ def make_step(model: nn.Module, x: torch.Tensor, grad_y: torch.Tensor) -> Callab
 
 
 class _SavedTensors:
-    """The part of an autograd context that ``_FusedSoftMoE`` uses, for calling it without autograd."""
+    """The part of an autograd context that ``FusedSoftMoE`` uses, for calling it without autograd."""
 
     def save_for_backward(self, *tensors: torch.Tensor) -> None:
         self.saved_tensors = tensors
@@ -189,11 +191,11 @@ def with_native_kernels(mode: str, step: Callable[[], object]) -> Callable[[], N
 
 def native_kernel_status() -> dict:
     """Mode, availability (building the kernel if needed) and the row limit of the native expert backward."""
-    status = {"mode": os.environ.get("MEDMOE_NATIVE_KERNELS", "auto"), "max_rows": native_experts.MAX_NATIVE_ROWS}
+    status = {"mode": os.environ.get("MEDMOE_NATIVE_KERNELS", "auto"), "max_rows": MAX_NATIVE_ROWS}
     try:
-        native_experts.load_library()
+        load_library()
         return status | {"available": True, "error": None}
-    except native_experts.NativeKernelError as exc:
+    except NativeKernelError as exc:
         return status | {"available": False, "error": str(exc)}
 
 
@@ -212,10 +214,10 @@ def make_kernel_step(model: SoftMoE, x: torch.Tensor, grad_y: torch.Tensor) -> C
     def step() -> tuple:
         with torch.no_grad():
             ctx = _SavedTensors()
-            phi_n = _slot_weights(model.router.phi, model.router.scale)
-            args = (ex.w1, ex.b1, ex.w2, ex.b2, model.num_experts, model.num_slots, ex.grad_storage)
-            y = _FusedSoftMoE.forward(ctx, x_g, phi_n, *args)
-            grads = _FusedSoftMoE.backward(ctx, grad_y_g)
+            phi_n = slot_weights(model.router.phi, model.router.scale)
+            args = (ex.w1, ex.b1, ex.w2, ex.b2, model.num_experts, model.num_slots, NORM_EPS, ex.grad_storage)
+            y = FusedSoftMoE.forward(ctx, x_g, phi_n, *args)
+            grads = FusedSoftMoE.backward(ctx, grad_y_g)
         return (y[0], grads[0][0], *grads[1:6])
 
     return step

@@ -41,9 +41,10 @@ from pathlib import Path
 
 import torch
 
-from medmoe.layers import SoftMoE, native_routing
-from medmoe.layers.experts import experts_backward, experts_forward
-from medmoe.layers.soft_moe import _EPS, _slot_weights
+from medmoe.layers import SoftMoE
+from medmoe.layers.native import routing as native_routing
+from medmoe.layers.native.experts import experts_backward, experts_forward
+from medmoe.layers.soft_moe import NORM_EPS, slot_weights
 
 _spec = importlib.util.spec_from_file_location("soft_moe_benchmark", Path(__file__).with_name("soft_moe.py"))
 soft_moe_bench = importlib.util.module_from_spec(_spec)
@@ -71,7 +72,7 @@ def phase_flops(b: int, m: int, d: int, h: int, p: int) -> dict[str, int]:
 def make_phases(model: SoftMoE, x: torch.Tensor, grad_y: torch.Tensor) -> tuple[dict[str, Callable[[], None]], dict]:
     """The fused layer's phases as callables sharing one ``state`` dict (run them in :data:`PHASES` order).
 
-    Mirrors ``_FusedSoftMoE`` on its native-routing path for one group, one slot per expert and no dropout;
+    Mirrors ``FusedSoftMoE`` on its native-routing path for one group, one slot per expert and no dropout;
     ``tests/benchmarks/test_soft_moe_phases.py`` checks the result against the layer's forward and backward.
 
     Returns:
@@ -83,14 +84,14 @@ def make_phases(model: SoftMoE, x: torch.Tensor, grad_y: torch.Tensor) -> tuple[
     e, ex = model.num_experts, model.experts
     x_g, grad_y_g = x.detach().unsqueeze(0).contiguous(), grad_y.unsqueeze(0).contiguous()
     with torch.no_grad():
-        phi_n = _slot_weights(model.router.phi, model.router.scale).contiguous()
+        phi_n = slot_weights(model.router.phi, model.router.scale).contiguous()
     if not native_routing.use_native_routing(x_g, e):
         raise RuntimeError("the native routing kernels do not take this size (or are off / unavailable)")
     st: dict = {}
 
     def routing_forward() -> None:
         st["inv_norm"], st["logits"], st["dispatch"], st["combine"], st["slots"] = native_routing.routing_forward(
-            x_g, phi_n, e, 1, _EPS
+            x_g, phi_n, e, 1, NORM_EPS
         )
 
     def experts_fwd() -> None:
@@ -110,7 +111,8 @@ def make_phases(model: SoftMoE, x: torch.Tensor, grad_y: torch.Tensor) -> tuple[
 
     def dispatch_backward() -> None:  # adds to grad_logits in place: repeated alone, the values drift (not the time)
         st["grad_x"], st["grad_phi_n"] = native_routing.dispatch_backward(
-            x_g, st["grad_slots"], st["dispatch"], st["logits"], st["inv_norm"], phi_n, st["grad_logits"], e, 1, _EPS
+            *(x_g, st["grad_slots"], st["dispatch"], st["logits"], st["inv_norm"], phi_n, st["grad_logits"]),
+            *(e, 1, NORM_EPS),
         )
 
     fns = (routing_forward, experts_fwd, combine_forward, combine_backward, experts_bwd, dispatch_backward)

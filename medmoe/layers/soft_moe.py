@@ -1,15 +1,21 @@
 """Soft MoE (Puigcerver et al., 2023) and its task-slot variant used by M4oE's MToE.
 
-Semantics follow google-research/vmoe's ``SoftRouter`` (METHODS.md, "Soft MoE"):
+Semantics follow google-research/vmoe's ``SoftRouter`` (METHODS.md, "Soft MoE")::
 
-* logits = (L2-normalised x) . (L2-normalised phi) x a learnable scalar ``scale`` (init 1);
-* dispatch = softmax of the logits over **tokens**: every slot is a convex mix of tokens;
-* combine = softmax of the logits over **all (expert, slot) pairs**: every token is a convex
-  mix of slot outputs;
-* the experts receive the dispatched **raw** (un-normalised) tokens.
+    logits   = normalize(x) . normalize(phi) * scale     g b m d, g d p -> g b m p   (routing)
+    dispatch = softmax of logits over tokens m           every slot is a convex mix of tokens
+    combine  = softmax of logits over all slots p        every token is a convex mix of slot outputs
+    slots    = dispatch^T . x                            g b m p, g b m d -> g b p d (dispatch; raw tokens)
+    outputs  = experts(slots)                            (g e) (b s) d: expert i takes its s slots of every sample
+    y        = combine . outputs                         g b m p, g b p d -> g b m d (combine)
 
-Axis legend: ``g`` group, ``b`` batch, ``m`` tokens, ``d`` width, ``e`` experts, ``s`` slots per
-expert, ``t`` tasks, ``p = e * s`` all slots.
+Axis legend: ``g`` group (modality), ``b`` batch, ``m`` tokens, ``d`` width, ``e`` experts, ``s`` slots per expert,
+``p = e s`` all slots, ``t`` tasks. ``scale`` is a learnable scalar (init 1), ``phi`` the slot parameters.
+
+``SoftMoE`` computes this in :meth:`SoftMoE._forward_autograd` (below, plain PyTorch) or, where
+:func:`~medmoe.layers.native.fused_applies` (no autocast, no ``torch.func``), as one fused autograd function with a
+hand-written backward and, on a CPU, native C kernels: :func:`~medmoe.layers.native.fused_soft_moe`, same values up to
+rounding.
 """
 
 from __future__ import annotations
@@ -17,33 +23,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
-from . import native_routing
-from .experts import BatchedExperts, experts_backward, experts_forward
+from . import native
+from .experts import BatchedExperts, to_batches, to_experts
 from .grouped import with_group_axis
 
-__all__ = ["soft_routing", "SoftMoE", "TaskSoftMoE"]
+__all__ = ["NORM_EPS", "SoftMoE", "TaskSoftMoE", "slot_weights", "soft_routing"]
 
-_EPS = 1e-6  # as F.normalize(..., eps=1e-6): norms are clamped to >= _EPS
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 has no device argument
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+NORM_EPS = 1e-6
+"""As ``F.normalize(..., eps=1e-6)``: token and slot-parameter norms are clamped to at least this."""
 
 
-def _functorch_active() -> bool:
-    """Whether a ``torch.func`` transform (vmap, grad, ...) is running: the fused function does not support them."""
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(active and active())
-
-
-def _slot_weights(phi: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """L2-normalised slot parameters times the learnable scale: ``(g, d, p)``."""
-    return F.normalize(phi, dim=1, eps=_EPS) * scale.view(-1, 1, 1)
+def slot_weights(phi: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """L2-normalised slot parameters ``phi`` ``(g, d, p)`` times the learnable scale ``(g,)``: ``(g, d, p)``."""
+    return F.normalize(phi, dim=1, eps=NORM_EPS) * scale.view(-1, 1, 1)
 
 
 def soft_routing(x: torch.Tensor, phi: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,111 +54,9 @@ def soft_routing(x: torch.Tensor, phi: torch.Tensor, scale: torch.Tensor) -> tup
         ``(dispatch, combine)``, both ``(g, b, m, p)``: ``dispatch`` sums to 1 over ``m``,
         ``combine`` sums to 1 over ``p``.
     """
-    inv_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_EPS).reciprocal()
-    logits = torch.matmul(x, _slot_weights(phi, scale).unsqueeze(1)) * inv_norm  # g b m d, g 1 d p -> g b m p
+    inv_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_EPS).reciprocal()
+    logits = torch.matmul(x, slot_weights(phi, scale).unsqueeze(1)) * inv_norm  # g b m d, g 1 d p -> g b m p
     return logits.softmax(dim=2), logits.softmax(dim=3)
-
-
-def _to_experts(t: torch.Tensor, g: int, e: int, s: int) -> torch.Tensor:
-    """Slots ``(g b, e s, d) -> (g e, b s, d)``; a strided view (no copy) when ``g == s == 1``."""
-    b, d = t.shape[0] // g, t.shape[-1]
-    if g == 1 and s == 1:
-        return t.transpose(0, 1)
-    return t.view(g, b, e, s, d).transpose(1, 2).reshape(g * e, b * s, d)
-
-
-def _to_batches(t: torch.Tensor, g: int, e: int, s: int) -> torch.Tensor:
-    """Inverse of :func:`_to_experts`: ``(g e, b s, d) -> (g b, e s, d)``."""
-    b, d = t.shape[1] // s, t.shape[-1]
-    if g == 1 and s == 1:
-        return t.transpose(0, 1)
-    return t.view(g, e, b, s, d).transpose(1, 2).reshape(g * b, e * s, d)
-
-
-class _FusedSoftMoE(torch.autograd.Function):
-    """Soft MoE forward with a hand-written backward (same values as the autograd path).
-
-    Forward, with ``L = g b`` (one matrix per group and sample), ``P = g e`` (one per expert)::
-
-        logits   = (x . phi_n) / |x|                         g (b m) d, g d p -> g (b m) p
-        dispatch = softmax over m, combine = softmax over p   L m p
-        slots    = dispatch^T . x                            L p m, L m d -> L p d -> P (b s) d
-        outputs  = experts(slots)                            P (b s) d -> L p d
-        y        = combine . outputs                         L m p, L p d -> L m d
-
-    The backward accumulates the three contributions to ``grad_x`` (dispatch, logits, norm) in
-    one buffer (``baddbmm_``, ``addcmul_``) instead of autograd's separate token-sized tensors,
-    and the slot layout changes are strided views when ``g == s == 1``. The expert weight gradients
-    go into warm reusable memory (:class:`~medmoe.layers.grad_storage.GradientStorage`).
-
-    On a CPU, when :func:`~medmoe.layers.native_routing.use_native_routing` says so, everything but the experts
-    (logits, both softmaxes, dispatch, combine and their gradients) runs in the native kernels instead, one sample
-    at a time (same values up to rounding); slots and expert outputs are then contiguous in the experts' layout.
-    """
-
-    @staticmethod
-    def forward(ctx, x, phi_n, w1, b1, w2, b2, num_experts, num_slots, grad_storage=None, dropout=0.0):  # noqa: D102
-        g, b, m, d = x.shape
-        e, s = num_experts, num_slots
-        ctx.native_routing = native_routing.use_native_routing(x, e * s)
-        if ctx.native_routing:  # one sample at a time in cache; slots and outputs in the experts' layout
-            x, phi_n = x.contiguous(), phi_n.contiguous()
-            inv_norm, logits, dispatch, combine, slots = native_routing.routing_forward(x, phi_n, e, s, _EPS)
-            out, pre, hidden, masks = experts_forward(slots, w1, b1, w2, b2, dropout)
-            y = native_routing.combine_forward(combine, out, e, s)
-        else:
-            x_g = x.reshape(g, b * m, d)
-            inv_norm = torch.linalg.vector_norm(x_g, dim=-1, keepdim=True).clamp_min_(_EPS).reciprocal_()
-            logits = torch.bmm(x_g, phi_n).mul_(inv_norm)  # g (b m) p
-            combine = logits.softmax(-1).view(g * b, m, -1)
-            dispatch = logits.view(g * b, m, -1).softmax(1)
-            x_l = x.reshape(g * b, m, d)
-            slots = _to_experts(torch.bmm(dispatch.transpose(1, 2), x_l), g, e, s)  # raw tokens into slots
-            out, pre, hidden, masks = experts_forward(slots, w1, b1, w2, b2, dropout)
-            out = _to_batches(out, g, e, s)  # L p d
-            y = torch.bmm(combine, out).view(g, b, m, d)
-        ctx.save_for_backward(
-            x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2, *masks or ()
-        )
-        ctx.num_experts, ctx.num_slots, ctx.grad_storage, ctx.dropout = e, s, grad_storage, dropout
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y):  # noqa: D102
-        x, inv_norm, logits, phi_n, dispatch, combine, slots, pre, hidden, out, w1, w2, *masks = ctx.saved_tensors
-        e, s = ctx.num_experts, ctx.num_slots
-        expert_args = (pre, hidden, w1, w2, ctx.grad_storage, masks or None, ctx.dropout)
-        if ctx.native_routing:
-            grad_out, grad_logits = native_routing.combine_backward(grad_y.contiguous(), combine, out, e, s)
-            grad_slots, *grad_experts = experts_backward(grad_out, slots, *expert_args)
-            del grad_out
-            grad_x, grad_phi_n = native_routing.dispatch_backward(
-                x, grad_slots.contiguous(), dispatch, logits, inv_norm, phi_n, grad_logits, e, s, _EPS
-            )
-            return grad_x, grad_phi_n, *grad_experts, None, None, None, None
-        g, b, m, d = x.shape
-        x_l, grad_y = x.reshape(g * b, m, d), grad_y.reshape(g * b, m, d)
-        grad_combine = torch.bmm(grad_y, out.transpose(1, 2))  # L m d, L d p -> L m p
-        grad_out = _to_experts(torch.bmm(combine.transpose(1, 2), grad_y), g, e, s)
-        grad_slots, *grad_experts = experts_backward(grad_out, slots, *expert_args)
-        del grad_out
-        grad_slots = _to_batches(grad_slots, g, e, s)  # L p d
-        grad_dispatch = torch.bmm(x_l, grad_slots.transpose(1, 2))  # L m d, L d p -> L m p
-        grad_x = torch.bmm(dispatch, grad_slots)  # L m p, L p d -> L m d
-        del grad_slots
-        grad_logits = torch.ops.aten._softmax_backward_data(grad_dispatch, dispatch, 1, x.dtype)
-        grad_logits += torch.ops.aten._softmax_backward_data(grad_combine, combine, 2, x.dtype)
-        del grad_dispatch, grad_combine
-        # logits = (x . phi_n) * inv_norm with inv_norm = 1 / max(|x|, eps): d inv_norm / dx = -x inv_norm^3
-        grad_logits = grad_logits.view(g, b * m, -1)
-        x_g, grad_x = x.reshape(g, b * m, d), grad_x.view(g, b * m, d)
-        coef = (grad_logits * logits).sum(-1, keepdim=True).mul_(inv_norm).mul_(inv_norm).neg_()
-        coef.masked_fill_(inv_norm >= 1.0 / _EPS, 0.0)  # norm clamped at eps: constant, no gradient
-        grad_logits.mul_(inv_norm)  # now the gradient of x . phi_n
-        grad_phi_n = torch.bmm(grad_logits.transpose(1, 2), x_g).transpose(1, 2)  # (g p (b m), g (b m) d)^T: g d p
-        grad_x.baddbmm_(grad_logits, phi_n.transpose(1, 2)).addcmul_(x_g, coef)
-        return grad_x.view(g, b, m, d), grad_phi_n, *grad_experts, None, None, None, None
 
 
 class _SoftRouterParams(nn.Module):
@@ -195,9 +86,9 @@ class SoftMoE(nn.Module):
     Shapes: ``(b, m, d) -> (b, m, d)`` when ``num_groups == 1``; ``(g, b, m, d) -> (g, b, m, d)``.
 
     Without autocast or ``torch.func`` transforms the layer runs as one autograd function with a hand-written
-    backward (the same values as the plain autograd path, ``_forward_autograd``, up to rounding; with dropout, the
-    same masks for the same random state). ``benchmarks/soft_moe.py`` measures it against ``soft-moe-pytorch`` and
-    a dense MLP.
+    backward (:mod:`medmoe.layers.native`: the same values as the plain path, ``_forward_autograd``, up to
+    rounding; with dropout, the same masks for the same random state). ``benchmarks/soft_moe.py`` measures it
+    against ``soft-moe-pytorch`` and a dense MLP.
 
     Example::
 
@@ -226,25 +117,22 @@ class SoftMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, squeeze = with_group_axis(x, self.num_groups)
-        if _autocast_enabled(x.device.type) or _functorch_active():
-            y = self._forward_autograd(x)
+        if native.fused_applies(x):
+            phi_n = slot_weights(self.router.phi, self.router.scale)
+            y = native.fused_soft_moe(x, phi_n, self.experts, self.num_experts, self.num_slots, NORM_EPS)
         else:
-            ex = self.experts
-            phi_n = _slot_weights(self.router.phi, self.router.scale)
-            dropout = ex.drop.p if ex.dropout_active else 0.0
-            y = _FusedSoftMoE.apply(
-                x, phi_n, ex.w1, ex.b1, ex.w2, ex.b2, self.num_experts, self.num_slots, ex.grad_storage, dropout
-            )
+            y = self._forward_autograd(x)
         return y.squeeze(0) if squeeze else y
 
     def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
-        """Plain autograd version of the fused path (used under autocast and ``torch.func``): ``(g, b, m, d)``."""
+        """The algorithm in plain PyTorch (the module docstring's six lines): ``(g, b, m, d) -> (g, b, m, d)``."""
         g, b, _, d = x.shape
         e, s = self.num_experts, self.num_slots
-        dispatch, combine = soft_routing(x, self.router.phi, self.router.scale)
-        slots = torch.matmul(dispatch.transpose(2, 3), x)  # g b p d: raw tokens into slots
-        outputs = _to_batches(self.experts(_to_experts(slots.view(g * b, e * s, d), g, e, s)), g, e, s)
-        return torch.matmul(combine, outputs.view(g, b, e * s, d))  # g b m p, g b p d -> g b m d
+        dispatch, combine = soft_routing(x, self.router.phi, self.router.scale)  # g b m p, both
+        slots = torch.einsum("gbmp,gbmd->gbpd", dispatch, x)
+        outputs = self.experts(to_experts(slots.reshape(g * b, e * s, d), g, e, s))  # (g e) (b s) d
+        outputs = to_batches(outputs, g, e, s).view(g, b, e * s, d)
+        return torch.einsum("gbmp,gbpd->gbmd", combine, outputs)
 
 
 class TaskSoftMoE(nn.Module):

@@ -36,7 +36,7 @@ def test_kernel_step_rejects_grouped_layers(load_benchmark):
         bench.make_kernel_step(moe, torch.randn(2, 2, 4, 8), torch.randn(2, 2, 4, 8))
 
 
-def test_ours_bmm_runs_with_the_native_kernel_off_and_restores_the_setting(load_benchmark, monkeypatch):
+def test_ours_bmm_runs_with_the_native_kernel_off_and_restores_the_setting(load_benchmark, monkeypatch, native_kernels):
     bench = load_benchmark("soft_moe")
     monkeypatch.setenv("MEDMOE_NATIVE_KERNELS", "on")
     seen = []

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medmoe.layers import SoftMoE, native_routing
+from medmoe.layers import SoftMoE
+from medmoe.layers.native import routing as native_routing
 
 
-def test_phases_compute_the_layer_forward_and_backward(load_benchmark):
+def test_phases_compute_the_layer_forward_and_backward(load_benchmark, native_kernels):
     bench = load_benchmark("soft_moe_phases")
     width = native_routing.vector_width()
     torch.manual_seed(0)

@@ -1,18 +1,18 @@
-"""The native expert backward (medmoe/layers/expert_mlp.c): values against PyTorch, when it is used, build errors."""
-
-import warnings
+"""The native expert layers (medmoe/layers/native/expert_mlp.c): values against PyTorch, when they are used."""
 
 import pytest
 import torch
 
-from medmoe.layers import SoftMoE, native_experts
-from medmoe.layers.native_experts import (
-    NativeKernelError,
+from medmoe.layers import SoftMoE
+from medmoe.layers.native import experts as native_experts
+from medmoe.layers.native.experts import (
     linear_backward,
     linear_forward,
     use_native,
     use_native_forward,
 )
+
+pytestmark = pytest.mark.usefixtures("native_kernels")  # skipped where no C compiler is found
 
 
 def _strided(shape: tuple[int, int, int]) -> torch.Tensor:
@@ -77,35 +77,6 @@ def test_use_native_only_for_few_float32_cpu_rows(monkeypatch):
     monkeypatch.setenv("MEDMOE_NATIVE_KERNELS", "sometimes")
     with pytest.raises(ValueError, match="auto, on or off"):
         use_native(x, 4)
-
-
-def test_a_failed_build_warns_once_in_auto_and_raises_in_on(monkeypatch, tmp_path):
-    monkeypatch.setattr(native_experts, "_state", {})
-    monkeypatch.setenv("MEDMOE_CACHE", str(tmp_path))
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    monkeypatch.setenv("MEDMOE_NATIVE_KERNELS", "auto")
-    x = torch.zeros(2, 3)
-    with pytest.warns(UserWarning, match="unavailable, using PyTorch's.*false failed"):
-        assert not use_native(x, 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert not use_native(x, 4)  # no second warning
-    monkeypatch.setenv("MEDMOE_NATIVE_KERNELS", "on")
-    with pytest.raises(NativeKernelError, match="false failed"):
-        use_native(x, 4)
-    assert not list(tmp_path.rglob("*.so"))  # nothing half-built left in the cache
-
-
-def test_the_build_is_cached(monkeypatch, tmp_path):
-    monkeypatch.setattr(native_experts, "_state", {})
-    monkeypatch.setenv("MEDMOE_CACHE", str(tmp_path))
-    lib = native_experts.load_library()
-    built = list((tmp_path / "kernels").glob("expert_mlp-*.so"))
-    assert len(built) == 1 and native_experts.load_library() is lib
-    mtime = built[0].stat().st_mtime_ns
-    monkeypatch.setattr(native_experts, "_state", {})
-    native_experts.load_library()  # a new process finds the built file
-    assert built[0].stat().st_mtime_ns == mtime
 
 
 @pytest.mark.parametrize(("n", "r", "k", "big_n"), [(3, 8, 40, 64), (2, 1, 5, 7), (4, 7, 70, 130), (2, 3, 33, 200)])

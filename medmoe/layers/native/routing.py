@@ -8,10 +8,10 @@ register-blocked matmul kernel (``native_gemm.h``) for the small matmuls (one si
 Measured (2 threads, d = 192, 196 tokens): the layer's step is 8-13 % faster at batch 64 with 16 experts and
 within noise elsewhere (32-128 experts, batch 8), where PyTorch's matmuls are as efficient.
 
-Built into the same library as :mod:`.native_experts` (same build, cache and ``MEDMOE_NATIVE_KERNELS`` switch).
-Used by ``SoftMoE``'s fused path for float32 CPU tensors when the slots ``p`` and the width ``d`` are multiples of
-the kernels' vector width (16 floats with AVX-512, else 8); otherwise PyTorch's kernels run (same values up to
-rounding).
+Built into the same library as :mod:`.experts` by :mod:`.build` (same cache and ``MEDMOE_NATIVE_KERNELS`` switch).
+Used by ``SoftMoE``'s fused path (:mod:`.fused`) for float32 CPU tensors when the slots ``p`` and the width ``d``
+are multiples of the kernels' vector width (16 floats with AVX-512, else 8); otherwise PyTorch's kernels run (same
+values up to rounding).
 
 Layouts: ``x``, ``y``, ``grad_y``, ``grad_x`` ``(g, b, m, d)``; ``inv_norm`` ``(g, b, m)``; ``logits``, ``dispatch``,
 ``combine``, ``grad_logits`` ``(g, b, m, p)``; slot rows (``slots``, ``out``, ``grad_out``, ``grad_slots``) in the
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import torch
 
-from . import native_experts
+from .build import available_for, load_library
 
 __all__ = ["use_native_routing", "routing_forward", "combine_forward", "combine_backward", "dispatch_backward"]
 
 
 def _lib():
-    return native_experts.load_library()  # builds once; declares the argument types
+    return load_library()  # builds once; declares the argument types
 
 
 def vector_width() -> int:
@@ -42,7 +42,7 @@ def use_native_routing(x: torch.Tensor, num_slots_total: int) -> bool:
     True for float32 CPU tensors whose width and slot count are multiples of :func:`vector_width`, unless
     ``MEDMOE_NATIVE_KERNELS=off`` (or the build failed in ``auto`` mode; ``on`` raises then).
     """
-    if not native_experts.available_for(x):
+    if not available_for(x):
         return False
     width = vector_width()
     return x.shape[-1] % width == 0 and num_slots_total % width == 0

@@ -9,43 +9,27 @@ cache, and writes the weight gradient with streaming stores: about two thirds of
 same strip of the next panel prefetched); it beats ``baddbmm`` only when the weights come from memory rather than
 cache (:data:`NATIVE_FORWARD_MIN_BYTES`).
 
-The C source is compiled on first use with the system C compiler (``$CC`` or ``cc``; ``-O3 -march=native
--fopenmp``) into ``<cache root>/kernels/`` (``$MEDMOE_CACHE`` or ``~/.cache/medmoe``), keyed by the source, the
-flags, the compiler and the CPU, and loaded with ctypes. It runs on the OpenMP threads PyTorch already uses.
-
-``MEDMOE_NATIVE_KERNELS`` chooses: ``auto`` (default: used where :func:`use_native` says so; if the build fails,
-one warning says why and PyTorch's kernels are used), ``off`` (never), ``on`` (a failed build is an error).
+Built and loaded by :mod:`.build` (one library with :mod:`.routing`); ``MEDMOE_NATIVE_KERNELS`` switches them
+(see there).
 """
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import warnings
-from pathlib import Path
-
 import torch
+import torch.nn.functional as F
 
-from medmoe.utils import atomic_write, default_cache_root
+from ..grad_storage import GradientStorage
+from .build import available_for, load_library
 
 __all__ = [
-    "NativeKernelError",
-    "available_for",
+    "experts_backward",
+    "experts_forward",
     "linear_backward",
     "linear_forward",
-    "load_library",
     "use_native",
     "use_native_forward",
 ]
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("expert_mlp.c", "soft_routing.c"))
-"""Compiled together into one library: the expert layers here, Soft MoE routing in :mod:`.native_routing`."""
-HEADERS = (Path(__file__).with_name("native_gemm.h"),)
-FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=c99")
 MAX_NATIVE_ROWS = 8
 """Rows per expert up to which the native backward is used (beyond, PyTorch's ``bmm`` is compute-efficient)."""
 
@@ -57,87 +41,6 @@ Soft MoE step the weights come from memory, where the native kernel streams them
 12-16: in ``benchmarks/soft_moe.py`` at batch 8 this threshold (8 MiB instead of 32) took 16 experts from 3.3 to
 3.2 ms and 32 experts from 6.8 to 5.5 ms per step."""
 
-_state: dict[str, object] = {}
-
-
-class NativeKernelError(RuntimeError):
-    """The native kernels could not be built or loaded."""
-
-
-def _mode() -> str:
-    mode = os.environ.get("MEDMOE_NATIVE_KERNELS", "auto").strip().lower()
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"MEDMOE_NATIVE_KERNELS must be auto, on or off, got {mode!r}")
-    return mode
-
-
-def _cpu_signature() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        return next((line for line in text.splitlines() if line.startswith("flags")), platform.processor())
-    except OSError:
-        return platform.processor()
-
-
-def _build(compiler: str) -> Path:
-    source = b"\0".join(path.read_bytes() for path in SOURCES + HEADERS)
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
-    key = hashlib.sha256(
-        b"\0".join(
-            x.encode() if isinstance(x, str) else x
-            for x in (source, " ".join(FLAGS), version, _cpu_signature(), platform.machine())
-        )
-    ).hexdigest()[:16]
-    target = default_cache_root() / "kernels" / f"expert_mlp-{key}.so"
-    if target.is_file():
-        return target
-
-    def compile_to(path: str) -> None:
-        files = [str(path) for path in SOURCES]
-        result = subprocess.run([compiler, *FLAGS, *files, "-o", path], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise NativeKernelError(f"{compiler} failed on {' '.join(files)}:\n{result.stderr.strip()}")
-
-    atomic_write(target, compile_to)  # concurrent builders (DDP ranks) end with one complete file
-    return target
-
-
-def load_library() -> ctypes.CDLL:
-    """Build (once per machine) and load the kernels.
-
-    Raises:
-        NativeKernelError: no C compiler, a failed compile or a library that does not load; the message says which.
-    """
-    if "lib" in _state:
-        return _state["lib"]
-    if "error" in _state:
-        raise _state["error"]
-    try:
-        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if not compiler:
-            raise NativeKernelError("no C compiler found (set CC or install gcc)")
-        lib = ctypes.CDLL(str(_build(compiler)))
-    except (OSError, NativeKernelError) as exc:
-        error = exc if isinstance(exc, NativeKernelError) else NativeKernelError(f"building or loading failed: {exc}")
-        _state["error"] = error
-        raise error from None
-    c_int, c_long, ptr = ctypes.c_int, ctypes.c_long, ctypes.c_void_p
-    strided = [ptr, c_long, c_long]  # data, expert stride, row stride
-    lib.medmoe_linear_backward.argtypes = [c_int] * 4 + strided * 2 + [ptr] + strided + [ptr, ptr]
-    lib.medmoe_linear_backward.restype = c_int
-    lib.medmoe_linear_forward.argtypes = [c_int] * 4 + strided + [ptr, ptr] + [ptr, c_long, c_long]
-    lib.medmoe_linear_forward.restype = None
-    c_float, sizes = ctypes.c_float, [c_int] * 6  # Soft MoE routing (native_routing.py): g, b, m, d, e, s
-    lib.medmoe_routing_vector_width.restype = c_int
-    lib.medmoe_routing_forward.argtypes = sizes + [c_float] + [ptr] * 7
-    lib.medmoe_combine_forward.argtypes = sizes + [ptr] * 3
-    lib.medmoe_combine_backward.argtypes = sizes + [ptr] * 5
-    lib.medmoe_dispatch_backward.argtypes = sizes + [c_float] + [ptr] * 9
-    for name in ("routing_forward", "combine_forward", "combine_backward", "dispatch_backward"):
-        getattr(lib, f"medmoe_{name}").restype = c_int
-    _state["lib"] = lib
-    return lib
-
 
 def use_native(x: torch.Tensor, rows: int) -> bool:
     """Whether the fused Soft MoE should run its expert backward (and, see :func:`use_native_forward`, its
@@ -147,24 +50,6 @@ def use_native(x: torch.Tensor, rows: int) -> bool:
     ``MEDMOE_NATIVE_KERNELS=off``; with ``on`` a failed build raises, with ``auto`` it warns once.
     """
     return rows <= MAX_NATIVE_ROWS and available_for(x)
-
-
-def available_for(x: torch.Tensor) -> bool:
-    """Whether the native kernels can take ``x``: a float32 CPU tensor, ``MEDMOE_NATIVE_KERNELS`` not ``off``, and
-    the library built (in ``auto`` a failed build warns once and gives False; in ``on`` it raises)."""
-    mode = _mode()
-    if mode == "off" or x.device.type != "cpu" or x.dtype != torch.float32:
-        return False
-    try:
-        load_library()
-    except NativeKernelError as exc:
-        if mode == "on":
-            raise
-        if not _state.get("warned"):
-            _state["warned"] = True
-            warnings.warn(f"medmoe native expert kernels unavailable, using PyTorch's: {exc}", stacklevel=2)
-        return False
-    return True
 
 
 def use_native_forward(x: torch.Tensor, rows: int, weight: torch.Tensor) -> bool:
@@ -258,3 +143,111 @@ def linear_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch
         *_strides(out, "out"),
     )
     return out
+
+
+def experts_forward(
+    slots: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """:class:`BatchedExperts`' forward, returning what :func:`experts_backward` needs.
+
+    For hand-written backward passes (``SoftMoE``'s fused path). ``slots`` ``(n, r, d)`` may be a
+    strided view (rows with a stride other than ``d``): ``baddbmm`` reads it in place. On a CPU with few
+    rows per expert and weights too large to stay in cache
+    (:func:`use_native_forward`) both layers run the native kernel, which
+    streams each weight matrix once (same values up to rounding).
+
+    Args:
+        dropout: drop probability after the GELU and after the output projection (training). The masks are drawn
+            as ``nn.Dropout`` draws them, in the same order as :class:`BatchedExperts`, so the same random state
+            gives the same values.
+
+    Returns:
+        ``(out, pre, hidden, masks)``: the output ``(n, r, d)``, the pre-activation and the (dropped) GELU
+        output, both ``(n, r, h)``, and the two boolean keep masks (``None`` without dropout).
+    """
+    n, r, _ = slots.shape
+    native = use_native_forward(slots, r, w1)  # few rows, weights beyond cache, CPU
+    if native:
+        pre = linear_forward(slots, w1, b1, slots.new_empty(n, r, w1.shape[2]))
+    else:
+        pre = torch.baddbmm(b1, slots, w1)  # n r d, n d h -> n r h
+    hidden, masks = F.gelu(pre), None
+    if dropout > 0:
+        hidden, keep_hidden = torch.ops.aten.native_dropout(hidden, dropout, True)  # what nn.Dropout runs
+    if native:
+        out = linear_forward(hidden, w2, b2, hidden.new_empty(n, r, w2.shape[2]))
+    else:
+        out = torch.baddbmm(b2, hidden, w2)
+    if dropout > 0:
+        out, keep_out = torch.ops.aten.native_dropout(out, dropout, True)
+        masks = (keep_hidden, keep_out)
+    return out, pre, hidden, masks
+
+
+def _keep_scale(dropout: float) -> float:
+    """The factor kept values are multiplied by, as ``native_dropout`` computes it (0 when everything is dropped)."""
+    return 0.0 if dropout >= 1 else 1.0 / (1.0 - dropout)
+
+
+def experts_backward(
+    grad_out: torch.Tensor,
+    slots: torch.Tensor,
+    pre: torch.Tensor,
+    hidden: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    storage: GradientStorage | None = None,
+    masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, ...]:
+    """Gradients of :func:`experts_forward`: six ``bmm`` calls, one GELU backward written in place.
+
+    With ``storage``, the two weight gradients are written into its warm buffers when they are free
+    (see :mod:`medmoe.layers.grad_storage`) instead of freshly allocated memory. On a CPU with few rows
+    per expert (:func:`use_native`) the two layers' gradients come from
+    the native kernel instead, one pass over each weight matrix (same values up to rounding).
+
+    With dropout, ``masks`` and ``dropout`` are :func:`experts_forward`'s (``hidden`` is the dropped activation).
+
+    Returns:
+        ``(grad_slots, grad_w1, grad_b1, grad_w2, grad_b2)``.
+    """
+    if masks is not None:
+        grad_out = torch.ops.aten.native_dropout_backward(grad_out, masks[1], _keep_scale(dropout))
+    native = use_native(grad_out, grad_out.shape[1])
+    grad_pre, grad_w2, grad_b2 = _linear_backward(grad_out, hidden, w2, "w2", storage, native)  # n r d -> n r h
+    if masks is not None:
+        grad_pre.mul_(masks[0]).mul_(_keep_scale(dropout))  # grad_pre is a new tensor: in place is safe
+    torch.ops.aten.gelu_backward.grad_input(grad_pre, pre, grad_input=grad_pre)  # in place: no new n r h buffer
+    grad_slots, grad_w1, grad_b1 = _linear_backward(grad_pre, slots, w1, "w1", storage, native)  # n r h -> n r d
+    return grad_slots, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def _linear_backward(
+    grad: torch.Tensor,
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    name: str,
+    storage: GradientStorage | None,
+    native: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``inputs . weight + bias`` per expert: ``(grad_inputs, grad_weight, grad_bias)``.
+
+    ``grad_inputs`` is a new contiguous tensor (the caller may write into it); ``grad_weight`` goes into
+    ``storage``'s buffer for ``name`` when given. ``native``: one pass of the native kernel instead of two
+    ``bmm`` and a sum.
+    """
+    n, r, _ = grad.shape
+    grad_weight = None if storage is None else storage.take(name, tuple(weight.shape), weight.dtype, weight.device)
+    if native:
+        grad_weight = torch.empty_like(weight) if grad_weight is None else grad_weight  # weights are contiguous
+        grad_inputs, grad_bias = grad.new_empty(n, r, weight.shape[1]), grad.new_empty(n, 1, weight.shape[2])
+        linear_backward(grad, inputs, weight, grad_inputs, grad_weight, grad_bias)
+        return grad_inputs, grad_weight, grad_bias
+    grad_weight = torch.bmm(inputs.transpose(1, 2), grad, out=grad_weight)  # n K r, n r N -> n K N
+    return torch.bmm(grad, weight.transpose(1, 2)), grad_weight, grad.sum(1, keepdim=True)

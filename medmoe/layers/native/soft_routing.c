@@ -1,7 +1,7 @@
 /* Soft MoE routing, dispatch and combine (float32, CPU), one sample at a time so that its tokens stay in cache.
  *
- * Built with expert_mlp.c into one library by medmoe/layers/native_experts.py and called by
- * medmoe/layers/native_routing.py, which holds the contract and the checks. Notation as in soft_moe.py: for group g
+ * Built with expert_mlp.c into one library by medmoe/layers/native/build.py and called by
+ * medmoe/layers/native/routing.py, which holds the contract and the checks. Notation as in soft_moe.py: for group g
  * and sample b, tokens x (m, d), slot parameters phi (d, p) (normalised and scaled), p = e s slots:
  *
  *   forward    r = 1 / max(|x_i|, eps)          logits L = (x . phi) * r            (m, p)
@@ -19,8 +19,9 @@
  * Slot rows (slots, out, grad_out, grad_slots) are in the experts' layout, contiguous (g e, b s, d): slot j of
  * sample b of group g is row (g e + j / s, b s + j % s). Every other tensor is contiguous in the shapes above. p and
  * d must be multiples of the vector width (medmoe_routing_vector_width()). Samples are spread over the process's
- * OpenMP threads (PyTorch's libgomp).
+ * OpenMP threads (PyTorch's libgomp); grad_phi is summed over them in a fixed order (for_each_sample).
  */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,24 +64,44 @@ static void scratch_free(scratch *w) {
 
 typedef void sample_fn(const problem *q, scratch *w, int g, int b);
 
-/* Runs fn for every (group, sample) on the OpenMP threads, then sums the threads' grad_phi. Returns 0, or 1 if a
- * thread could not allocate its scratch (then the outputs are incomplete). */
+/* Runs fn for every (group, sample) on the OpenMP threads, then sums the threads' grad_phi in thread order, so that
+ * the result does not depend on which thread finishes first: for a given thread count, every run gives the same bits
+ * (samples go to threads by a static schedule, each thread adds its samples in order, and the threads' parts are added
+ * element by element from thread 0 up). Returns 0, or 1 if a thread could not allocate its scratch (then the outputs
+ * are incomplete). */
 static int for_each_sample(const problem *q, sample_fn *fn) {
+    const int threads = omp_get_max_threads();
+    const size_t n_phi = (size_t)q->G * q->d * q->p;
+    float **parts = q->grad_phi ? calloc(threads, sizeof(float *)) : NULL; /* each thread's grad_phi */
+    if (q->grad_phi && !parts) return 1;
     int failed = 0;
-    if (q->grad_phi) memset(q->grad_phi, 0, sizeof(float) * (size_t)q->G * q->d * q->p);
-#pragma omp parallel reduction(| : failed)
+#pragma omp parallel num_threads(threads) reduction(| : failed)
     {
         scratch w;
         failed = !scratch_init(&w, q);
 #pragma omp for schedule(static)
         for (int gb = 0; gb < q->G * q->B; ++gb)
             if (!failed) fn(q, &w, gb / q->B, gb % q->B);
-        if (!failed && q->grad_phi) {
-#pragma omp critical
-            for (size_t k = 0; k < (size_t)q->G * q->d * q->p; ++k) q->grad_phi[k] += w.grad_phi[k];
+        if (parts) {
+            parts[omp_get_thread_num()] = failed ? NULL : w.grad_phi;
+#pragma omp barrier
+            const int used = omp_get_num_threads();
+            int complete = 1;
+            for (int t = 0; t < used; ++t) complete &= parts[t] != NULL;
+            if (complete) {
+#pragma omp for schedule(static)
+                for (size_t k = 0; k < n_phi; ++k) {
+                    float sum = parts[0][k];
+                    for (int t = 1; t < used; ++t) sum += parts[t][k];
+                    q->grad_phi[k] = sum;
+                }
+            } else {
+                failed = 1;
+            }
         }
         scratch_free(&w);
     }
+    free(parts);
     return failed;
 }
 

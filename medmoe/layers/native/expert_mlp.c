@@ -1,6 +1,7 @@
 /* Per-expert linear layers with few rows per expert (float32, CPU): one pass over the weights per direction.
  *
- * Built and loaded by medmoe/layers/native_experts.py (ctypes), which holds the contract and the checks.
+ * Built and loaded by medmoe/layers/native/build.py and called through medmoe/layers/native/experts.py (ctypes),
+ * which holds the contract and the checks.
  *
  * For each of n experts e, with r rows, K inputs and N outputs:
  *   forward   y[e] = x[e] . w[e] + b[e]                      x (r, K), w (K, N), b (N), y (r, N)
