@@ -37,6 +37,9 @@ def bad_cohort(tmp_path: Path) -> tuple[Path, dict[int, str]]:
     def wrong_size(ds):
         ds.Rows = ds.Rows * 2
 
+    def rgb(ds):  # the header says colour, the pixels are one grey channel
+        ds.PhotometricInterpretation = "RGB"
+
     def ct(ds):
         ds.Modality, ds.SOPClassUID = "CT", "1.2.840.10008.5.1.4.1.1.2"
 
@@ -47,6 +50,7 @@ def bad_cohort(tmp_path: Path) -> tuple[Path, dict[int, str]]:
             ("ffdm_mlo", no_pixels, "ffdm_mlo"),
             ("s2d_cc", wrong_size, "s2d_cc"),
             ("s2d_mlo", ct, "not a mammogram (Modality 'CT'"),
+            ("ffdm_cc", rgb, "PhotometricInterpretation RGB"),
         ]
     ):
         index = rows.index[rows[column].notna()][i]
@@ -63,7 +67,7 @@ def test_headers_pass_but_decoding_names_every_bad_row(bad_cohort, capsys):
     assert "headers checked" in capsys.readouterr().out
     assert main([*common, "--workers", "2"]) == 1
     err = capsys.readouterr().err
-    assert "4 row(s) the bundle's loader would reject" in err
+    assert "5 row(s) the bundle's loader would reject" in err
     lines = {
         int(line.split("row ")[1].split(" ")[0]): line for line in err.splitlines() if line.strip().startswith("row ")
     }
@@ -79,4 +83,4 @@ def test_decoding_without_a_config_reads_every_file(bad_cohort, capsys):
                  "density:4", "--workers", "1", "--quiet"])  # fmt: skip
     err = capsys.readouterr().err
     # the generic reader decodes pixels; the CT is a readable image there (only the bundle refuses it)
-    assert code == 1 and "3 row(s)" in err and "column 'ffdm_mlo'" in err
+    assert code == 1 and "4 row(s)" in err and "column 'ffdm_mlo'" in err
