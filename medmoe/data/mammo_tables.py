@@ -176,21 +176,33 @@ def exam_labels(frame: pd.DataFrame, columns: Mapping[str, str], label: str) -> 
     return grouped[list(columns)].first()
 
 
-def pick_views(frame: pd.DataFrame, view_column: str, order: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+def pick_views(
+    frame: pd.DataFrame, view_column: str, order: pd.Series, label: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep one CC and one MLO image per exam: the first in ``order``; record every other image and why.
 
     Args:
         frame: image rows with ``exam_id``, ``image_id``, ``view_column`` (index = 0-based data row).
         view_column: the view column (CC and MLO fill the ``*_cc`` / ``*_mlo`` slots; any other view is dropped).
         order: a sort key per row (e.g. the numeric image id); ties keep the table order.
+        label: the table's name for messages.
 
     Returns:
         (kept rows with a ``slot`` column ``cc`` / ``mlo``, dropped images with ``DROPPED_COLUMNS``).
+
+    Raises:
+        ValueError: no image has view CC or MLO (names the views found).
     """
     view = frame[view_column].str.upper()
     slot = view.map(_VIEW_SLOT)
+    if slot.isna().all():
+        raise ValueError(
+            f"{label}: column '{view_column}': no image has view CC or MLO, so no breast can be used; "
+            f"views found: {sorted(set(view))[:10]}"
+        )
     other = frame[slot.isna()]
-    ranked = frame[slot.notna()].assign(slot=slot, _order=order).sort_values(["exam_id", "slot", "_order"])
+    # assign before filtering: assigning a Series to an empty frame would adopt the Series' index
+    ranked = frame.assign(slot=slot, _order=order)[slot.notna()].sort_values(["exam_id", "slot", "_order"])
     first = ~ranked.duplicated(["exam_id", "slot"], keep="first")
     kept = ranked[first].drop(columns="_order").sort_index()
     extra = ranked[~first]
@@ -231,9 +243,20 @@ def finish_cohort(
     image_root: str | os.PathLike | None,
     layout: str,
 ) -> AdaptedCohort:
-    """Add the view paths of the ``kept`` images (``path``, ``slot``) to the per-exam ``cohort``, order the rows by
-    ``exam_id`` and the columns as ``columns`` (synthesized 2D slots empty), and check the files under
-    ``image_root`` when it is given."""
+    """Join the view paths to the per-exam table, order rows and columns, and check the files.
+
+    Args:
+        cohort: one row per exam with ``exam_id`` and every column of ``columns`` except the view paths.
+        kept: the images :func:`pick_views` kept, with ``exam_id``, ``slot`` and ``path``.
+        dropped: the images it dropped.
+        columns: the output columns, in order (``s2d_cc`` / ``s2d_mlo`` are set empty).
+        label: the input table's name for messages.
+        image_root: when given, every path must exist under it (:func:`check_image_files`).
+        layout: the folder layout expected under ``image_root``, for the message.
+
+    Returns:
+        the :class:`AdaptedCohort`, rows sorted by ``exam_id``.
+    """
     wide = kept.pivot(index="exam_id", columns="slot", values="path").reindex(columns=["cc", "mlo"]).fillna("")
     cohort = cohort.join(wide.rename(columns={"cc": "ffdm_cc", "mlo": "ffdm_mlo"}), on="exam_id")
     cohort = cohort.assign(s2d_cc="", s2d_mlo="").sort_values("exam_id", kind="stable").reset_index(drop=True)

@@ -97,7 +97,7 @@ def rsna_to_cohort(
 
     numeric = pd.to_numeric(frame["image_id"], errors="coerce")
     order = numeric if numeric.notna().all() else frame["image_id"]
-    kept, dropped = pick_views(frame, "view", order)
+    kept, dropped = pick_views(frame, "view", order, label)
     kept = kept.assign(path=kept["patient_id"] + "/" + kept["image_id"] + image_ext)
     first = kept.assign(_order=order[kept.index]).sort_values("_order").drop_duplicates("exam_id")
     cohort = first.set_index("exam_id")[["patient_id", "laterality", *subgroup_columns]].join(labels)

@@ -113,7 +113,7 @@ def vindr_to_cohort(
     frame["density"] = map_codes(frame, "breast_density", VINDR_DENSITY_TO_CLASS, label)
     labels = exam_labels(frame, {"density": "breast_density", "birads": "breast_birads"}, label)
 
-    kept, dropped = pick_views(frame, "view_position", frame["image_id"])
+    kept, dropped = pick_views(frame, "view_position", frame["image_id"], label)
     kept = kept.assign(path="images/" + kept["study_id"] + "/" + kept["image_id"] + image_ext)
     cohort = kept.drop_duplicates("exam_id").set_index("exam_id")[["study_id", "laterality", "public_split"]]
     cohort = cohort.join(labels).assign(risk=pd.array([pd.NA] * len(cohort), dtype="Int64"))

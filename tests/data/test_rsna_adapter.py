@@ -166,6 +166,8 @@ def test_bad_input_names_file_row_and_column(tmp_path, train):
     bad.loc[3, "density"] = "E"
     with pytest.raises(ValueError, match=r"bad\.csv': column 'density': unknown value\(s\) \['E'\] in row\(s\) 5;"):
         rsna_to_cohort(write(bad, tmp_path / "bad.csv"), None)
+    with pytest.raises(ValueError, match=r"column 'view': no image has view CC or MLO.*views found: \['AT', 'ML'\]"):
+        rsna_to_cohort(train.assign(view=["AT", "ML"] * (len(train) // 2)), None)
 
 
 @pytest.mark.parametrize(
