@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from embed_bundle_cohort import load_as_embed_bundle
 from medmoe.apps.cohort import main
 
-from medmoe.data import load_cohort, rsna_to_cohort
+from medmoe.data import rsna_to_cohort
 from medmoe.data.embed_adapter import COHORT_COLUMNS
 
-TRAIN_JSON = Path(__file__).resolve().parents[2] / "bundles" / "embed_m4oe" / "configs" / "train.json"
 # the columns of RSNA's train.csv, in its order
 RSNA_HEADER = [
     "site_id",
@@ -123,13 +120,11 @@ def test_split_is_by_patient_and_seeded(train):
 
 
 def test_bundle_accepts_the_cohort(tmp_path, train):
-    config = json.loads(TRAIN_JSON.read_text())
     out = tmp_path / "rsna.csv"
     rsna_to_cohort(train, out)
-    cohort = load_cohort(
-        out, config["modalities"], config["tasks"], id_column=config["id_column"], data_root=tmp_path,
-        check_files=False,
-    )  # fmt: skip
+    cohort = load_as_embed_bundle(out, tmp_path)
+    assert cohort.modalities == ["ffdm_cc", "ffdm_mlo", "s2d_cc", "s2d_mlo"]
+    assert cohort.tasks == {"density": 4, "birads": 3, "risk": 2}
     records = {r["exam_id"]: r for r in cohort.records()}
     assert len(records) == 13 and cohort.records("train") and cohort.records("val")
     left = records["10001_L"]

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from embed_bundle_cohort import load_as_embed_bundle
 from medmoe.apps.cohort import main
 
-from medmoe.data import load_cohort, vindr_to_cohort
+from medmoe.data import vindr_to_cohort
 from medmoe.data.embed_adapter import COHORT_COLUMNS
 
-TRAIN_JSON = Path(__file__).resolve().parents[2] / "bundles" / "embed_m4oe" / "configs" / "train.json"
 # the columns of VinDr-Mammo's breast-level_annotations.csv, in its order
 VINDR_HEADER = [
     "study_id",
@@ -109,13 +106,11 @@ def test_public_split_kept_and_val_carved_from_training(annotations):
 
 
 def test_bundle_accepts_the_cohort(tmp_path, annotations):
-    config = json.loads(TRAIN_JSON.read_text())
     out = tmp_path / "vindr.csv"
     vindr_to_cohort(annotations, out)
-    cohort = load_cohort(
-        out, config["modalities"], config["tasks"], id_column=config["id_column"], data_root=tmp_path,
-        check_files=False,
-    )  # fmt: skip
+    cohort = load_as_embed_bundle(out, tmp_path)
+    assert cohort.modalities == ["ffdm_cc", "ffdm_mlo", "s2d_cc", "s2d_mlo"]
+    assert cohort.tasks == {"density": 4, "birads": 3, "risk": 2}
     assert len(cohort.records("test")) == 8 and cohort.records("train") and cohort.records("val")
     record = next(r for r in cohort.records("test") if r["exam_id"] == "b2_R")
     assert record["modality_mask"].tolist() == [True, True, False, False]
