@@ -8,6 +8,8 @@ Usage::
         --tasks density:4,birads:3
     python -m medmoe.apps.cohort embed --metadata_csv EMBED_OpenData_metadata.csv \\
         --clinical_csv EMBED_OpenData_clinical.csv --out_csv embed_cohort.csv
+    python -m medmoe.apps.cohort rsna --train_csv train.csv --out_csv rsna_cohort.csv [--image_root train_images]
+    python -m medmoe.apps.cohort vindr --annotations_csv breast-level_annotations.csv --out_csv vindr_cohort.csv
     python -m medmoe.apps.cohort demo --out_dir /tmp/embed_demo --num_exams 240
     python -m medmoe.apps.cohort scan /data/pacs_export --out_csv cohort.csv \\
         [--labels_csv labels.csv --labels_key accession_number]
@@ -177,6 +179,35 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _public(args: argparse.Namespace) -> int:
+    """``rsna`` / ``vindr``: build the cohort, write it and its dropped-image table, print what was dropped."""
+    from medmoe.data import rsna_to_cohort, vindr_to_cohort
+
+    out = Path(args.out_csv)
+    dropped_csv = args.dropped_csv or out.with_name(f"{out.stem}.dropped.csv")
+    common = {"image_root": args.image_root, "seed": args.seed, "dropped_csv": dropped_csv}
+    if args.image_ext:
+        common["image_ext"] = args.image_ext
+    try:
+        if args.command == "rsna":
+            result = rsna_to_cohort(args.train_csv, out, **common)
+        else:
+            result = vindr_to_cohort(args.annotations_csv, out, val_fraction=args.val_fraction, **common)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = result.summary()
+    splits = result.cohort["split"].value_counts().to_dict()
+    print(f"wrote {summary['exams']} exams to {out} ({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))})")
+    for reason, n in summary["images_dropped"].items():
+        print(f"  {n:6d} images dropped: {reason}")
+    for view, n in summary["other_views"].items():
+        print(f"  {n:6d} of them view {view}")
+    print(f"  {summary['exams_without_cc_or_mlo']:6d} breasts without a CC or MLO image (no row)")
+    print(f"dropped images: {dropped_csv}")
+    return 0
+
+
 def _scan(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -263,6 +294,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     emb.add_argument("--risk_csv", default=None)
     emb.add_argument("--seed", type=int, default=0)
     emb.set_defaults(func=_embed)
+
+    for name, table, help_text in (
+        ("rsna", "--train_csv", "build a cohort CSV from RSNA screening mammography train.csv"),
+        ("vindr", "--annotations_csv", "build a cohort CSV from VinDr-Mammo breast-level_annotations.csv"),
+    ):
+        pub = sub.add_parser(name, help=help_text)
+        pub.add_argument(table, required=True)
+        pub.add_argument("--out_csv", required=True)
+        pub.add_argument("--image_root", default=None, help="check that every image exists under this folder")
+        pub.add_argument("--image_ext", default=None, help="image file extension (default .dcm / .dicom)")
+        pub.add_argument("--dropped_csv", default=None, help="dropped-image table (default: <out>.dropped.csv)")
+        pub.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
+        if name == "vindr":
+            pub.add_argument("--val_fraction", type=float, default=0.15, help="training studies moved to val")
+        pub.set_defaults(func=_public)
 
     scan = sub.add_parser("scan", help="build a mammography cohort CSV from a folder of DICOM files (headers only)")
     scan.add_argument("dicom_dir", help="folder of a PACS export (searched recursively)")

@@ -8,11 +8,15 @@ from .demo_fastmri import fastmri_demo_cohort, make_fastmri_demo
 from .demo_gamma import gamma_demo_cohort, make_gamma_demo
 from .fastmri_adapter import build_fastmri_cohort, fastmri_label_groups
 from .gamma_adapter import build_gamma_cohort, read_gamma_grades
+from .mammo_tables import AdaptedCohort
 from .missing import FillMissingMasksd, FillMissingModalitiesd
+from .rsna_adapter import rsna_to_cohort
 from .split import split_by_patient
 from .tabular import TabularPreprocessor, TabularToVectord, load_tabular_cohort
+from .vindr_adapter import vindr_to_cohort
 
 __all__ = [
+    "AdaptedCohort",
     "SPLITS",
     "TabularPreprocessor",
     "TabularToVectord",
@@ -36,5 +40,7 @@ __all__ = [
     "load_cohort",
     "make_embed_demo",
     "make_fastmri_demo",
+    "rsna_to_cohort",
     "split_by_patient",
+    "vindr_to_cohort",
 ]
