@@ -48,6 +48,18 @@ def _parse_tasks(text: str) -> dict[str, int]:
     return tasks
 
 
+def _config_overrides(args: argparse.Namespace, tasks: dict[str, int] | None) -> dict:
+    """The config ids the command line replaces, as ``python -m monai.bundle run --cohort_csv ...`` would."""
+    overrides = {"cohort_csv": args.cohort_csv, "data_root": args.data_root or ""}
+    if args.modalities:
+        overrides["modalities"] = args.modalities.split(",")
+    if tasks:
+        overrides["tasks"] = tasks
+    if args.id_column:
+        overrides["id_column"] = args.id_column
+    return overrides
+
+
 def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) -> Cohort:
     """Build the cohort exactly as the bundle does: evaluate the config's own ``cohort`` entry.
 
@@ -73,14 +85,8 @@ def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) 
             f"{args.config_file}: no 'cohort' entry with a '_target_' to build the cohort from; "
             "pass --modalities and --tasks instead of --config_file"
         )
-    parser["cohort_csv"] = args.cohort_csv
-    parser["data_root"] = args.data_root or ""
-    if args.modalities:
-        parser["modalities"] = args.modalities.split(",")
-    if tasks:
-        parser["tasks"] = tasks
-    if args.id_column:
-        parser["id_column"] = args.id_column
+    for key, value in _config_overrides(args, tasks).items():
+        parser[key] = value
     parser["cohort#check_files"] = not args.skip_files
     if args.no_split:  # an inference cohort, as the bundle's inference.json reads it: no split, labels optional
         parser["cohort#split_column"] = None
@@ -108,12 +114,32 @@ def _decode_all(args: argparse.Namespace, cohort: Cohort) -> list[str]:
 
     from medmoe.data.decode_check import BundlePreprocessing, FileDecoder, decode_cohort
 
+    records = None
     if args.config_file:
-        factory = BundlePreprocessing(args.config_file)
+        factory = BundlePreprocessing(args.config_file, _config_overrides(args, args.tasks))
+        checked = _cohort_check(args)  # a bundle whose cohort_check returns the samples it feeds its pipeline
+        if isinstance(checked, list) and all(isinstance(r, dict) for r in checked):
+            records = checked
     else:
         factory = FileDecoder([*cohort.modalities, *cohort.path_columns])
-    with tqdm(total=len(cohort), desc="decoding images", unit="row", disable=args.quiet) as bar:
-        return decode_cohort(cohort, factory, args.workers, lambda done, total: bar.update(done - bar.n))
+    total = len(records) if records is not None else len(cohort)
+    with tqdm(total=total, desc="decoding images", unit="row", disable=args.quiet) as bar:
+        return decode_cohort(cohort, factory, args.workers, lambda done, _: bar.update(done - bar.n), records)
+
+
+def _cohort_check(args: argparse.Namespace) -> object:
+    """The config's ``cohort_check`` value (None without one)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(args.config_file)
+    for key, value in _config_overrides(args, args.tasks).items():
+        parser[key] = value
+    if args.no_split:
+        parser["cohort#split_column"] = None
+        parser["cohort#required_splits"] = []
+        parser["cohort#require_labels"] = False
+    return parser.get_parsed_content("cohort_check") if "cohort_check" in parser else None
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -115,6 +115,7 @@ def decode_cohort(
     transform_factory: Callable[[], Callable[[dict], Any]],
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    records: list[dict] | None = None,
 ) -> list[str]:
     """Run ``transform_factory()`` on every row of ``cohort``; return one problem line per failing row.
 
@@ -124,14 +125,17 @@ def decode_cohort(
             per worker process, so it must be picklable (a module-level function or a ``functools.partial``).
         workers: worker processes (1 = in this process).
         progress: optional ``progress(done, total)`` callback after each row.
+        records: the sample dicts the bundle feeds its pipeline when they are not ``cohort.records()`` (e.g. a
+            bundle that drops or reshapes rows); each must carry the cohort's id column.
 
     Returns:
         ``["row 7 (exam_id='x'): column 'ffdm_cc': MammogramReadError: /data/x.dcm: ...", ...]``, in row order;
         empty when every row decodes.
     """
-    records = cohort.records()
-    ids = [r[cohort.id_column] for r in records]
-    names = [f"{cohort.row_name(i)} ({cohort.id_column}={rid!r})" for i, rid in zip(cohort.table.index, ids)]
+    records = cohort.records() if records is None else list(records)
+    row_of = {rid: cohort.row_name(i) for i, rid in zip(cohort.table.index, cohort.table[cohort.id_column])}
+    ids = [r.get(cohort.id_column, "") for r in records]
+    names = [f"{row_of.get(rid, 'row ?')} ({cohort.id_column}={rid!r})" for rid in ids]
     columns = [*cohort.modalities, *cohort.path_columns]
     results: list[list[str] | None] = []
     if workers <= 1:
