@@ -32,6 +32,10 @@ class EncodedModalities(NamedTuple):
     aux_losses: dict[str, torch.Tensor]
     choices: dict[str, Any]
 
+    def interpret(self) -> dict[str, Any]:
+        """``modality_mask`` (the true presence) and, with a retriever fill, ``retrieval`` (its choices)."""
+        return {"modality_mask": self.presence, **({"retrieval": self.choices} if self.choices else {})}
+
 
 class ModalityEncoders(nn.Module):
     """Shared per-modality encoders: batch dict -> :class:`EncodedModalities` (tokens ``(b, M, n, d)``, mask ...).
@@ -94,6 +98,9 @@ class ModalityEncoders(nn.Module):
         # built after the encoders, so their initialisation does not depend on the mode
         fill = MissingModalityFill(missing_modality, len(self.modalities), num_tokens, hidden_size, retriever_kwargs)
         self.missing_fill = fill if missing_modality != "zero" else None  # zero: no module, state dict unchanged
+        # the interpret keys of EncodedModalities.interpret() (medmoe/nets/contract.py)
+        retrieval = {"retrieval"} if missing_modality == "retriever" else set()
+        self.interpretations = frozenset({"modality_mask"} | retrieval)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> EncodedModalities:
         missing = [k for k in self.modalities if k not in batch]
@@ -193,18 +200,8 @@ class FusionModel(MultimodalModel):
         self.backbone = build_backbone(
             backbone, len(self.modalities), hidden_size, self.tasks, num_tokens, 1, **dict(backbone_kwargs or {})
         )
-        self.interpretations = _encoder_interpretations(missing_modality)
+        self.interpretations = self.encoders.interpretations
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
         encoded = self.encoders(batch)
-        return ModelOutput(self.backbone(encoded.tokens, encoded.mask), encoded.aux_losses, _encoder_interpret(encoded))
-
-
-def _encoder_interpretations(missing_modality: str) -> frozenset[str]:
-    """The ``interpret`` keys :func:`_encoder_interpret` gives for a ``missing_modality`` mode."""
-    return frozenset({"modality_mask"} | ({"retrieval"} if missing_modality == "retriever" else set()))
-
-
-def _encoder_interpret(encoded: EncodedModalities) -> dict[str, Any]:
-    """``modality_mask`` (the true presence) and, with a retriever fill, ``retrieval`` (its choices)."""
-    return {"modality_mask": encoded.presence, **({"retrieval": encoded.choices} if encoded.choices else {})}
+        return ModelOutput(self.backbone(encoded.tokens, encoded.mask), encoded.aux_losses, encoded.interpret())

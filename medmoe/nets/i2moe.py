@@ -10,7 +10,7 @@ from torch import nn
 from ..losses.interaction import INTERACTION_KINDS, interaction_losses
 from .contract import ModelOutput, MultimodalModel
 from .fusion import FusionBackbone, build_backbone, split_tasks
-from .fusion_model import ModalityEncoders, _encoder_interpret, _encoder_interpretations
+from .fusion_model import ModalityEncoders
 from .registry import register_model
 
 __all__ = ["I2MoE", "MASKINGS"]
@@ -189,7 +189,7 @@ class I2MoE(MultimodalModel):
         self.reweight = _reweighting_mlp(
             num_m * hidden_size, reweight_hidden or hidden_size, self.num_experts, reweight_layers, reweight_dropout
         )
-        self.interpretations = _encoder_interpretations(missing_modality) | {"expert_weights", "expert_logits"}
+        self.interpretations = self.encoders.interpretations | {"expert_weights", "expert_logits"}
 
     def draw_noise(self, like: torch.Tensor) -> torch.Tensor:
         """The random vectors replacing embeddings: N(0, 1) of the shape of ``like`` (Sec. 3.3.2, Eqs. 2-3)."""
@@ -233,7 +233,7 @@ class I2MoE(MultimodalModel):
         tokens, mask, present = encoded.tokens, encoded.mask, encoded.presence  # present: for the interaction losses
         b, m = mask.shape
         e = self.num_experts
-        interpret = _encoder_interpret(encoded)
+        interpret = encoded.interpret()
         if self.training or self.perturb_in_eval:
             # pass 0 clean; pass 1 + j replaces modality j by noise (drawn per expert): e p b m n d
             p = 1 + m

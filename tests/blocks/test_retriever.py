@@ -394,3 +394,48 @@ def test_support_residual_adds_the_mean_of_the_valid_supports():
     assert residual.attention.in_proj_weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="support_residual"):
         tiny("public_mean", support_residual=True)
+
+
+def test_importance_and_balance_are_the_cv_squared_of_this_calls_routing():
+    # Shazeer et al. 2017: cv^2 of each target modality's summed gates (importance) and selections (load, eval)
+    # over its allowed experts, averaged over the modalities filled in this call
+    model = tiny(top_k=2)
+    fill(model, [[T, T, T]] * 6)
+    with torch.no_grad():
+        model.w_gate.normal_(generator=torch.Generator().manual_seed(2))  # uneven routing (zero init: all tied)
+    model.eval()
+    mask = torch.tensor([[F, T, T], [T, F, T], [F, F, T], [T, T, F], [T, F, T]])
+    _, aux, choices = model(torch.randn(5, M, N, D), mask)
+    importance, load = torch.zeros(M, model.num_experts), torch.zeros(M, model.num_experts)
+    for m, experts, gates in zip(choices["modality"], choices["expert_index"], choices["expert_gate"]):
+        for e, g in zip(experts.flatten().tolist(), gates.flatten().tolist()):
+            importance[m, e] += g
+            load[m, e] += 1.0
+    expected = {}
+    for name, table in (("importance", importance), ("balance", load)):
+        rows = [table[m][model.allowed[m]] for m in sorted(set(choices["modality"].tolist()))]
+        expected[name] = torch.stack([r.var() / r.mean() ** 2 for r in rows]).mean()
+    assert set(aux) == {"importance", "balance"} and expected["importance"] > 0.05 and expected["balance"] > 0.05
+    torch.testing.assert_close(aux["importance"], expected["importance"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(aux["balance"], expected["balance"], rtol=1e-4, atol=1e-6)
+    (gradient,) = torch.autograd.grad(aux["importance"], model.w_gate)  # a loss, not a report: it trains the gate
+    assert gradient.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["moe", "public_mean"])
+def test_absent_modalities_placeholders_are_never_read(mode):
+    # an absent modality's tokens (whatever the caller left there) must not reach any retrieved embedding:
+    # the retriever attends only to the sample's observed modalities and the supports
+    model = tiny(mode, capacity=16)
+    fill(model, [[T, T, T]] * 6 + [[T, F, T]] * 2)
+    model.eval()
+    mask = torch.tensor([[T, F, F], [T, T, F], [F, T, T]])
+    x = torch.randn(3, M, N, D)
+    filled = model(x, mask, ["q0", "q1", "q2"]).tokens
+    other = x.clone()
+    other[~mask] = torch.randn(int((~mask).sum()), N, D) * 10.0  # different placeholders, same observed views
+    again = model(other, mask, ["q0", "q1", "q2"]).tokens
+    torch.testing.assert_close(again, filled, rtol=0, atol=1e-6)
+    changed = x.clone()
+    changed[0, 0] += 1.0  # an observed modality does matter
+    assert not torch.allclose(model(changed, mask, ["q0", "q1", "q2"]).tokens[0, 1], filled[0, 1])

@@ -222,3 +222,18 @@ def test_registry_errors():
     with pytest.raises(ValueError, match="unknown model 'nope'.*m4oe"):
         create_model("nope")
     assert list_models("m4*") == ["m4oe"]
+
+
+def test_model_output_is_a_task_dict_whose_extra_fields_travel_with_it():
+    import pickle
+
+    import torch.utils._pytree as pytree
+
+    out = ModelOutput({"dx": torch.ones(2, 3)}, {"mi": torch.tensor(0.5)}, {"modality_mask": torch.ones(2, 1).bool()})
+    assert list(out) == ["dx"] and dict(out).keys() == {"dx"}  # metrics / decollate see the tasks only
+    leaves, spec = pytree.tree_flatten(out)  # DDP and torch.compile find every tensor, not only the tasks'
+    assert len(leaves) == 3
+    back = pytree.tree_unflatten([leaf * 2 for leaf in leaves], spec)
+    assert isinstance(back, ModelOutput) and back.aux_losses["mi"] == 1.0 and back["dx"].sum() == 12
+    copied = pickle.loads(pickle.dumps(out))
+    assert copied.aux_losses.keys() == {"mi"} and copied.interpret.keys() == {"modality_mask"}

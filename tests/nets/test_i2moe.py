@@ -396,3 +396,18 @@ def test_masking_and_centring_options_are_checked():
     torch.testing.assert_close(
         torch.stack(list(interpret["interaction_losses"].values())), torch.stack(per_task).mean(0)
     )
+
+
+def test_temperature_divides_the_reweighting_scores():
+    # Sec. 3.3.1: w = softmax(z / T), z the reweighting MLP's output on the mean-pooled clean embeddings
+    batch = make_batch()
+    weights = {}
+    for temperature in (0.25, 1.0, 4.0):
+        model = make_model(temperature=temperature, identical_init=False).eval()  # same seed: same parameters
+        with torch.no_grad():
+            scores = model.reweight(model.encoders(batch).tokens.mean(2).flatten(1))  # z, (b, n + 2)
+            weights[temperature] = model(batch).interpret["expert_weights"]
+        torch.testing.assert_close(weights[temperature], torch.softmax(scores / temperature, -1))
+    # a low temperature sharpens the weights, a high one flattens them
+    spread = {t: (w.max(-1).values - w.min(-1).values).mean().item() for t, w in weights.items()}
+    assert spread[0.25] > spread[1.0] > spread[4.0] > 0
