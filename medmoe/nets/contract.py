@@ -56,7 +56,10 @@ class ModelOutput(dict):
     """Task name -> prediction tensor, plus this forward's ``aux_losses`` and ``interpret`` (see module doc).
 
     The dict holds the task predictions only; the two fields are attributes. ``ModelOutput`` is a
-    ``torch.utils._pytree`` node, so DDP and ``torch.compile`` see every tensor in it.
+    ``torch.utils._pytree`` node, so DDP and ``torch.compile`` see every tensor in it. One limit: DDP's
+    ``find_unused_parameters=True`` searches the graph from the dict's values only, so a parameter that only an
+    auxiliary loss uses (the retriever's noise gate) would be taken as unused; keep the default ``False`` (as the
+    bundles' ``multi_gpu_train.json`` do), with which every gradient is all-reduced.
 
     Args:
         predictions: task name -> prediction tensor.

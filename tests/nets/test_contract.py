@@ -237,3 +237,33 @@ def test_model_output_is_a_task_dict_whose_extra_fields_travel_with_it():
     assert isinstance(back, ModelOutput) and back.aux_losses["mi"] == 1.0 and back["dx"].sum() == 12
     copied = pickle.loads(pickle.dumps(out))
     assert copied.aux_losses.keys() == {"mi"} and copied.interpret.keys() == {"modality_mask"}
+
+
+def _ddp_worker(rank: int, path: str, result: str) -> None:
+    import torch.distributed as dist
+
+    from medmoe.blocks import exclude_banks_from_ddp_broadcast
+
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
+    model = build("i2moe+retriever")
+    ddp = torch.nn.parallel.DistributedDataParallel(exclude_banks_from_ddp_broadcast(model))
+    model(batch_with_gaps("i2moe+retriever", 1))  # fill the rank's support bank (no gradient step)
+    out = ddp(batch_with_gaps("i2moe+retriever", 2 + rank))  # each rank its own batch
+    task_loss(out).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    torch.save({"type": type(out).__name__, "aux": sorted(out.aux_losses), "grads": grads}, f"{result}{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_the_output_passes_through_distributed_data_parallel(tmp_path):
+    # the bundles' multi_gpu_train.json wraps the model in DDP: its output keeps aux_losses and the gradients of
+    # the auxiliary losses are all-reduced with the rest (CPU, gloo, 2 ranks)
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path / "rank")), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert all(r["type"] == "ModelOutput" for r in ranks)
+    assert ranks[0]["aux"] == ["interaction", "retriever_balance", "retriever_importance"] == ranks[1]["aux"]
+    for name, grad in ranks[0]["grads"].items():
+        torch.testing.assert_close(grad, ranks[1]["grads"][name], msg=name)  # averaged over the two batches
+    assert ranks[0]["grads"]["encoders.missing_fill.retriever.w_noise"].abs().sum() > 0  # reached via aux only
