@@ -71,6 +71,9 @@ class M4oE(MultimodalModel):
             (default 1), ``pooling`` (``"attention"`` or ``"mean"``). Each must give the image modalities' token
             count ``n``, e.g. fundus 64 x 64 with patch 8 and OCT B-scans 32 x 32 with patch 4 both give 64 tokens.
             The other modalities keep the ``embedder``. A segmentation task must belong to an image modality.
+        mi_tokens: which tokens the MI loss's joint counts: ``"all"`` (default, Eqs. 3-7: every token, absent
+            modalities' filled placeholder tokens included) or ``"present"`` (only present modalities' tokens,
+            renormalised per sample, as the interpretation does); see docs/methods/m4oe.md.
 
     Returns (forward): a :class:`~medmoe.nets.contract.ModelOutput`: task name -> logits, ``(b, classes)`` for a
     classification task and ``(b, K, H, W)`` for a segmentation task; ``aux_losses``: ``"mutual_information"``
@@ -124,6 +127,7 @@ class M4oE(MultimodalModel):
         seg_feature_size: int = 16,
         volume_modalities: Mapping[str, Mapping] | None = None,
         retriever_kwargs: Mapping | None = None,
+        mi_tokens: str = "all",
     ) -> None:
         super().__init__()
         if not modalities:
@@ -137,6 +141,9 @@ class M4oE(MultimodalModel):
         self._check_tasks()
         self.task_names = [*self.tasks, *self.segmentation_tasks]  # MToE slot order
         self.missing_modality, self.modality_mask_key = missing_modality, modality_mask_key
+        if mi_tokens not in ("all", "present"):
+            raise ValueError(f"mi_tokens must be 'all' or 'present', got '{mi_tokens}'")
+        self.mi_tokens = mi_tokens
         self.interpretations = frozenset(
             {"modality_mask", "modality_expert_task_joint", "modality_task_joint", "modality_contributions"}
             | ({"retrieval"} if missing_modality == "retriever" else set())
@@ -285,6 +292,9 @@ class M4oE(MultimodalModel):
         interpret = {"modality_mask": mask, **_contributions(joint.detach(), mask)}
         if self.missing_modality == "retriever":
             interpret["retrieval"] = filled.choices
+        if self.mi_tokens == "present":  # absent modalities' placeholder tokens dropped, renormalised per sample
+            joint = joint * mask[:, :, None, None].to(joint.dtype)
+            joint = joint / joint.sum((1, 2, 3), keepdim=True).clamp_min(1e-12)
         aux = {"mutual_information": conditional_mutual_information(joint), **filled.aux_losses}
         return ModelOutput(out, aux, interpret)
 

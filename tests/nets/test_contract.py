@@ -267,3 +267,26 @@ def test_the_output_passes_through_distributed_data_parallel(tmp_path):
     for name, grad in ranks[0]["grads"].items():
         torch.testing.assert_close(grad, ranks[1]["grads"][name], msg=name)  # averaged over the two batches
     assert ranks[0]["grads"]["encoders.missing_fill.retriever.w_noise"].abs().sum() > 0  # reached via aux only
+
+
+def test_m4oe_mutual_information_over_present_tokens_only():
+    from medmoe.losses import conditional_mutual_information
+
+    models = {}
+    for tokens in ("all", "present"):
+        torch.manual_seed(0)
+        models[tokens] = create_model("m4oe", **TINY["m4oe"], mi_tokens=tokens).eval()
+    full = tiny_batch(TINY["m4oe"]["modalities"])
+    mi = {k: m(full).aux_losses["mutual_information"] for k, m in models.items()}
+    torch.testing.assert_close(mi["all"], mi["present"])  # nothing absent: the same joint
+    partial = tiny_batch(TINY["m4oe"]["modalities"])
+    partial["modality_mask"][1, 2] = partial["modality_mask"][3, 0] = False
+    out = {k: m(partial) for k, m in models.items()}
+    pi = out["all"].interpret["modality_expert_task_joint"]  # every token, the "all" loss's joint
+    torch.testing.assert_close(out["all"].aux_losses["mutual_information"], conditional_mutual_information(pi))
+    kept = pi * partial["modality_mask"][:, :, None, None]
+    expected = conditional_mutual_information(kept / kept.sum((1, 2, 3), keepdim=True))
+    torch.testing.assert_close(out["present"].aux_losses["mutual_information"], expected)
+    assert not torch.allclose(expected, conditional_mutual_information(pi))
+    with pytest.raises(ValueError, match="mi_tokens"):
+        create_model("m4oe", **TINY["m4oe"], mi_tokens="some")
