@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from medmoe.losses import interaction_losses
-from medmoe.nets import create_model
+from medmoe.nets import ModelOutput, create_model
 from medmoe.nets.fusion import build_backbone
 from medmoe.utils import atomic_write_text
 
@@ -60,10 +60,9 @@ class LoopedI2MoE(torch.nn.Module):
             build_backbone("transformer", n, hidden, {"y": 3}, tokens, 1, num_layers=2, num_heads=4)
             for _ in range(n + 2)
         )
-        self._aux = torch.zeros(())
 
-    def forward(self, batch: dict) -> dict:
-        tokens, mask = self.encoders(batch)
+    def forward(self, batch: dict) -> ModelOutput:
+        tokens, mask, *_ = self.encoders(batch)
         passes = []
         for expert in self.experts:
             outputs = []
@@ -77,17 +76,14 @@ class LoopedI2MoE(torch.nn.Module):
                 outputs.append(expert(x, pass_mask)["y"])
             passes.append(torch.stack(outputs))
         logits = torch.stack(passes)  # e p b k
-        self._aux = 0.5 * interaction_losses(logits, mask).mean()
+        aux = {"interaction": 0.5 * interaction_losses(logits, mask).mean()}
         weights = torch.softmax(self.reweight(tokens.mean(2).flatten(1)), -1)
-        return {"y": torch.einsum("b e, e b k -> b k", weights, logits[:, 0])}
-
-    def auxiliary_losses(self) -> dict:
-        return {"interaction": self._aux}
+        return ModelOutput({"y": torch.einsum("b e, e b k -> b k", weights, logits[:, 0])}, aux)
 
 
 def step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, batch: dict, labels: torch.Tensor) -> None:
-    loss = F.cross_entropy(model(batch)["y"], labels)
-    loss = loss + sum(model.auxiliary_losses().values(), torch.zeros(()))
+    out = model(batch)
+    loss = F.cross_entropy(out["y"], labels) + sum(out.aux_losses.values(), torch.zeros(()))
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()
@@ -95,8 +91,8 @@ def step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, batch: dict, 
 
 def flops(model: torch.nn.Module, batch: dict, labels: torch.Tensor) -> int:
     with FlopCounterMode(display=False) as counter:
-        loss = F.cross_entropy(model(batch)["y"], labels)
-        loss = loss + sum(model.auxiliary_losses().values(), torch.zeros(()))
+        out = model(batch)
+        loss = F.cross_entropy(out["y"], labels) + sum(out.aux_losses.values(), torch.zeros(()))
         loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()

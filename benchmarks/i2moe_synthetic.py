@@ -143,7 +143,6 @@ def train_and_test(name: str, train: dict, test: dict, options: dict, steps: int
     model = create_model(name, **options)
     loss_fn = MultiTaskLoss(
         options["tasks"],
-        network=model,
         aux_weights={"interaction": 1.0} if name == "i2moe" else None,
         expert_task_weight=expert_task_weight,
     )
@@ -172,11 +171,13 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
 
 def _i2moe_run(model, test: dict, accuracy: float, seconds: float) -> dict:
     """Accuracy, global weights (mean softmax over the test set), top expert and per-expert accuracy."""
-    weights = model.expert_weights().mean(0)  # weights of the last forward = the whole test set
+    with torch.no_grad():  # the model is in eval mode: the same forward as the accuracy's
+        interpret = model({"m1": test["m1"], "m2": test["m2"]}).interpret
+    weights = interpret["expert_weights"].mean(0)  # over the whole test set
     mean_weights = {name: round(float(w), 4) for name, w in zip(model.expert_names, weights)}
     expert_accuracy = {
         name: round(float((logits["y"].argmax(-1) == test["y"]).float().mean()), 4)
-        for name, logits in model.expert_logits().items()
+        for name, logits in interpret["expert_logits"].items()
     }
     return dict(
         accuracy=round(accuracy, 4),

@@ -324,7 +324,7 @@ def train(
     if mode in MASKED:
         aux["retriever_reconstruction"] = reconstruction_weight
     tasks = spec["tasks"]
-    loss_fn = MultiTaskLoss(tasks, model, aux_weights=aux)
+    loss_fn = MultiTaskLoss(tasks, aux_weights=aux)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     prepare = MultimodalPrepareBatch(spec["modalities"], tasks, id_key="id")

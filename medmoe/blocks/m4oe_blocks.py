@@ -58,7 +58,8 @@ class MToE(nn.Module):
     :class:`~medmoe.layers.TaskSoftMoE` with one slot per (expert, task); task ``k`` gets
     ``x + Y_k`` (Eqs. 1-2).
 
-    Shapes: ``(b, m, d) -> (b, t, m, d)``; ``combine`` after a forward is ``(b, m, e, t)``.
+    Shapes: ``(b, m, d) -> ((b, t, m, d), combine (b, m, e, t))``: the task features and this call's combine
+    weights (with gradient).
     """
 
     def __init__(
@@ -76,11 +77,7 @@ class MToE(nn.Module):
         self.norm2 = GroupedLayerNorm(hidden_size)
         self.moe = TaskSoftMoE(hidden_size, mlp_dim, num_experts, num_tasks, dropout_rate)
 
-    @property
-    def combine(self) -> torch.Tensor | None:
-        """Combine weights ``(b, m, e, t)`` of the last forward pass (with gradient)."""
-        return self.moe.last_combine
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x + self.attn(self.norm1(x.unsqueeze(0))).squeeze(0)
-        return x.unsqueeze(1) + self.moe(self.norm2(x.unsqueeze(0)).squeeze(0))
+        features, combine = self.moe(self.norm2(x.unsqueeze(0)).squeeze(0))
+        return x.unsqueeze(1) + features, combine

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .retriever import MoERetriever
+from .retriever import FillOutput, MoERetriever
 
 __all__ = ["MISSING_MODES", "MissingModalityFill"]
 
@@ -42,7 +42,7 @@ class MissingModalityFill(nn.Module):
     Example::
 
         >>> fill = MissingModalityFill("learned", num_modalities=2, num_tokens=4, hidden_size=8)
-        >>> fill(torch.randn(3, 2, 4, 8), torch.tensor([[True, True], [True, False], [False, True]])).shape
+        >>> fill(torch.randn(3, 2, 4, 8), torch.tensor([[True, True], [True, False], [False, True]])).tokens.shape
         torch.Size([3, 2, 4, 8])
     """
 
@@ -70,19 +70,19 @@ class MissingModalityFill(nn.Module):
             kwargs.setdefault("num_heads", num_heads)
             self.retriever = MoERetriever(num_modalities, num_tokens, hidden_size, **kwargs)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, batch: Mapping | None = None) -> torch.Tensor:
-        """``tokens`` ``(B, M, n, d)`` with absent modalities filled; ``batch`` supplies the ids (``id_key``)."""
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, batch: Mapping | None = None) -> FillOutput:
+        """``tokens`` ``(B, M, n, d)`` with absent modalities filled; ``batch`` supplies the ids (``id_key``).
+
+        Returns:
+            :class:`~medmoe.blocks.retriever.FillOutput`: the filled tokens, this call's auxiliary losses
+            (``retriever_importance`` / ``retriever_balance``, and ``retriever_reconstruction`` with
+            ``masked_retrieval``, in retriever mode; else none) and the retriever's choices (else empty).
+        """
         mask = mask.to(device=tokens.device, dtype=torch.bool)
         if self.retriever is not None:
             ids = None if batch is None else batch.get(self.id_key)
-            return self.retriever(tokens, mask, ids)
+            filled, aux, choices = self.retriever(tokens, mask, ids)
+            return FillOutput(filled, {f"retriever_{name}": value for name, value in aux.items()}, choices)
         absent = ~mask[:, :, None, None]
         fill = self.missing_tokens.transpose(0, 1) if self.mode == "learned" else torch.zeros((), device=tokens.device)
-        return torch.where(absent, fill.to(tokens.dtype), tokens)
-
-    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """``retriever_importance`` / ``retriever_balance`` (and ``retriever_reconstruction`` with
-        ``masked_retrieval``) of the last forward in retriever mode, else ``{}``."""
-        if self.retriever is None:
-            return {}
-        return {f"retriever_{name}": value for name, value in self.retriever.auxiliary_losses().items()}
+        return FillOutput(torch.where(absent, fill.to(tokens.dtype), tokens), {}, {})

@@ -9,6 +9,7 @@ samples come from a cache of *training* embeddings only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from ..layers import BatchedExperts
 from .support_bank import SupportBank
 
 __all__ = [
+    "FillOutput",
     "MoERetriever",
     "RETRIEVER_MODES",
     "SUPPORT_SELECTIONS",
@@ -28,6 +30,15 @@ __all__ = [
 
 RETRIEVER_MODES = ("moe", "public_mean", "mean", "learned", "zero")
 SUPPORT_SELECTIONS = ("nearest", "random")
+
+
+class FillOutput(NamedTuple):
+    """What one missing-modality fill produced: the filled tokens and, for this call only, its auxiliary losses
+    (name -> scalar with gradient) and choices (see :meth:`MoERetriever.forward`)."""
+
+    tokens: torch.Tensor
+    aux_losses: dict[str, torch.Tensor]
+    choices: dict[str, Any]
 
 
 def cv_squared(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -131,8 +142,8 @@ class MoERetriever(nn.Module):
             (``h = attn + mean(intra)``, ``out = h + sum_k g_k E_k(LN(h))``; zeros are added where no support is
             valid). The attention alone works on LayerNorm-ed keys, so it does not carry the supports' scale.
 
-    Shapes: ``forward(tokens (B, M, n, d), mask (B, M), ids)`` -> ``(B, M, n, d)`` with absent modalities
-    replaced (present ones untouched).
+    Shapes: ``forward(tokens (B, M, n, d), mask (B, M), ids)`` -> :class:`FillOutput` whose ``tokens`` are
+    ``(B, M, n, d)`` with absent modalities replaced (present ones untouched).
 
     Raises:
         ValueError: on an unknown mode, ``top_k`` larger than the allowed experts, or a bad shape.
@@ -140,8 +151,9 @@ class MoERetriever(nn.Module):
     Example::
 
         >>> r = MoERetriever(2, 4, 8, num_heads=2, num_candidates=2, num_shared=1, top_k=2, capacity=8)
-        >>> r(torch.randn(3, 2, 4, 8), torch.tensor([[True, True], [True, False], [False, True]])).shape
-        torch.Size([3, 2, 4, 8])
+        >>> out = r(torch.randn(3, 2, 4, 8), torch.tensor([[True, True], [True, False], [False, True]]))
+        >>> out.tokens.shape, sorted(out.aux_losses)
+        (torch.Size([3, 2, 4, 8]), ['balance', 'importance'])
     """
 
     def __init__(
@@ -179,10 +191,6 @@ class MoERetriever(nn.Module):
             raise ValueError(f"support_residual needs mode 'moe', got mode '{mode}'")
         self.support_residual = support_residual
         self.generator: torch.Generator | None = None
-        self._aux: dict[str, torch.Tensor] = {}
-        self._device: torch.device | None = None
-        self._choices: dict[str, torch.Tensor] = {}
-        self._support_ids: list = []
         self.bank = SupportBank(m, n, d, capacity, sync_bank) if mode in ("moe", "public_mean", "mean") else None
         if self.bank is not None and not 1 <= num_supports <= capacity:
             raise ValueError(f"num_supports must be in [1, capacity = {capacity}], got {num_supports}")
@@ -214,30 +222,48 @@ class MoERetriever(nn.Module):
 
     def forward(
         self, tokens: torch.Tensor, mask: torch.Tensor, ids=None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    ) -> FillOutput:
+        """Fill the absent modalities of ``tokens``; nothing of the call is kept on the module.
+
+        Returns:
+            :class:`FillOutput`: the filled tokens; ``aux_losses`` ``{"importance", "balance"}`` (plus
+            ``"reconstruction"`` with ``masked_retrieval``): zero when nothing was routed, still tied to every
+            parameter so DDP sees them used; ``choices``, for each retrieved embedding (row ``i``): ``sample`` /
+            ``modality``; in ``"moe"`` mode ``expert_index`` / ``expert_gate`` ``(P, n, top_k)`` (experts
+            ``[m C, (m+1) C)`` belong to modality ``m``, the last ``num_shared`` are shared); with a bank,
+            ``support_index`` / ``support_valid`` ``(P, k)``, ``fallback`` ``(P,)`` and ``bank_ids`` (the bank's ids
+            when it was read, for :func:`medmoe.interpret.retrieval.support_ids`).
+        """
         b, m, n, d = tokens.shape
         if m != self.num_modalities or mask.shape != (b, m):
             raise ValueError(
                 f"tokens must be (B, {self.num_modalities}, n, d) with mask (B, M), got {tuple(mask.shape)}"
             )
         mask = mask.to(device=tokens.device, dtype=torch.bool)
-        self._device = tokens.device
         ids = None if ids is None else (ids.tolist() if torch.is_tensor(ids) else list(ids))
         if ids is not None and len(ids) != b:
             raise ValueError(f"ids must have one entry per sample ({b}), got {len(ids)}")
         generator = self._generator(generator)
         sample, target = (~mask).nonzero(as_tuple=True)  # P missing (sample, modality) pairs
-        self._aux, self._choices = {}, {"sample": sample, "modality": target}
+        aux: dict[str, torch.Tensor] = {}
+        choices: dict[str, Any] = {"sample": sample, "modality": target}
         if sample.numel():
-            fill = self._retrieve(tokens, mask, sample, target, generator, ids)
+            fill, aux, retrieved = self._retrieve(tokens, mask, sample, target, generator, ids)
+            choices.update(retrieved)
             tokens = tokens.index_put((sample, target), fill.to(tokens.dtype))
         if self.training and self.masked_retrieval > 0:
-            aux, choices = self._aux, self._choices
-            reconstruction = self._masked_retrieval_loss(tokens, mask, ids, generator)
-            self._aux, self._choices = {**aux, "reconstruction": reconstruction}, choices
+            aux = {**aux, "reconstruction": self._masked_retrieval_loss(tokens, mask, ids, generator)}
         if self.bank is not None and self.training and self.update_bank:
             self.bank.update(ids, tokens.detach(), mask, split_is_train=True)
-        return tokens
+        return FillOutput(tokens, self._all_losses(aux, tokens.device), choices)
+
+    def _all_losses(self, aux: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        """Every auxiliary loss name; the ones this call did not compute are a zero tied to every parameter."""
+        names = ["importance", "balance"] + (["reconstruction"] if self.masked_retrieval > 0 else [])
+        if all(k in aux for k in names):
+            return aux
+        zero = sum((p.sum() * 0.0 for p in self.parameters()), torch.zeros((), device=device))
+        return {**dict.fromkeys(names, zero), **aux}
 
     def _generator(self, given: torch.Generator | None) -> torch.Generator | None:
         """The generator for support sampling: given > ``self.generator`` > seeded one in eval > global RNG."""
@@ -261,37 +287,44 @@ class MoERetriever(nn.Module):
         target = hide[sample]
         hidden = mask.clone()
         hidden[sample, target] = False
-        retrieved = self._retrieve(tokens, hidden, sample, target, generator, ids)
+        retrieved, _, _ = self._retrieve(tokens, hidden, sample, target, generator, ids)
         real = tokens[sample, target].detach()
         error = (retrieved - real).square().flatten(1).sum(1) / real.square().flatten(1).sum(1).clamp_min(1e-6)
         return error.mean()
 
-    def _retrieve(self, tokens, mask, sample, target, generator, ids=None) -> torch.Tensor:
+    def _retrieve(self, tokens, mask, sample, target, generator, ids=None) -> tuple[torch.Tensor, dict, dict]:
+        """``(fill (P, n, d), auxiliary losses, choices)`` for the ``P`` (sample, target) pairs."""
         observed = mask[sample]  # P M
         if self.mode == "zero":
-            return tokens.new_zeros(sample.numel(), *tokens.shape[2:])
+            return tokens.new_zeros(sample.numel(), *tokens.shape[2:]), {}, {}
         if self.mode == "learned":
             combination = (observed.long() << torch.arange(self.num_modalities, device=tokens.device)).sum(1)
-            return self.learned[combination, target]
+            return self.learned[combination, target], {}, {}
         if self.mode == "mean":
-            return self.bank.mean_embedding()[target]
+            return self.bank.mean_embedding()[target], {}, {}
         query_ids = None if ids is None else [ids[i] for i in sample.tolist()]
         if self.support_selection == "nearest":
-            index, valid = self.bank.nearest(observed, target, self.num_supports, tokens[sample], query_ids)
+            index, valid, fallback = self.bank.nearest(observed, target, self.num_supports, tokens[sample], query_ids)
         else:
-            index, valid = self.bank.sample(observed, target, self.num_supports, generator, query_ids)
+            index, valid, fallback = self.bank.sample(observed, target, self.num_supports, generator, query_ids)
         index, valid = index.to(tokens.device), valid.to(tokens.device)
-        self._choices.update(support_index=index, support_valid=valid, fallback=self.bank.last_fallback)
-        self._support_ids = list(self.bank.ids)  # snapshot: the update after retrieval may overwrite slots
+        # the bank's ids are copied: the update after retrieval may overwrite slots
+        choices = {
+            "support_index": index,
+            "support_valid": valid,
+            "fallback": fallback,
+            "bank_ids": list(self.bank.ids),
+        }
         intra = self.bank.embeddings[index, target.unsqueeze(1)].to(tokens.dtype)  # P k n d
         inter = tokens[sample]  # P M n d (own observed modalities; the target itself is absent)
         if self.mode == "public_mean":
             has = torch.stack([valid.any(1), observed.any(1)], 1).to(tokens.dtype)[:, :, None, None]  # P 2 1 1
             means = torch.stack([_masked_mean(intra, valid), _masked_mean(inter, observed)], 1)  # P 2 n d
-            return (has * means).sum(1) / has.sum(1).clamp_min(1.0)  # 50/50, or the non-empty term alone
-        return self._moe(intra, valid, inter, observed, target)
+            return (has * means).sum(1) / has.sum(1).clamp_min(1.0), {}, choices  # 50/50, or the non-empty term
+        fill, aux, routed = self._moe(intra, valid, inter, observed, target)
+        return fill, aux, {**choices, **routed}
 
-    def _moe(self, intra, valid, inter, observed, target) -> torch.Tensor:
+    def _moe(self, intra, valid, inter, observed, target) -> tuple[torch.Tensor, dict, dict]:
         p, k, n, d = intra.shape
         m = inter.shape[1]
         base = _masked_mean(intra, valid) if self.support_residual else None  # P n d, before the embeddings
@@ -316,9 +349,8 @@ class MoERetriever(nn.Module):
         dense_gates = torch.zeros_like(clean).scatter(1, indices, gates)  # (p n) e
         expert_out = self.experts(x.unsqueeze(0).expand(self.num_experts, -1, -1))  # e (p n) d
         moe = torch.einsum("te,etd->td", dense_gates.to(expert_out.dtype), expert_out)
-        self._choices.update(expert_index=indices.view(p, n, -1), expert_gate=gates.view(p, n, -1).detach())
-        self._aux = self._balance(dense_gates, load, target.repeat_interleave(n))
-        return h + moe.view(p, n, d)
+        choices = {"expert_index": indices.view(p, n, -1), "expert_gate": gates.view(p, n, -1).detach()}
+        return h + moe.view(p, n, d), self._balance(dense_gates, load, target.repeat_interleave(n)), choices
 
     def _balance(self, gates: torch.Tensor, load: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean over the target modalities of this batch of cv^2 over that modality's allowed experts."""
@@ -328,31 +360,6 @@ class MoERetriever(nn.Module):
         allowed = per_modality[:, self.allowed].view(2, self.num_modalities, -1)[:, used]  # 2 m' a
         cv = _cv_squared_rows(allowed).mean(1)
         return {"importance": cv[0], "balance": cv[1]}
-
-    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """``{"importance", "balance"}`` of the last forward.
-
-        Zero when nothing was routed, still tied to every parameter so DDP sees them used.
-        """
-        names = ["importance", "balance"] + (["reconstruction"] if self.masked_retrieval > 0 else [])
-        if all(k in self._aux for k in names):
-            return dict(self._aux)
-        start = torch.zeros((), device=self._device)  # where the last forward ran (parameter-free modes too)
-        zero = sum((p.sum() * 0.0 for p in self.parameters()), start)
-        return {**dict.fromkeys(names, zero), **self._aux}
-
-    def last_choices(self) -> dict[str, torch.Tensor | list]:
-        """Interpretation of the last forward: for each retrieved embedding (row ``i``), ``sample`` / ``modality``;
-        in ``"moe"`` mode ``expert_index`` / ``expert_gate`` ``(P, n, top_k)`` (experts ``[m C, (m+1) C)`` belong to
-        modality ``m``, the last ``num_shared`` are shared); with a bank, ``support_index`` / ``support_valid``
-        ``(P, k)``, ``support_ids`` (lists) and ``fallback`` ``(P,)``."""
-        out = dict(self._choices)
-        if "support_index" in out:
-            out["support_ids"] = [
-                [self._support_ids[j] for j, ok in zip(row, good) if ok]
-                for row, good in zip(out["support_index"].tolist(), out["support_valid"].tolist())
-            ]
-        return out
 
     def expert_names(self, modalities: Sequence[str] | None = None) -> list[str]:
         """Names of the candidate experts in ``"moe"`` mode: ``<modality>_<c>`` for each modality's block (index

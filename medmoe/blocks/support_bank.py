@@ -65,7 +65,6 @@ class SupportBank(nn.Module):
         self.register_buffer("stamp", torch.arange(capacity, dtype=torch.long) - capacity)
         self.ids: list = [None] * capacity
         self._slot: dict = {}  # id -> its row, kept with ``ids`` so lookups never scan the bank
-        self.last_fallback: torch.Tensor | None = None
 
     def get_extra_state(self) -> dict:
         return {"ids": list(self.ids)}
@@ -179,7 +178,7 @@ class SupportBank(nn.Module):
         k: int,
         generator: torch.Generator | None = None,
         query_ids: list | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw ``k`` support rows without replacement for each of ``P`` queries, batched.
 
         Args:
@@ -189,18 +188,17 @@ class SupportBank(nn.Module):
             generator: optional RNG for ``torch.multinomial``.
             query_ids: ``P`` query sample ids: a sample never supports itself (see :meth:`candidates`).
 
-        Returns: ``(index (P, k) long, valid (P, k) bool)``; a slot is invalid when fewer than ``k`` candidates
-        exist. ``last_fallback`` records which queries fell back to "has the target" only.
+        Returns: ``(index (P, k) long, valid (P, k) bool, fallback (P,) bool)``; a slot is invalid when fewer than
+        ``k`` candidates exist; ``fallback`` marks the queries that fell back to "has the target" only.
         """
         if k > self.capacity:
             raise ValueError(f"k ({k}) must be <= the bank capacity ({self.capacity})")
         device = self.presence.device
         valid, fallback = self.candidates(observed.to(device), targets.to(device), query_ids)
-        self.last_fallback = fallback
         # invalid rows get a tiny weight so multinomial never runs out of categories; they are masked afterwards
         weights = valid.to(torch.float32).clamp_min(1e-20)
         index = torch.multinomial(weights, k, replacement=False, generator=generator)
-        return index, valid.gather(1, index)
+        return index, valid.gather(1, index), fallback
 
     def nearest(
         self,
@@ -209,7 +207,7 @@ class SupportBank(nn.Module):
         k: int,
         query: torch.Tensor,
         query_ids: list | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The ``k`` eligible rows most similar to each of ``P`` queries, batched (one einsum + one top-k).
 
         Eligibility is that of :meth:`candidates` (training rows only, have the target, share the query's observed
@@ -227,8 +225,8 @@ class SupportBank(nn.Module):
             query: ``(P, M, n, d)`` the query samples' tokens; only observed modalities are read.
             query_ids: ``P`` query sample ids: a sample never supports itself.
 
-        Returns: ``(index (P, k) long, valid (P, k) bool)`` ordered from most to least similar; a slot is invalid
-        when fewer than ``k`` eligible rows exist. ``last_fallback`` as in :meth:`sample`.
+        Returns: ``(index (P, k) long, valid (P, k) bool, fallback (P,) bool)``, ordered from most to least
+        similar; a slot is invalid when fewer than ``k`` eligible rows exist; ``fallback`` as in :meth:`sample`.
 
         Raises:
             ValueError: if ``k > capacity`` or ``query`` does not match the bank's ``(M, n, d)``.
@@ -243,7 +241,6 @@ class SupportBank(nn.Module):
         device = self.presence.device
         observed = observed.to(device)
         valid, fallback = self.candidates(observed, targets.to(device), query_ids)
-        self.last_fallback = fallback
         with torch.no_grad():
             q = F.normalize(query.detach().to(device, torch.float32).mean(2), dim=-1)  # P M d
             bank = F.normalize(self.embeddings.float().mean(2), dim=-1)  # C M d
@@ -252,7 +249,7 @@ class SupportBank(nn.Module):
             score = score.masked_fill(~valid, float("-inf"))
             # top-k as a stable descending sort: most similar first, ties to the lower row (topk leaves ties open)
             index = score.sort(dim=1, descending=True, stable=True).indices[:, :k]
-        return index, valid.gather(1, index)
+        return index, valid.gather(1, index), fallback
 
     def mean_embedding(self) -> torch.Tensor:
         """Mean token embedding ``(M, n, d)`` of each modality over the cached rows that have it (zeros if none)."""

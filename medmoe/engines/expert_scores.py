@@ -13,6 +13,7 @@ import torch
 from ignite.engine import Engine
 
 from ..metrics import choose_threshold
+from ..nets.contract import require_interpretations
 from ..utils import atomic_write_csv, atomic_write_text
 from .collector import EpochCollector
 from .metrics import auroc
@@ -25,8 +26,8 @@ logger = logging.getLogger(__name__)
 class ExpertScores(EpochCollector):
     """Evaluator handler: AUROC of each expert alone per task, over the samples that expert saw.
 
-    The network must expose ``expert_logits()`` -> ``{expert: {task: (b, classes)}}`` and ``expert_presence()``
-    -> ``{expert: (b,) bool}`` for the last forward pass (:class:`medmoe.nets.I2M2` does). When the evaluator
+    The network's output must carry ``interpret["expert_logits"]`` ``{expert: {task: (b, classes)}}`` and
+    ``interpret["expert_presence"]`` ``{expert: (b,) bool}`` (:class:`medmoe.nets.I2M2` does). When the evaluator
     completes, writes ``expert_metrics.json`` (``{expert: {task: {"auroc", "n"}}}``, ``null`` where undefined)
     and ``expert_predictions.csv`` (id, ``<expert>_<task>_prob_<k>``, empty where the expert did not see the
     sample) into ``output_dir``, atomically. Engine output must not be decollated (``decollate=False``).
@@ -43,7 +44,7 @@ class ExpertScores(EpochCollector):
             ``eval_split`` (``null`` when the tuning samples hold a single class).
 
     Raises:
-        ValueError: if the network has no ``expert_logits`` / ``expert_presence``.
+        ValueError: if the network does not declare those interpretations.
     """
 
     def __init__(
@@ -56,9 +57,7 @@ class ExpertScores(EpochCollector):
         eval_split: str = "test",
         threshold_split: str | None = None,
     ) -> None:
-        self.network = getattr(network, "module", network)
-        if not (hasattr(self.network, "expert_logits") and hasattr(self.network, "expert_presence")):
-            raise ValueError(f"{type(self.network).__name__} has no expert_logits() / expert_presence()")
+        require_interpretations(network, {"expert_logits", "expert_presence"}, "ExpertScores")
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
         if threshold_split and not split_key:
             raise ValueError("threshold_split needs split_key (the batch key holding each sample's split)")
@@ -77,8 +76,9 @@ class ExpertScores(EpochCollector):
             self.splits += [str(v) for v in engine.state.batch[self.split_key]]
         for t in self.tasks:
             self.labels[t].append(engine.state.output["label"][t].detach().cpu().numpy())
-        presence = self.network.expert_presence()
-        for expert, per_task in self.network.expert_logits().items():
+        interpret = engine.state.output["pred"].interpret
+        presence = interpret["expert_presence"]
+        for expert, per_task in interpret["expert_logits"].items():
             store = self.probs.setdefault(expert, {t: [] for t in self.tasks})
             for t in self.tasks:
                 store[t].append(per_task[t].detach().float().softmax(-1).cpu().numpy())

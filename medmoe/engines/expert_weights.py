@@ -12,6 +12,7 @@ import torch
 from ignite.engine import Engine
 
 from ..interpret import expert_weight_summary, plot_expert_weights, plot_sample_weights
+from ..nets.contract import require_interpretations
 from ..utils import atomic_write_csv
 from .collector import EpochCollector
 
@@ -23,31 +24,33 @@ logger = logging.getLogger(__name__)
 class ExpertWeightsWriter(EpochCollector):
     """Collect the network's per-sample expert weights during evaluation and write them when it completes.
 
-    The network must expose ``expert_weights()`` ``(b, E)`` and ``expert_names`` (:class:`medmoe.nets.I2MoE` does;
-    papers/i2moe_paper.txt, Sec. 3.5); ``expert_logits()`` ``{expert: {task: (b, classes)}}`` is used when present.
+    The network's output must carry ``interpret["expert_weights"]`` ``(b, E)`` and ``interpret["expert_logits"]``
+    ``{expert: {task: (b, classes)}}`` (declared in its ``interpretations``; :class:`medmoe.nets.I2MoE` does;
+    papers/i2moe_paper.txt, Sec. 3.5); the experts are named by the network's ``expert_names``.
     Writes into ``output_dir``, atomically:
 
-    - ``expert_weights.csv``: id, (split), ``present_<modality>`` (the batch's ``modality_mask``, when the batch has
-      one and the network names its ``modalities``), ``weight_<expert>`` per expert and, with ``expert_logits()``,
-      ``<expert>_<task>_prob_<k>`` (each expert's own softmax output) — the local interpretation;
+    - ``expert_weights.csv``: id, (split), ``present_<modality>`` (the output's ``modality_mask``),
+      ``weight_<expert>`` per expert and ``<expert>_<task>_prob_<k>`` (each expert's own softmax output) — the
+      local interpretation;
     - ``expert_weight_summary.csv``: per expert, mean / std / median / q05 / q95 / top1 of its weight over the
       scored samples (:func:`~medmoe.interpret.expert_weight_summary`) — the global interpretation;
     - ``expert_weights.png``: violin plot per expert; ``sample_weights.png``: stacked weights of the first
       ``max_samples`` scored samples.
 
-    Engine output must not be decollated (``decollate=False``).
+    Engine output must not be decollated (``decollate=False``): the handler reads the model output in
+    ``engine.state.output["pred"]``.
 
     Args:
         output_dir: folder for the files.
         network: the model (a DDP wrapper is unwrapped).
         id_key: batch key of the sample ids.
-        tasks: task name -> classes, for the per-expert probabilities (default: all of ``expert_logits()``).
+        tasks: task name -> classes, for the per-expert probabilities (default: all of ``expert_logits``).
         split_key, eval_split: when the evaluator runs over several splits, the summary and plots use only the
             samples whose ``split_key`` equals ``eval_split`` (the CSV keeps every sample with its split).
         max_samples: samples in ``sample_weights.png``.
 
     Raises:
-        ValueError: if the network has no ``expert_weights()`` / ``expert_names``.
+        ValueError: if the network does not declare those interpretations.
 
     Example::
 
@@ -65,9 +68,9 @@ class ExpertWeightsWriter(EpochCollector):
         eval_split: str = "test",
         max_samples: int = 16,
     ) -> None:
-        self.network = getattr(network, "module", network)
-        if not (hasattr(self.network, "expert_weights") and hasattr(self.network, "expert_names")):
-            raise ValueError(f"{type(self.network).__name__} has no expert_weights() / expert_names")
+        self.network = require_interpretations(
+            network, {"expert_weights", "expert_logits", "modality_mask"}, "ExpertWeightsWriter"
+        )
         self.output_dir, self.id_key, self.tasks = Path(output_dir), id_key, dict(tasks) if tasks else None
         self.split_key, self.eval_split, self.max_samples = split_key, eval_split, int(max_samples)
 
@@ -82,16 +85,14 @@ class ExpertWeightsWriter(EpochCollector):
         self.ids += [str(i) for i in engine.state.batch[self.id_key]]
         if self.split_key:
             self.splits += [str(v) for v in engine.state.batch[self.split_key]]
-        self.weights.append(self.network.expert_weights().detach().float().cpu().numpy())
-        mask = engine.state.batch.get("modality_mask") if hasattr(engine.state.batch, "get") else None
-        if mask is not None and hasattr(self.network, "modalities"):  # which modalities each sample really had
-            self.present.append(torch.as_tensor(mask).bool().cpu().numpy())
-        if hasattr(self.network, "expert_logits"):
-            for expert, outputs in self.network.expert_logits().items():
-                for task, logits in outputs.items():
-                    if self.tasks is None or task in self.tasks:
-                        probs = logits.detach().float().softmax(-1).cpu().numpy()
-                        self.probs.setdefault(f"{expert}_{task}", []).append(probs)
+        interpret = engine.state.output["pred"].interpret
+        self.weights.append(interpret["expert_weights"].detach().float().cpu().numpy())
+        self.present.append(interpret["modality_mask"].bool().cpu().numpy())  # which modalities each sample had
+        for expert, outputs in interpret["expert_logits"].items():
+            for task, logits in outputs.items():
+                if self.tasks is None or task in self.tasks:
+                    probs = logits.detach().float().softmax(-1).cpu().numpy()
+                    self.probs.setdefault(f"{expert}_{task}", []).append(probs)
 
     def _write(self, _: Engine) -> None:
         names = list(self.network.expert_names)
@@ -99,7 +100,7 @@ class ExpertWeightsWriter(EpochCollector):
         table = pd.DataFrame({"id": self.ids})
         if self.split_key:
             table["split"] = self.splits
-        if self.present and sum(len(m) for m in self.present) == len(table):
+        if self.present:
             present = np.concatenate(self.present)
             for j, modality in enumerate(self.network.modalities):
                 table[f"present_{modality}"] = present[:, j]

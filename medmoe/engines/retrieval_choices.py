@@ -12,6 +12,7 @@ from ignite.engine import Engine
 
 from ..blocks.retriever import MoERetriever
 from ..interpret.retrieval import plot_retrieval_experts, retrieval_rows, retrieval_summary
+from ..nets.contract import require_interpretations
 from ..utils import atomic_write_csv
 from .collector import EpochCollector
 
@@ -39,6 +40,8 @@ def find_retriever(network: torch.nn.Module) -> MoERetriever:
 class RetrievalWriter(EpochCollector):
     """Collect what the MoE-Retriever did for every absent modality during evaluation; write it when it completes.
 
+    Reads ``interpret["retrieval"]`` of the model output in ``engine.state.output["pred"]`` (``decollate=False``).
+
     Files in ``output_dir`` (written atomically):
 
     - ``retrieval.csv``: one row per retrieved embedding: ``id``, ``modality`` (the absent one), ``support_ids``
@@ -52,7 +55,8 @@ class RetrievalWriter(EpochCollector):
 
     Args:
         output_dir: folder for the files.
-        network: the model; it must contain exactly one ``MoERetriever`` (:func:`find_retriever`).
+        network: the model; it must contain exactly one ``MoERetriever`` (:func:`find_retriever`) and declare the
+            ``retrieval`` interpretation.
         modalities: modality names in the model's order.
         id_key: batch key of the sample ids.
 
@@ -74,6 +78,7 @@ class RetrievalWriter(EpochCollector):
             raise ValueError(
                 f"the retriever fills {self.retriever.num_modalities} modalities, got names {self.modalities}"
             )
+        require_interpretations(network, {"retrieval"}, "RetrievalWriter")
         self.expert_names = self.retriever.expert_names(self.modalities) if self.retriever.mode == "moe" else None
         self.output_dir, self.id_key = Path(output_dir), id_key
 
@@ -82,7 +87,8 @@ class RetrievalWriter(EpochCollector):
 
     def _collect(self, engine: Engine) -> None:
         ids = engine.state.batch[self.id_key]
-        self.tables.append(retrieval_rows(self.retriever.last_choices(), ids, self.modalities, self.expert_names))
+        choices = engine.state.output["pred"].interpret["retrieval"]
+        self.tables.append(retrieval_rows(choices, ids, self.modalities, self.expert_names))
 
     def _write(self, _: Engine) -> None:
         table = pd.concat(self.tables, ignore_index=True) if self.tables else pd.DataFrame(columns=["id", "modality"])

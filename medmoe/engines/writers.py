@@ -36,6 +36,7 @@ from ..metrics import (
     write_report,
 )
 from ..metrics.plots import plot_overlay
+from ..nets.contract import declared_interpretations
 from ..utils import atomic_write, atomic_write_csv, atomic_write_text
 from .collector import EpochCollector
 
@@ -52,11 +53,12 @@ class EvaluationWriter(EpochCollector):
     bootstrap confidence intervals, the number of labelled samples and classes; a metric that is undefined,
     e.g. AUROC with one class present, is ``null``), ``report/`` (the evaluation app's report: ROC / PR /
     calibration plots, CSV tables and ``report.md``; see ``docs/evaluation.md``) and, when the
-    network exposes ``modality_task_joint()`` (M4oE), the interpretation files (``docs/methods/m4oe.md``):
+    network's output carries ``interpret["modality_task_joint"]`` (M4oE), the interpretation files
+    (``docs/methods/m4oe.md``):
     ``modality_contributions.csv`` (per sample and task P(M|T); NaN for a sample with no modality present),
     ``modality_contributions_dataset.csv`` (dataset-level P(M|T), each modality pooled over the samples where it
     is present, with ``n_present`` / ``n_compared``; :func:`~medmoe.interpret.contributions_summary`) and
-    ``modality_contributions.png`` (its heat map) and, from the MToE joint (``network.modality_expert_task_joint()``),
+    ``modality_contributions.png`` (its heat map) and, from the MToE joint (``modality_expert_task_joint``),
     ``expert_task.csv`` (per sample and task P(E|T), one ``expert_<e>`` column per MToE expert),
     ``expert_task_dataset.csv`` (its mean over the samples; :func:`~medmoe.interpret.expert_task_summary`) and
     ``expert_task.png``. With a single task, P(M|T) is uniform by construction: a warning is logged and the plot
@@ -111,7 +113,7 @@ class EvaluationWriter(EpochCollector):
 
     Raises:
         ValueError: ``modalities`` that do not match the network's modalities in number (or none given for a
-            network with ``modality_task_joint()`` and no ``modalities`` attribute); a ``mask_palette`` /
+            network with the ``modality_task_joint`` interpretation); a ``mask_palette`` /
             ``mask_regions`` / ``original_masks`` entry that does not fit its segmentation task; while writing, a
             case whose original ground truth is missing or differs in size from its restored prediction (naming
             the case).
@@ -141,10 +143,11 @@ class EvaluationWriter(EpochCollector):
         self.output_dir, self.tasks, self.id_key = Path(output_dir), dict(tasks), id_key
         self.network = getattr(network, "module", network)
         self.modalities, self.with_metrics = list(modalities), with_metrics
-        if self.network is not None and hasattr(self.network, "modality_task_joint"):
-            own = list(getattr(self.network, "modalities", []))
+        self.interpret = self.network is not None and "modality_task_joint" in declared_interpretations(self.network)
+        if self.interpret:
+            own = list(self.network.modalities)
             self.modalities = self.modalities or own
-            if not self.modalities or (own and len(own) != len(self.modalities)):
+            if len(own) != len(self.modalities):
                 raise ValueError(
                     f"modalities must name the network's {len(own) or 'input'} modalities {own} for the modality "
                     f"contributions, got {list(modalities)}"
@@ -199,11 +202,11 @@ class EvaluationWriter(EpochCollector):
         batch_ids = [str(i) for i in ids]
         for t in self.segmentation_tasks:
             self._collect_masks(t, batch_ids, preds[t], labels, engine.state.batch)
-        if self.network is not None and hasattr(self.network, "modality_task_joint"):
-            joint = self.network.modality_task_joint().cpu().numpy()  # b M T, absent modalities 0
+        if self.interpret:
+            joint = preds.interpret["modality_task_joint"].cpu().numpy()  # b M T, absent modalities 0
             self.joints.append(joint)
-            if hasattr(self.network, "modality_expert_task_joint"):
-                pi = self.network.modality_expert_task_joint().float().cpu().numpy()  # b M E T
+            if "modality_expert_task_joint" in preds.interpret:
+                pi = preds.interpret["modality_expert_task_joint"].float().cpu().numpy()  # b M E T
                 self.expert_joints.append(expert_task_joint(pi, modality_presence(joint)))
 
     def _collect_masks(
@@ -316,7 +319,9 @@ class EvaluationWriter(EpochCollector):
             dataset_contributions(joints), self.modalities, tasks, out / "modality_contributions.png", counts
         )
         if not self.expert_joints:
-            logger.warning("the network has no modality_expert_task_joint() (an M4oE MToE joint): no expert_task files")
+            logger.warning(
+                "the model output has no modality_expert_task_joint (an M4oE MToE joint): no expert_task files"
+            )
             return
         experts = np.concatenate(self.expert_joints)  # n E T
         per_sample = expert_task_table(self.ids, experts, tasks)

@@ -22,7 +22,7 @@ __all__ = ["collect_expert_weights", "expert_weight_summary", "plot_expert_weigh
 
 @torch.no_grad()
 def collect_expert_weights(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> np.ndarray:
-    """Run ``model`` in eval mode over ``batches`` and stack its ``expert_weights()``: ``(N, n + 2)``.
+    """Run ``model`` in eval mode over ``batches``; stack its outputs' ``interpret["expert_weights"]``, ``(N, n + 2)``.
 
     The model's training mode is restored afterwards.
 
@@ -34,8 +34,7 @@ def collect_expert_weights(model: nn.Module, batches: Iterable[Mapping[str, torc
     try:
         weights = []
         for batch in batches:
-            model(batch)
-            weights.append(model.expert_weights().float().cpu().numpy())
+            weights.append(model(batch).interpret["expert_weights"].float().cpu().numpy())
     finally:
         model.train(was_training)
     if not weights:

@@ -11,7 +11,19 @@ import torch
 
 from ..utils.figures import new_figure, save_figure
 
-__all__ = ["plot_retrieval_experts", "retrieval_rows", "retrieval_summary"]
+__all__ = ["plot_retrieval_experts", "retrieval_rows", "retrieval_summary", "support_ids"]
+
+
+def support_ids(choices: Mapping[str, object]) -> list[list]:
+    """The training ids of each retrieved embedding's valid supports, from a retriever's ``choices`` (its
+    ``support_index`` / ``support_valid`` and the ``bank_ids`` it read); empty without a support bank."""
+    if "support_index" not in choices:
+        return []
+    bank_ids = choices["bank_ids"]
+    return [
+        [bank_ids[j] for j, ok in zip(row, good) if ok]
+        for row, good in zip(torch.as_tensor(choices["support_index"]).tolist(), choices["support_valid"].tolist())
+    ]
 
 
 def retrieval_rows(
@@ -20,7 +32,8 @@ def retrieval_rows(
     modalities: Sequence[str],
     expert_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per retrieved embedding of one forward, from :meth:`medmoe.blocks.MoERetriever.last_choices`.
+    """One row per retrieved embedding of one forward, from its ``interpret["retrieval"]`` (the choices of
+    :meth:`medmoe.blocks.MoERetriever.forward`).
 
     Columns: ``id`` (the sample), ``modality`` (the absent one that was filled); with a support bank
     ``support_ids`` (``;``-joined training ids) and ``fallback`` (True where no training sample shared the
@@ -29,7 +42,7 @@ def retrieval_rows(
     row's gates sum to 1.
 
     Args:
-        choices: ``last_choices()`` of the forward.
+        choices: the retriever's choices of the forward.
         ids: the batch's sample ids (``choices["sample"]`` indexes them).
         modalities: modality names (``choices["modality"]`` indexes them).
         expert_names: names of the candidate experts (``MoERetriever.expert_names``); needed when ``choices``
@@ -46,8 +59,8 @@ def retrieval_rows(
     sample = torch.as_tensor(choices["sample"]).tolist()
     modality = torch.as_tensor(choices["modality"]).tolist()
     table = pd.DataFrame({"id": [str(ids[i]) for i in sample], "modality": [modalities[m] for m in modality]})
-    if "support_ids" in choices:
-        table["support_ids"] = [";".join(str(s) for s in row) for row in choices["support_ids"]]
+    if "support_index" in choices:
+        table["support_ids"] = [";".join(str(s) for s in row) for row in support_ids(choices)]
         table["fallback"] = torch.as_tensor(choices["fallback"]).bool().tolist()
     if "expert_index" in choices:
         index = torch.as_tensor(choices["expert_index"]).long().cpu()  # P n k (may come from a GPU)

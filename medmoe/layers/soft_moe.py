@@ -150,13 +150,13 @@ class TaskSoftMoE(nn.Module):
         num_tasks: tasks ``t``.
         dropout_rate: dropout inside the experts.
 
-    Shapes: ``(b, m, d) -> (b, t, m, d)``. After every forward, ``last_combine`` holds the
-    combine weights ``(b, m, e, t)`` (with gradient) for the mutual-information loss.
+    Shapes: ``(b, m, d) -> ((b, t, m, d), (b, m, e, t))``: the task features and this call's combine
+    weights (with gradient), for the mutual-information loss.
 
     Example::
 
         >>> mtoe = TaskSoftMoE(hidden_size=32, mlp_dim=64, num_experts=4, num_tasks=3)
-        >>> mtoe(torch.randn(2, 10, 32)).shape
+        >>> mtoe(torch.randn(2, 10, 32))[0].shape
         torch.Size([2, 3, 10, 32])
     """
 
@@ -170,9 +170,8 @@ class TaskSoftMoE(nn.Module):
         self.router = _SoftRouterParams(hidden_size, num_experts * num_tasks, 1)
         self.task_embedding = nn.Parameter(torch.randn(num_tasks, hidden_size) * 0.02)
         self.experts = BatchedExperts(hidden_size, mlp_dim, num_experts, 1, dropout_rate)
-        self.last_combine: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 3:
             raise ValueError(f"TaskSoftMoE expects tokens (batch, tokens, dim), got {tuple(x.shape)}")
         b, m, d = x.shape
@@ -182,5 +181,4 @@ class TaskSoftMoE(nn.Module):
         slots = torch.matmul(dispatch.transpose(1, 2), x).view(b, e, t, d) + self.task_embedding
         outputs = self.experts(slots.transpose(0, 1).reshape(e, b * t, d)).view(e, b, t, d)
         combine = combine.view(b, m, e, t)
-        self.last_combine = combine
-        return torch.einsum("bmet,ebtd->btmd", combine, outputs)
+        return torch.einsum("bmet,ebtd->btmd", combine, outputs), combine

@@ -2,7 +2,8 @@
 
 from .experts import PerExpertLoss
 from .interaction import INTERACTION_KINDS, interaction_losses
-from .multitask import MultiTaskLoss, masked_cross_entropy, masked_dice_ce, present_key
+from .masked import masked_cross_entropy, masked_dice_ce, present_key
+from .multitask import MultiTaskLoss
 from .mutual_information import conditional_mutual_information, modality_expert_task_joint
 
 __all__ = [

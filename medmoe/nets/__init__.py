@@ -1,5 +1,12 @@
 """Full models and the registry (``create_model`` / ``list_models``)."""
 
+from .contract import (
+    INTERPRETATIONS,
+    ModelOutput,
+    MultimodalModel,
+    declared_interpretations,
+    require_interpretations,
+)
 from .fusion import EarlyFusion, LateFusion, TransformerFusion
 from .fusion_model import FusionModel
 from .i2m2 import I2M2
@@ -8,14 +15,19 @@ from .m4oe import M4oE
 from .registry import create_model, list_models, register_model
 
 __all__ = [
+    "INTERPRETATIONS",
     "EarlyFusion",
     "FusionModel",
     "I2M2",
     "I2MoE",
     "LateFusion",
     "M4oE",
+    "ModelOutput",
+    "MultimodalModel",
     "TransformerFusion",
     "create_model",
+    "declared_interpretations",
     "list_models",
     "register_model",
+    "require_interpretations",
 ]

@@ -7,20 +7,38 @@ I2MoE and :class:`FusionModel`; the fusion backbones they feed are in :mod:`medm
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ..blocks.missing_fill import MissingModalityFill
 from ..encoders import VectorEncoder
+from .contract import ModelOutput, MultimodalModel
 from .fusion import FusionBackbone, build_backbone
 from .registry import register_model
 
-__all__ = ["FusionModel", "ModalityEncoders"]
+__all__ = ["EncodedModalities", "FusionModel", "ModalityEncoders"]
+
+
+class EncodedModalities(NamedTuple):
+    """One call of :class:`ModalityEncoders`: ``tokens`` ``(b, M, n, d)``, ``mask`` ``(b, M)`` (what the backbone
+    should attend to: all True when a fill stands in), ``presence`` ``(b, M)`` (the true presence), and the fill's
+    ``aux_losses`` / ``choices`` of this call (empty without a retriever)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    presence: torch.Tensor
+    aux_losses: dict[str, torch.Tensor]
+    choices: dict[str, Any]
+
+    def interpret(self) -> dict[str, Any]:
+        """``modality_mask`` (the true presence) and, with a retriever fill, ``retrieval`` (its choices)."""
+        return {"modality_mask": self.presence, **({"retrieval": self.choices} if self.choices else {})}
 
 
 class ModalityEncoders(nn.Module):
-    """Shared per-modality encoders: batch dict -> tokens ``(b, M, n, d)`` and mask ``(b, M)``.
+    """Shared per-modality encoders: batch dict -> :class:`EncodedModalities` (tokens ``(b, M, n, d)``, mask ...).
 
     Absent modalities (``modality_mask`` False) are zeroed before their encoder (the data layer's NaN
     placeholder never reaches the network). Their tokens are then zeroed (``missing_modality="zero"``, the
@@ -28,7 +46,7 @@ class ModalityEncoders(nn.Module):
     :class:`~medmoe.blocks.MissingModalityFill` (``"learned"`` tokens per modality, or ``"retriever"``: the
     MoE-Retriever or one of its baselines, e.g. ``retriever_kwargs={"mode": "mean"}``), as in M4oE. A filled
     modality stands in for the absent one, so the returned mask marks it present (all True) and the true
-    presence is kept in ``last_presence``. With a fill, :meth:`auxiliary_losses` gives the retriever's losses.
+    presence is returned as ``presence``. With a retriever, ``aux_losses`` holds its losses of the call.
 
     Args:
         modalities: batch keys, in model order.
@@ -68,7 +86,6 @@ class ModalityEncoders(nn.Module):
             raise ValueError("at least one modality is required")
         self.modalities, self.num_tokens, self.hidden_size = list(modalities), num_tokens, hidden_size
         self.modality_mask_key, self.missing_modality = modality_mask_key, missing_modality
-        self.last_presence: torch.Tensor | None = None
         encoders = dict(encoders or {})
         for key in self.modalities:
             if key in encoders:
@@ -81,8 +98,11 @@ class ModalityEncoders(nn.Module):
         # built after the encoders, so their initialisation does not depend on the mode
         fill = MissingModalityFill(missing_modality, len(self.modalities), num_tokens, hidden_size, retriever_kwargs)
         self.missing_fill = fill if missing_modality != "zero" else None  # zero: no module, state dict unchanged
+        # the interpret keys of EncodedModalities.interpret() (medmoe/nets/contract.py)
+        retrieval = {"retrieval"} if missing_modality == "retriever" else set()
+        self.interpretations = frozenset({"modality_mask"} | retrieval)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> EncodedModalities:
         missing = [k for k in self.modalities if k not in batch]
         if missing:
             raise KeyError(f"batch has no key(s) {missing}; expected modalities {self.modalities}")
@@ -112,18 +132,14 @@ class ModalityEncoders(nn.Module):
                 )
             tokens.append(z)
         tokens = torch.stack(tokens, dim=1)  # b m n d
-        self.last_presence = mask
         if self.missing_fill is None:
-            return torch.where(mask[:, :, None, None], tokens, 0.0), mask
-        return self.missing_fill(tokens, mask, batch), torch.ones_like(mask)
-
-    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """The fill's losses of the last forward (``retriever_importance`` / ``retriever_balance``), or ``{}``."""
-        return {} if self.missing_fill is None else self.missing_fill.auxiliary_losses()
+            return EncodedModalities(torch.where(mask[:, :, None, None], tokens, 0.0), mask, mask, {}, {})
+        filled = self.missing_fill(tokens, mask, batch)
+        return EncodedModalities(filled.tokens, torch.ones_like(mask), mask, filled.aux_losses, filled.choices)
 
 
 @register_model("fusion")
-class FusionModel(nn.Module):
+class FusionModel(MultimodalModel):
     """Vanilla multimodal fusion (I2MoE paper, Fig. 2a): shared encoders -> one fusion backbone -> logits.
 
     The baseline I2MoE is compared against; same encoders and backbone options as :class:`~medmoe.nets.I2MoE`.
@@ -142,7 +158,9 @@ class FusionModel(nn.Module):
         missing_modality: ``"zero"`` (default), ``"learned"`` or ``"retriever"``, see :class:`ModalityEncoders`.
         retriever_kwargs: options of the fill.
 
-    Returns (forward): task name -> logits ``(b, classes)``.
+    Returns (forward): a :class:`~medmoe.nets.contract.ModelOutput`: task name -> logits ``(b, classes)``;
+    ``aux_losses``: the missing-modality fill's (retriever importance / balance), else none; ``interpret``:
+    ``modality_mask`` and, with a retriever, ``retrieval``.
 
     Example::
 
@@ -182,11 +200,8 @@ class FusionModel(nn.Module):
         self.backbone = build_backbone(
             backbone, len(self.modalities), hidden_size, self.tasks, num_tokens, 1, **dict(backbone_kwargs or {})
         )
+        self.interpretations = self.encoders.interpretations
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        tokens, mask = self.encoders(batch)
-        return self.backbone(tokens, mask)
-
-    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """The missing-modality fill's losses (retriever importance / balance), else ``{}``: no auxiliary loss."""
-        return self.encoders.auxiliary_losses()
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
+        encoded = self.encoders(batch)
+        return ModelOutput(self.backbone(encoded.tokens, encoded.mask), encoded.aux_losses, encoded.interpret())

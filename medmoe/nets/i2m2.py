@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..encoders import PreActResNet2d
+from .contract import ModelOutput, MultimodalModel
 from .registry import register_model
 
 __all__ = ["I2M2"]
@@ -18,7 +19,7 @@ JOINT = "joint"
 
 
 @register_model("i2m2")
-class I2M2(nn.Module):
+class I2M2(MultimodalModel):
     """Unimodal experts (one per modality) and a joint expert combined as a product of experts.
 
     Sec. 3.1, Eq. 3: ``p(y | x_1..x_M) ∝ prod_m q_m(y | x_m) · q_joint(y | x_1..x_M)``. Every expert is
@@ -49,7 +50,13 @@ class I2M2(nn.Module):
         dropout_rate: dropout on the pooled features before the heads.
         modality_mask_key: batch key of the ``(b, M)`` bool presence mask.
 
-    Returns (forward): task name -> normalised log-probabilities ``(b, classes)``.
+    Returns (forward): a :class:`~medmoe.nets.contract.ModelOutput`: task name -> normalised log-probabilities
+    ``(b, classes)``; no ``aux_losses`` (I2M2 trains with one loss on the combined output, Sec. 3.1);
+    ``interpret``: ``modality_mask``, ``expert_logits`` (``{expert: {task: (b, classes)}}``, experts named by
+    modality key plus ``"joint"``; with gradient, so a loss on them trains each expert on its own, e.g. the
+    unimodal pretraining; rows of an absent modality's expert are its output on zeros) and ``expert_presence``
+    (``{expert: (b,) bool}``: a unimodal expert saw the sample if its modality was present, the joint expert if
+    any modality was).
 
     Raises:
         ValueError: on empty modalities/tasks, a task with < 2 classes, an unknown mode, a modality
@@ -63,9 +70,10 @@ class I2M2(nn.Module):
         ...              base_channels=8, blocks=(1, 1, 1, 1))
         >>> batch = {"magnitude": torch.rand(2, 1, 32, 32), "phase": torch.rand(2, 1, 32, 32),
         ...          "modality_mask": torch.tensor([[True, True], [True, False]])}
-        >>> model(batch)["acl"].exp().sum(-1)
+        >>> out = model(batch)
+        >>> out["acl"].exp().sum(-1)
         tensor([1.0000, 1.0000], grad_fn=<SumBackward1>)
-        >>> sorted(model.expert_logits())
+        >>> sorted(out.interpret["expert_logits"])
         ['joint', 'magnitude', 'phase']
     """
 
@@ -122,8 +130,7 @@ class I2M2(nn.Module):
         self.expert_names = (self.modalities if self.unimodal is not None else []) + (
             [JOINT] if self.joint is not None else []
         )
-        self._last_logits: torch.Tensor | None = None
-        self._last_presence: torch.Tensor | None = None
+        self.interpretations = frozenset({"modality_mask", "expert_logits", "expert_presence"})
 
     def _stack_inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Modalities concatenated along channels ``(b, M c, H, W)`` (absent -> zeros) and the mask ``(b, M)``."""
@@ -154,7 +161,7 @@ class I2M2(nn.Module):
         images = torch.where(present, images, torch.zeros((), dtype=images.dtype, device=images.device))
         return images.flatten(1, 2), mask
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
         x, mask = self._stack_inputs(batch)
         b, num_m = mask.shape
         logits, presence = [], []
@@ -167,45 +174,18 @@ class I2M2(nn.Module):
             logits.append(self.joint_head(self.dropout(self.joint(x))).unsqueeze(1))
             presence.append(mask.any(1, keepdim=True))
         expert_logits, presence_t = torch.cat(logits, 1), torch.cat(presence, 1)  # (b, e, k), (b, e)
-        self._last_logits, self._last_presence = expert_logits, presence_t
         out = {}
         for task, chunk in zip(self.tasks, expert_logits.split(list(self.tasks.values()), dim=-1)):
             # Eq. 3 in log space: sum of the present experts' log-softmax, renormalised over classes
             log_p = torch.where(presence_t.unsqueeze(-1), chunk.log_softmax(-1), 0.0).sum(1)
             out[task] = log_p - log_p.logsumexp(-1, keepdim=True)
-        return out
-
-    def expert_logits(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Per-expert logits of the last forward pass: ``{expert: {task: (b, classes)}}``.
-
-        Experts are named by modality key, plus ``"joint"``. The tensors keep their graph, so a loss
-        on them trains each expert on its own (unimodal pretraining: every expert gets the gradient of
-        its own cross-entropy). Rows of an absent modality's expert are its output on zeros: mask them
-        with ``expert_presence()`` before scoring.
-
-        Raises:
-            RuntimeError: before the first forward pass.
-        """
-        if self._last_logits is None:
-            raise RuntimeError("run a forward pass first")
         sizes = list(self.tasks.values())
-        return {
-            name: dict(zip(self.tasks, self._last_logits[:, e].split(sizes, dim=-1)))
-            for e, name in enumerate(self.expert_names)
+        interpret = {
+            "modality_mask": mask,
+            "expert_logits": {
+                name: dict(zip(self.tasks, expert_logits[:, e].split(sizes, dim=-1)))
+                for e, name in enumerate(self.expert_names)
+            },
+            "expert_presence": {name: presence_t[:, e] for e, name in enumerate(self.expert_names)},
         }
-
-    def expert_presence(self) -> dict[str, torch.Tensor]:
-        """Which samples of the last forward pass each expert took part in: ``{expert: (b,) bool}``.
-
-        A unimodal expert: its modality was present; the joint expert: any modality was present.
-
-        Raises:
-            RuntimeError: before the first forward pass.
-        """
-        if self._last_presence is None:
-            raise RuntimeError("run a forward pass first")
-        return {name: self._last_presence[:, e] for e, name in enumerate(self.expert_names)}
-
-    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """None: I2M2 trains with one loss on the combined output (Sec. 3.1); kept for the model contract."""
-        return {}
+        return ModelOutput(out, {}, interpret)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..losses.interaction import INTERACTION_KINDS, interaction_losses
+from .contract import ModelOutput, MultimodalModel
 from .fusion import FusionBackbone, build_backbone, split_tasks
 from .fusion_model import ModalityEncoders
 from .registry import register_model
@@ -27,7 +28,7 @@ def _reweighting_mlp(in_features: int, hidden: int, out_features: int, layers: i
 
 
 @register_model("i2moe")
-class I2MoE(nn.Module):
+class I2MoE(MultimodalModel):
     """n uniqueness experts + a synergy and a redundancy expert over shared encoders, reweighted per sample.
 
     Sec. 3.2-3.4 and Algorithm 1: modality encoders ``E_m`` (shared by all experts) give embeddings
@@ -42,8 +43,8 @@ class I2MoE(nn.Module):
     (``masking="shuffle"`` / ``"mixed"``: another sample's embedding instead, see :meth:`draw_replacement`).
     All ``(n + 2) x (1 + n)`` passes run as **one** batched backbone call: experts on the backbone's
     group axis, passes folded into the batch. The interaction losses
-    (:func:`~medmoe.losses.interaction_losses`) are exposed as
-    ``auxiliary_losses()["interaction"] = interaction_weight * mean_i L_int^(i)`` (Alg. 1, line 9), so
+    (:func:`~medmoe.losses.interaction_losses`) are in the output's
+    ``aux_losses["interaction"] = interaction_weight * mean_i L_int^(i)`` (Alg. 1, line 9), so
     ``MultiTaskLoss(aux_weights={"interaction": 1.0})`` gives ``L_task + lambda_int L_int``. In eval mode
     only the clean pass runs (Alg. 1, inference) unless ``perturb_in_eval``; the interaction loss is then 0.
 
@@ -83,14 +84,19 @@ class I2MoE(nn.Module):
             experts, noise for the redundancy expert).
         missing_modality: how absent modalities enter the experts: ``"zero"`` (default: zeroed and excluded
             by the backbone), ``"learned"`` tokens or ``"retriever"`` (the MoE-Retriever or one of its
-            baselines, see :class:`~medmoe.nets.fusion_model.ModalityEncoders`); the fill's losses join
-            :meth:`auxiliary_losses`. The interaction losses always use the true presence.
+            baselines, see :class:`~medmoe.nets.fusion_model.ModalityEncoders`); the fill's losses join the output's
+            ``aux_losses``. The interaction losses always use the true presence.
         retriever_kwargs: options of the fill, e.g. ``{"mode": "moe", "id_key": "id"}``.
         mask_absent_experts: give the uniqueness expert of a modality a sample lacks weight 0 for that sample
             (its reweighting logit is masked before the softmax, by the true presence, so also when a fill stands
             in). Off by default (the paper has no missing modalities); see docs/methods/i2moe.md.
 
-    Returns (forward): task name -> logits ``(b, classes)``.
+    Returns (forward): a :class:`~medmoe.nets.contract.ModelOutput`: task name -> logits ``(b, classes)``;
+    ``aux_losses``: ``"interaction"`` (0 without perturbed passes) plus the fill's; ``interpret``: ``modality_mask``,
+    ``expert_weights`` ``(b, n + 2)`` (columns in ``expert_names`` order), ``expert_logits`` (clean per-expert
+    logits ``{expert: {task: (b, classes)}}``, with gradient), ``interaction_losses`` (unweighted per-expert
+    ``{expert: scalar}``) and ``pass_logits`` (``(n + 2, 1 + n, b, k)``, tasks concatenated) when the perturbed
+    passes ran, and ``retrieval`` with a retriever fill.
 
     Raises:
         ValueError: on empty modalities/tasks, bad options, a backbone without ``n + 2`` parameter copies;
@@ -101,7 +107,7 @@ class I2MoE(nn.Module):
         >>> model = I2MoE(modalities=["mri", "csf"], tasks={"dx": 3}, in_features={"mri": 20, "csf": 5},
         ...               hidden_size=16, backbone_kwargs={"num_heads": 2})
         >>> out = model({"mri": torch.randn(4, 20), "csf": torch.randn(4, 5)})
-        >>> out["dx"].shape, model.expert_weights().shape, sorted(model.auxiliary_losses())
+        >>> out["dx"].shape, out.interpret["expert_weights"].shape, sorted(out.aux_losses)
         (torch.Size([4, 3]), torch.Size([4, 4]), ['interaction'])
     """
 
@@ -183,10 +189,7 @@ class I2MoE(nn.Module):
         self.reweight = _reweighting_mlp(
             num_m * hidden_size, reweight_hidden or hidden_size, self.num_experts, reweight_layers, reweight_dropout
         )
-        self._weights: torch.Tensor | None = None
-        self._clean: torch.Tensor | None = None
-        self._passes: torch.Tensor | None = None
-        self._interaction: torch.Tensor | None = None
+        self.interpretations = self.encoders.interpretations | {"expert_weights", "expert_logits"}
 
     def draw_noise(self, like: torch.Tensor) -> torch.Tensor:
         """The random vectors replacing embeddings: N(0, 1) of the shape of ``like`` (Sec. 3.3.2, Eqs. 2-3)."""
@@ -225,11 +228,12 @@ class I2MoE(nn.Module):
             return shuffled
         return torch.cat([shuffled[:-1], self.draw_noise(like[-1:])])  # mixed: redundancy expert gets noise
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        tokens, mask = self.encoders(batch)  # b m n d, b m (all True when a fill stands in for absent ones)
-        present = self.encoders.last_presence  # the true presence, for the interaction losses
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
+        encoded = self.encoders(batch)  # b m n d, b m (all True when a fill stands in for absent ones)
+        tokens, mask, present = encoded.tokens, encoded.mask, encoded.presence  # present: for the interaction losses
         b, m = mask.shape
         e = self.num_experts
+        interpret = encoded.interpret()
         if self.training or self.perturb_in_eval:
             # pass 0 clean; pass 1 + j replaces modality j by noise (drawn per expert): e p b m n d
             p = 1 + m
@@ -238,7 +242,7 @@ class I2MoE(nn.Module):
             x = torch.where(replace[None, :, None, :, None, None], self.draw_replacement(x), x)
             pass_mask = (mask[None] | replace[:, None]).reshape(p * b, m)  # noise counts as present
             logits = self.experts.fuse(x.reshape(e, p * b, *tokens.shape[1:]), pass_mask).view(e, p, b, -1)
-            self._passes, clean = logits, logits[:, 0]
+            clean = logits[:, 0]
             sizes = list(self.tasks.values())
             per_task = [
                 interaction_losses(
@@ -251,56 +255,21 @@ class I2MoE(nn.Module):
                 )
                 for chunk in logits.split(sizes, dim=-1)
             ]
-            self._interaction = torch.stack(per_task).mean(0)  # (e,), averaged over tasks
+            per_expert = torch.stack(per_task).mean(0)  # (e,), averaged over tasks
+            interaction = self.interaction_weight * per_expert.mean()
+            interpret.update(interaction_losses=dict(zip(self.expert_names, per_expert)), pass_logits=logits)
         else:
             clean = self.experts.fuse(tokens.expand(e, *tokens.shape), mask)  # e b k
-            self._passes, self._interaction = None, None
+            interaction = clean.new_zeros(())
         # reweighting model on the concatenated mean-pooled clean embeddings (absent = 0), Sec. 3.3.1
         scores = self.reweight(tokens.mean(2).flatten(1)) / self.temperature  # b e
         if self.mask_absent_experts:  # unique_<m> speaks for modality m: no weight where m is truly absent
             scores = scores.masked_fill(torch.cat([~present, present.new_zeros(b, e - m)], dim=1), float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # b e
-        self._weights, self._clean = weights, clean
         prediction = torch.einsum("b e, e b k -> b k", weights, clean)  # Eq. 1
-        return split_tasks(prediction, self.tasks)
-
-    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """``{"interaction": lambda_int * mean_i L_int^(i)}`` of the last forward (0 without perturbed passes)."""
-        if self._interaction is None:
-            device = self._weights.device if self._weights is not None else None
-            return {"interaction": torch.zeros((), device=device), **self.encoders.auxiliary_losses()}
-        return {"interaction": self.interaction_weight * self._interaction.mean(), **self.encoders.auxiliary_losses()}
-
-    def interaction_losses(self) -> dict[str, torch.Tensor]:
-        """Unweighted per-expert interaction losses of the last training forward, ``{expert: scalar}``.
-
-        Raises:
-            RuntimeError: if the last forward ran no perturbed passes.
-        """
-        if self._interaction is None:
-            raise RuntimeError("no perturbed passes in the last forward (train mode or perturb_in_eval=True)")
-        return dict(zip(self.expert_names, self._interaction))
-
-    def expert_weights(self) -> torch.Tensor:
-        """Per-sample expert weights ``(b, n + 2)`` of the last forward, columns in ``expert_names`` order.
-
-        Raises:
-            RuntimeError: before the first forward pass.
-        """
-        if self._weights is None:
-            raise RuntimeError("run a forward pass first")
-        return self._weights
-
-    def expert_logits(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Clean per-expert logits of the last forward: ``{expert: {task: (b, classes)}}``.
-
-        Raises:
-            RuntimeError: before the first forward pass.
-        """
-        if self._clean is None:
-            raise RuntimeError("run a forward pass first")
-        return {name: split_tasks(self._clean[i], self.tasks) for i, name in enumerate(self.expert_names)}
-
-    def pass_logits(self) -> torch.Tensor | None:
-        """All outputs of the last perturbed forward ``(n + 2, 1 + n, b, k)`` (tasks concatenated), else None."""
-        return self._passes
+        interpret.update(
+            expert_weights=weights,
+            expert_logits={name: split_tasks(clean[i], self.tasks) for i, name in enumerate(self.expert_names)},
+        )
+        aux = {"interaction": interaction, **encoded.aux_losses}
+        return ModelOutput(split_tasks(prediction, self.tasks), aux, interpret)

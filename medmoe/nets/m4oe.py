@@ -15,13 +15,14 @@ from ..encoders import GroupedPatchEmbedding, OCTEmbedding, TimmEmbedding
 from ..heads import MultiTaskClassificationHead, SegmentationHead
 from ..layers import SoftMoE
 from ..losses import conditional_mutual_information, modality_expert_task_joint
+from .contract import ModelOutput, MultimodalModel
 from .registry import register_model
 
 __all__ = ["M4oE"]
 
 
 @register_model("m4oe")
-class M4oE(nn.Module):
+class M4oE(MultimodalModel):
     """Per-modality embedders -> MSoE (per modality) and MToE (all modalities, task slots) ->
     per-task fusion Soft MoE blocks -> per-task heads.
 
@@ -70,9 +71,20 @@ class M4oE(nn.Module):
             (default 1), ``pooling`` (``"attention"`` or ``"mean"``). Each must give the image modalities' token
             count ``n``, e.g. fundus 64 x 64 with patch 8 and OCT B-scans 32 x 32 with patch 4 both give 64 tokens.
             The other modalities keep the ``embedder``. A segmentation task must belong to an image modality.
+        mi_tokens: which tokens the MI loss's joint counts: ``"all"`` (default, Eqs. 3-7: every token, absent
+            modalities' filled placeholder tokens included) or ``"present"`` (only present modalities' tokens,
+            renormalised per sample, as the interpretation does); see docs/methods/m4oe.md.
 
-    Returns (forward): task name -> logits, ``(b, classes)`` for a classification task and ``(b, K, H, W)``
-    for a segmentation task.
+    Returns (forward): a :class:`~medmoe.nets.contract.ModelOutput`: task name -> logits, ``(b, classes)`` for a
+    classification task and ``(b, K, H, W)`` for a segmentation task; ``aux_losses``: ``"mutual_information"``
+    ``I(M;E|T)`` (Eq. 7, from this forward's MToE combine weights; absent modalities' placeholder tokens included)
+    plus ``"retriever_importance"`` / ``"retriever_balance"`` with ``missing_modality="retriever"``; ``interpret``:
+    ``modality_mask``, ``modality_expert_task_joint`` (the MI loss's joint ``pi[M, E, T]`` per sample, detached;
+    :func:`medmoe.interpret.expert_task_joint` turns it into P(E, T) over the present modalities),
+    ``modality_task_joint`` (P(M, T) per sample, an absent modality 0: its placeholder tokens' share is dropped and
+    the rest renormalised, so contributions describe only the views the model saw), ``modality_contributions``
+    (P(M | T), ``(b, tasks, modalities)``), tasks in ``task_names`` order; and ``retrieval`` (the retriever's
+    choices) with a retriever.
 
     Raises:
         ValueError: on an unknown missing mode or embedder, no task, a task name used twice, a segmentation
@@ -86,8 +98,9 @@ class M4oE(nn.Module):
         ...              hidden_size=32, mlp_dim=64, num_heads=4)
         >>> batch = {"cc": torch.rand(2, 1, 32, 32), "mlo": torch.rand(2, 1, 32, 32),
         ...          "modality_mask": torch.tensor([[True, True], [True, False]])}
-        >>> model(batch)["density"].shape
-        torch.Size([2, 4])
+        >>> out = model(batch)
+        >>> out["density"].shape, sorted(out.aux_losses), out.interpret["modality_contributions"].shape
+        (torch.Size([2, 4]), ['mutual_information'], torch.Size([2, 1, 2]))
     """
 
     def __init__(
@@ -114,6 +127,7 @@ class M4oE(nn.Module):
         seg_feature_size: int = 16,
         volume_modalities: Mapping[str, Mapping] | None = None,
         retriever_kwargs: Mapping | None = None,
+        mi_tokens: str = "all",
     ) -> None:
         super().__init__()
         if not modalities:
@@ -127,7 +141,13 @@ class M4oE(nn.Module):
         self._check_tasks()
         self.task_names = [*self.tasks, *self.segmentation_tasks]  # MToE slot order
         self.missing_modality, self.modality_mask_key = missing_modality, modality_mask_key
-        self._last_mask: torch.Tensor | None = None
+        if mi_tokens not in ("all", "present"):
+            raise ValueError(f"mi_tokens must be 'all' or 'present', got '{mi_tokens}'")
+        self.mi_tokens = mi_tokens
+        self.interpretations = frozenset(
+            {"modality_mask", "modality_expert_task_joint", "modality_task_joint", "modality_contributions"}
+            | ({"retrieval"} if missing_modality == "retriever" else set())
+        )
         num_m, num_images = len(self.modalities), len(self.image_modalities)
         if embedder != "patch" and not embedder.startswith("timm:"):
             raise ValueError(f"embedder must be 'patch' or 'timm:<model_name>', got '{embedder}'")
@@ -246,14 +266,14 @@ class M4oE(nn.Module):
             tokens[name] = embed(self._zero_absent(volume, present))
         return torch.stack([tokens[k] for k in self.modalities])
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
         mask = self._presence(batch)
-        self._last_mask = mask
         tokens = self._embed(batch, mask)  # g b n d
-        tokens = self.missing_fill(tokens.transpose(0, 1), mask, batch).transpose(0, 1)
+        filled = self.missing_fill(tokens.transpose(0, 1), mask, batch)
+        tokens = filled.tokens.transpose(0, 1)
         g, b, n, d = tokens.shape
         z = self.msoe(tokens)  # g b n d
-        task_tokens = self.mtoe(tokens.transpose(0, 1).reshape(b, g * n, d))  # b t (g n) d
+        task_tokens, combine = self.mtoe(tokens.transpose(0, 1).reshape(b, g * n, d))  # b t (g n) d, b (g n) e t
         out: dict[str, torch.Tensor] = {}
         t = len(self.tasks)  # classification tasks own the first t MToE slots
         if t:
@@ -268,45 +288,24 @@ class M4oE(nn.Module):
             g_k = task_tokens[:, k, i * n : (i + 1) * n]  # b n d: task k's tokens of modality i
             fused = self.seg_fuse[name](torch.cat([g_k, z[i]], dim=-1))
             out[name] = self.seg_heads[name](fused, self.grid_size)
-        return out
+        joint = modality_expert_task_joint(combine, g)  # b M E T, the MI loss's joint (placeholders included)
+        interpret = {"modality_mask": mask, **_contributions(joint.detach(), mask)}
+        if self.missing_modality == "retriever":
+            interpret["retrieval"] = filled.choices
+        if self.mi_tokens == "present":  # absent modalities' placeholder tokens dropped, renormalised per sample
+            joint = joint * mask[:, :, None, None].to(joint.dtype)
+            joint = joint / joint.sum((1, 2, 3), keepdim=True).clamp_min(1e-12)
+        aux = {"mutual_information": conditional_mutual_information(joint), **filled.aux_losses}
+        return ModelOutput(out, aux, interpret)
 
-    def _joint(self) -> torch.Tensor:
-        if self.mtoe.combine is None:
-            raise RuntimeError("run a forward pass first")
-        return modality_expert_task_joint(self.mtoe.combine, len(self.modalities))
 
-    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
-        """Auxiliary terms of the last forward pass: ``{"mutual_information": I(M;E|T)}`` (Eq. 7), plus
-        ``"retriever_importance"`` / ``"retriever_balance"`` with ``missing_modality="retriever"``."""
-        return {
-            "mutual_information": conditional_mutual_information(self._joint()),
-            **self.missing_fill.auxiliary_losses(),
-        }
-
-    def modality_expert_task_joint(self) -> torch.Tensor:
-        """The joint ``pi[M, E, T]`` per sample of the last forward pass, ``(b, modalities, experts, tasks)``, detached.
-
-        The same joint the mutual-information loss uses (from the MToE combine weights; absent modalities'
-        placeholder tokens included): :func:`medmoe.interpret.expert_task_joint` turns it into P(E, T) over the
-        present modalities.
-        """
-        return self._joint().detach()
-
-    def modality_task_joint(self) -> torch.Tensor:
-        """P(M, T) per sample of the last forward pass, ``(b, modalities, tasks)``, detached, fp32.
-
-        Tasks are in ``task_names`` order (classification tasks, then segmentation tasks).
-
-        An absent modality gets 0: its placeholder tokens' share is dropped and the rest renormalised, so
-        contributions describe only the views the model actually saw.
-        """
-        joint = self._joint().detach().sum(2) * self._last_mask.unsqueeze(-1).to(torch.float32)
-        return joint / joint.sum((1, 2), keepdim=True).clamp_min(1e-12)
-
-    def modality_contributions(self) -> torch.Tensor:
-        """P(M | T) per sample of the last forward pass, ``(b, tasks, modalities)`` (``task_names`` order), detached."""
-        p_mt = self.modality_task_joint()
-        return (p_mt / p_mt.sum(1, keepdim=True).clamp_min(1e-12)).transpose(1, 2)
+def _contributions(joint: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The interpretation of a joint ``pi[b, M, E, T]`` (see :class:`M4oE`): the joint itself, P(M, T) over the
+    present modalities (absent ones 0, renormalised) and P(M | T) ``(b, T, M)``."""
+    p_mt = joint.sum(2) * mask.unsqueeze(-1).to(torch.float32)
+    p_mt = p_mt / p_mt.sum((1, 2), keepdim=True).clamp_min(1e-12)
+    contributions = (p_mt / p_mt.sum(1, keepdim=True).clamp_min(1e-12)).transpose(1, 2)
+    return {"modality_expert_task_joint": joint, "modality_task_joint": p_mt, "modality_contributions": contributions}
 
 
 def _rename_missing_fill_keys(state_dict, prefix, *args) -> None:

@@ -7,6 +7,7 @@ import torch
 
 from medmoe.blocks import MoERetriever, SupportBank
 from medmoe.blocks.retriever import RETRIEVER_MODES, cv_squared, noisy_top_k_gating
+from medmoe.interpret.retrieval import support_ids
 
 M, N, D = 3, 2, 8
 T, F = True, False
@@ -52,11 +53,11 @@ def test_candidates_share_observed_modalities_with_fallback():
     valid, fallback = bank.candidates(observed, torch.tensor([1, 1, 1]))
     assert valid.tolist() == [[T, F, F, F], [F, F, T, F], [T, F, T, F]]
     assert fallback.tolist() == [F, F, T]  # nobody has {0, 2} and 1: fall back to "has 1"
-    index, ok = bank.sample(observed, torch.tensor([1, 1, 1]), 3, torch.Generator().manual_seed(0))
+    index, ok, fallback = bank.sample(observed, torch.tensor([1, 1, 1]), 3, torch.Generator().manual_seed(0))
     assert ok.sum(1).tolist() == [1, 1, 2]
     for row, good, allowed in zip(index, ok, valid):
         assert allowed[row[good]].all() and len(set(row.tolist())) == 3  # valid ones drawn, no repeats
-    assert bank.last_fallback.tolist() == [F, F, T]
+    assert fallback.tolist() == [F, F, T]
 
 
 def test_supports_come_from_training_ids_only_even_after_eval_forwards():
@@ -66,8 +67,8 @@ def test_supports_come_from_training_ids_only_even_after_eval_forwards():
     g = torch.Generator().manual_seed(3)
     for step in range(3):
         mask = torch.tensor([[T, F, F], [F, T, T], [T, T, F]])
-        model(torch.randn(3, M, N, D), mask, [f"test-{step}-{i}" for i in range(3)], generator=g)
-        seen = [i for row in model.last_choices()["support_ids"] for i in row]
+        out = model(torch.randn(3, M, N, D), mask, [f"test-{step}-{i}" for i in range(3)], generator=g)
+        seen = [i for row in support_ids(out.choices) for i in row]
         assert seen and set(seen) <= set(train_ids)
     assert set(model.bank.ids) - {None} == set(train_ids)  # eval forwards never write
 
@@ -114,13 +115,12 @@ def test_eval_routing_respects_allowed_experts_and_reports_choices():
     model.eval()
     mask = torch.tensor([[F, T, T], [T, F, T], [T, T, F]])
     x = torch.randn(3, M, N, D)
-    out = model(x, mask)
+    out, aux, choices = model(x, mask)
     assert torch.equal(out[mask], x[mask])
-    choices = model.last_choices()
     assert choices["modality"].tolist() == [0, 1, 2]
     for m, experts in zip(choices["modality"], choices["expert_index"]):
         assert model.allowed[m, experts].all()
-    assert model.auxiliary_losses()["balance"] >= 0
+    assert aux["balance"] >= 0
 
 
 def test_every_parameter_receives_a_gradient():
@@ -128,8 +128,8 @@ def test_every_parameter_receives_a_gradient():
     fill(model, [[T, T, T]] * 4)
     model.train()
     mask = torch.tensor([[F, T, T], [T, F, T], [T, T, F]])
-    out = model(torch.randn(3, M, N, D, requires_grad=True), mask, ["a", "b", "c"])
-    loss = out.square().sum() + sum(model.auxiliary_losses().values())
+    out, aux, _ = model(torch.randn(3, M, N, D, requires_grad=True), mask, ["a", "b", "c"])
+    loss = out.square().sum() + sum(aux.values())
     loss.backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not dead, f"no gradient for {dead}"
@@ -142,9 +142,9 @@ def test_batched_equals_one_sample_at_a_time(mode):
     model.eval()
     mask = torch.tensor([[T, T, F], [T, F, F], [T, T, T], [F, T, F]])
     x = torch.randn(4, M, N, D)
-    batched = model(x, mask, generator=torch.Generator().manual_seed(0))
+    batched = model(x, mask, generator=torch.Generator().manual_seed(0)).tokens
     for i in range(4):
-        alone = model(x[i : i + 1], mask[i : i + 1], generator=torch.Generator().manual_seed(5))
+        alone = model(x[i : i + 1], mask[i : i + 1], generator=torch.Generator().manual_seed(5)).tokens
         torch.testing.assert_close(alone[0], batched[i], atol=1e-5, rtol=1e-5)
 
 
@@ -152,19 +152,19 @@ def test_baseline_modes():
     x = torch.randn(2, M, N, D)
     mask = torch.tensor([[T, T, F], [F, T, T]])
     zero = tiny("zero").eval()
-    assert zero(x, mask)[0, 2].abs().sum() == 0 and not list(zero.parameters())
+    assert zero(x, mask).tokens[0, 2].abs().sum() == 0 and not list(zero.parameters())
     mean = tiny("mean")
     fill(mean, [[T, T, T], [T, F, T]])
     bank = mean.bank
     expected = bank.embeddings[:2, 2].mean(0)
-    torch.testing.assert_close(mean.eval()(x, mask)[0, 2], expected)
+    torch.testing.assert_close(mean.eval()(x, mask).tokens[0, 2], expected)
     public = tiny("public_mean").eval()
-    torch.testing.assert_close(public(x, mask)[0, 2], x[0, :2].mean(0))  # empty bank: the own-modality term only
+    torch.testing.assert_close(public(x, mask).tokens[0, 2], x[0, :2].mean(0))  # empty bank: the own-modality term only
     fill(public, [[T, T, T], [T, T, T]])
     want = 0.5 * public.bank.embeddings[:2, 2].mean(0) + 0.5 * x[0, :2].mean(0)
-    torch.testing.assert_close(public.eval()(x, mask)[0, 2], want)
+    torch.testing.assert_close(public.eval()(x, mask).tokens[0, 2], want)
     learned = tiny("learned").eval()
-    out = learned(x, mask)
+    out = learned(x, mask).tokens
     torch.testing.assert_close(out[0, 2], learned.learned[0b011, 2])
     torch.testing.assert_close(out[1, 0], learned.learned[0b110, 0])
 
@@ -172,14 +172,12 @@ def test_baseline_modes():
 @pytest.mark.parametrize("mode", ["zero", "mean"])
 def test_zero_auxiliary_losses_live_where_the_forward_ran(mode):
     # nothing to retrieve (every modality present) in a parameter-free mode: the zero losses are made on the
-    # device of the last forward's tokens (they were CPU tensors, mixed into a CUDA loss). No GPU here, so the
-    # recorded device is swapped for "meta" after a CPU forward.
+    # device of the call's tokens (they were CPU tensors, mixed into a CUDA loss), scalars of every name.
     module = tiny(mode).eval()
-    module(torch.randn(2, M, N, D), torch.ones(2, M, dtype=torch.bool))
-    assert module._device == torch.device("cpu") and not list(module.parameters())
-    module._device = torch.device("meta")
-    losses = module.auxiliary_losses()
-    assert losses and all(v.device.type == "meta" and v.dim() == 0 for v in losses.values())
+    tokens = torch.randn(2, M, N, D, dtype=torch.float64)
+    losses = module(tokens, torch.ones(2, M, dtype=torch.bool)).aux_losses
+    assert not list(module.parameters()) and set(losses) == {"importance", "balance"}
+    assert all(v.device == tokens.device and v.dim() == 0 and v == 0 for v in losses.values())
 
 
 def test_bad_arguments():
@@ -218,15 +216,15 @@ def test_eval_sampling_is_reproducible_by_default():
     model.eval()
     x, mask = torch.randn(4, M, N, D), torch.tensor([[F, T, T], [T, F, T], [T, T, F], [F, F, T]])
     first = model(x, mask)
-    supports = model.last_choices()["support_ids"]
+    supports = support_ids(first.choices)
     model(torch.randn(2, M, N, D), mask[:2])  # an unrelated batch in between
     torch.manual_seed(123)  # the global RNG does not matter in eval
-    torch.testing.assert_close(model(x, mask), first, rtol=0, atol=0)
-    assert model.last_choices()["support_ids"] == supports
+    again = model(x, mask)
+    torch.testing.assert_close(again.tokens, first.tokens, rtol=0, atol=0)
+    assert support_ids(again.choices) == supports
     other = tiny(num_supports=1, capacity=8, eval_seed=1, support_selection="random")
     other.load_state_dict(model.state_dict())
-    other.eval()(x, mask)
-    draws = [model.last_choices()["support_ids"], other.last_choices()["support_ids"]]
+    draws = [supports, support_ids(other.eval()(x, mask).choices)]
     assert draws[0] != draws[1]  # 4 draws from 8 rows: seeds 0 and 1 differ (checked, deterministic)
 
 
@@ -258,14 +256,14 @@ def test_a_sample_never_supports_itself():
     observed, targets = torch.tensor([[T, F, F], [T, F, F]]), torch.tensor([1, 1])
     valid, _ = bank.candidates(observed, targets, ["b", "z"])
     assert valid.tolist() == [[T, F, T, F], [T, T, T, F]]
-    index, ok = bank.sample(observed, targets, 3, torch.Generator().manual_seed(0), ["b", None])
+    index, ok, _ = bank.sample(observed, targets, 3, torch.Generator().manual_seed(0), ["b", None])
     assert 1 not in index[0][ok[0]].tolist() and ok.sum(1).tolist() == [2, 3]
     model = tiny(num_supports=3)
     fill(model, [[T, T, T]] * 3, "train")  # ids train-0..2, e.g. a previous epoch with every view present
     model.train()
     with torch.no_grad():
-        model(torch.randn(3, M, N, D), torch.tensor([[F, T, T]] * 3), ["train-0", "train-1", "train-2"])
-    for own, supports in zip(["train-0", "train-1", "train-2"], model.last_choices()["support_ids"]):
+        out = model(torch.randn(3, M, N, D), torch.tensor([[F, T, T]] * 3), ["train-0", "train-1", "train-2"])
+    for own, supports in zip(["train-0", "train-1", "train-2"], support_ids(out.choices)):
         assert own not in supports and len(supports) == 2
 
 
@@ -274,19 +272,17 @@ def test_masked_retrieval_trains_the_retriever_on_complete_samples():
     fill(model, [[T, T, T]] * 8, "warm")
     model.train()
     x = torch.randn(4, M, N, D)
-    out = model(x, torch.tensor([[T, T, T], [T, T, T], [T, T, F], [T, F, F]]), ["a", "b", "c", "d"])
+    out, losses, _ = model(x, torch.tensor([[T, T, T], [T, T, T], [T, T, F], [T, F, F]]), ["a", "b", "c", "d"])
     assert torch.equal(out[:, :2][:2], x[:, :2][:2])  # the downstream model still sees the real embeddings
-    losses = model.auxiliary_losses()
     assert set(losses) == {"importance", "balance", "reconstruction"} and losses["reconstruction"] > 0
     model.zero_grad()
-    model(x, torch.ones(4, M, dtype=torch.bool), ["a", "b", "c", "d"])  # nothing missing at all
-    assert model.last_choices()["sample"].numel() == 0
-    model.auxiliary_losses()["reconstruction"].backward()
+    _, losses, choices = model(x, torch.ones(4, M, dtype=torch.bool), ["a", "b", "c", "d"])  # nothing missing
+    assert choices["sample"].numel() == 0
+    losses["reconstruction"].backward()
     trained = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
     assert {"query", "attention.in_proj_weight", "experts.w1"} <= set(trained)
     model.eval()
-    model(x, torch.ones(4, M, dtype=torch.bool))
-    assert model.auxiliary_losses()["reconstruction"] == 0  # evaluation never hides modalities
+    assert model(x, torch.ones(4, M, dtype=torch.bool)).aux_losses["reconstruction"] == 0  # eval never hides
     with pytest.raises(ValueError, match="masked_retrieval"):
         tiny("public_mean", masked_retrieval=0.5)
 
@@ -321,14 +317,14 @@ def test_nearest_supports_by_hand():
     query[1, 0] = -_e(0)
     query[0, 1] = query[1, 1] = 100.0  # the target's slot (absent) is never read
     observed, targets = torch.tensor([[T, F, T], [T, F, F]]), torch.tensor([1, 2])
-    index, valid = bank.nearest(observed, targets, 5, query, ["self", "q1"])
+    index, valid, fallback = bank.nearest(observed, targets, 5, query, ["self", "q1"])
     picked = [[ids[j] for j, ok in zip(row, good) if ok] for row, good in zip(index.tolist(), valid.tolist())]
     # query 0 (has 0 and 2, misses 1): "self", "no_target", "no_shared" are ineligible; 4 eligible rows only
     assert picked[0] == ["near", "tilted", "mid", "far"] and valid[0].tolist() == [T, T, T, T, F]
     # query 1 (has 0, misses 2): rows with 2 and 0; only "far" points along -e0, then "tilted" (-0.707)
     # then four rows at -1 in row order (ties to the lower row); "no_shared" lacks modality 2
     assert picked[1] == ["far", "tilted", "self", "mid", "no_target"] and valid[1].all()
-    assert bank.last_fallback.tolist() == [F, F]
+    assert fallback.tolist() == [F, F]
     with pytest.raises(ValueError, match="query must be"):
         bank.nearest(observed, targets, 2, query[:, :, :1])
     with pytest.raises(ValueError, match="capacity"):
@@ -346,17 +342,16 @@ def test_retriever_uses_nearest_training_supports_and_never_ineligible_ones():
     mask = torch.tensor([[T, F, T]] * 3)
     before = model.bank.embeddings.clone()
     for _ in range(2):  # deterministic in eval; evaluation never writes to the bank
-        model(x, mask, ["self", "test-1", "test-2"])
-        supports = model.last_choices()["support_ids"]
+        supports = support_ids(model(x, mask, ["self", "test-1", "test-2"]).choices)
         assert supports[0] == ["near", "tilted", "mid"]  # "self" (score 1) never supports itself
         assert supports[1] == supports[2] == ["self", "near", "tilted"]  # ties go to the lower row
         assert not {"no_target", "no_shared"} & {i for row in supports for i in row}
     assert torch.equal(model.bank.embeddings, before) and model.bank.ids == ids + [None]
     model.train()  # training selects the same way (deterministic), reading the bank before writing the batch
     with torch.no_grad():
-        model(x, mask, ["self", "new-1", "new-2"])
-    assert model.last_choices()["support_ids"][0] == ["near", "tilted", "mid"]
-    assert model.last_choices()["support_ids"][1] == ["self", "near", "tilted"]
+        supports = support_ids(model(x, mask, ["self", "new-1", "new-2"]).choices)
+    assert supports[0] == ["near", "tilted", "mid"]
+    assert supports[1] == ["self", "near", "tilted"]
     assert {"new-1", "new-2"} <= set(model.bank.ids)
     with pytest.raises(ValueError, match="support_selection"):
         tiny(support_selection="closest")
@@ -372,28 +367,75 @@ def test_support_residual_adds_the_mean_of_the_valid_supports():
     x = torch.randn(3, M, N, D)
     mask = torch.tensor([[T, F, T], [F, T, T], [T, T, F]])
     residual.eval()
-    empty = residual(x, mask, ["q0", "q1", "q2"])  # empty bank: no valid support, nothing added
+    empty = residual(x, mask, ["q0", "q1", "q2"]).tokens  # empty bank: no valid support, nothing added
     plain.eval()
-    assert torch.allclose(empty, plain(x, mask, ["q0", "q1", "q2"]), atol=1e-6)
+    assert torch.allclose(empty, plain(x, mask, ["q0", "q1", "q2"]).tokens, atol=1e-6)
     residual.load_state_dict(plain.state_dict() | {k: v for k, v in residual.state_dict().items() if "experts" in k})
     ids = fill(plain, [[T, T, T]] * 6 + [[T, F, T]] * 2, "train")
     fill(residual, [[T, T, T]] * 6 + [[T, F, T]] * 2, "train")
     plain.eval(), residual.eval()
-    out_plain, out_res = plain(x, mask, ["q0", "q1", "q2"]), residual(x, mask, ["q0", "q1", "q2"])
-    choices = residual.last_choices()
-    assert torch.equal(choices["support_index"], plain.last_choices()["support_index"])
+    (out_plain, _, plain_choices), (out_res, _, choices) = (
+        plain(x, mask, ["q0", "q1", "q2"]),
+        residual(x, mask, ["q0", "q1", "q2"]),
+    )
+    assert torch.equal(choices["support_index"], plain_choices["support_index"])
     assert choices["support_valid"].all()
     bank = residual.bank.embeddings
     for row, (i, m) in enumerate(zip(choices["sample"].tolist(), choices["modality"].tolist())):
         supports = choices["support_index"][row]
         assert all(residual.bank.presence[j, m] for j in supports.tolist())
-        assert set(choices["support_ids"][row]) <= set(ids)
+        assert set(support_ids(choices)[row]) <= set(ids)
         expected = out_plain[i, m] + bank[supports, m].mean(0)
         assert torch.allclose(out_res[i, m], expected, atol=1e-5)
     assert torch.equal(out_res[mask], x[mask])  # present modalities untouched
     residual.train()
     residual.zero_grad()
-    residual(x, mask, ["q0", "q1", "q2"]).sum().backward()
+    residual(x, mask, ["q0", "q1", "q2"]).tokens.sum().backward()
     assert residual.attention.in_proj_weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="support_residual"):
         tiny("public_mean", support_residual=True)
+
+
+def test_importance_and_balance_are_the_cv_squared_of_this_calls_routing():
+    # Shazeer et al. 2017: cv^2 of each target modality's summed gates (importance) and selections (load, eval)
+    # over its allowed experts, averaged over the modalities filled in this call
+    model = tiny(top_k=2)
+    fill(model, [[T, T, T]] * 6)
+    with torch.no_grad():
+        model.w_gate.normal_(generator=torch.Generator().manual_seed(2))  # uneven routing (zero init: all tied)
+    model.eval()
+    mask = torch.tensor([[F, T, T], [T, F, T], [F, F, T], [T, T, F], [T, F, T]])
+    _, aux, choices = model(torch.randn(5, M, N, D), mask)
+    importance, load = torch.zeros(M, model.num_experts), torch.zeros(M, model.num_experts)
+    for m, experts, gates in zip(choices["modality"], choices["expert_index"], choices["expert_gate"]):
+        for e, g in zip(experts.flatten().tolist(), gates.flatten().tolist()):
+            importance[m, e] += g
+            load[m, e] += 1.0
+    expected = {}
+    for name, table in (("importance", importance), ("balance", load)):
+        rows = [table[m][model.allowed[m]] for m in sorted(set(choices["modality"].tolist()))]
+        expected[name] = torch.stack([r.var() / r.mean() ** 2 for r in rows]).mean()
+    assert set(aux) == {"importance", "balance"} and expected["importance"] > 0.05 and expected["balance"] > 0.05
+    torch.testing.assert_close(aux["importance"], expected["importance"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(aux["balance"], expected["balance"], rtol=1e-4, atol=1e-6)
+    (gradient,) = torch.autograd.grad(aux["importance"], model.w_gate)  # a loss, not a report: it trains the gate
+    assert gradient.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["moe", "public_mean"])
+def test_absent_modalities_placeholders_are_never_read(mode):
+    # an absent modality's tokens (whatever the caller left there) must not reach any retrieved embedding:
+    # the retriever attends only to the sample's observed modalities and the supports
+    model = tiny(mode, capacity=16)
+    fill(model, [[T, T, T]] * 6 + [[T, F, T]] * 2)
+    model.eval()
+    mask = torch.tensor([[T, F, F], [T, T, F], [F, T, T]])
+    x = torch.randn(3, M, N, D)
+    filled = model(x, mask, ["q0", "q1", "q2"]).tokens
+    other = x.clone()
+    other[~mask] = torch.randn(int((~mask).sum()), N, D) * 10.0  # different placeholders, same observed views
+    again = model(other, mask, ["q0", "q1", "q2"]).tokens
+    torch.testing.assert_close(again, filled, rtol=0, atol=1e-6)
+    changed = x.clone()
+    changed[0, 0] += 1.0  # an observed modality does matter
+    assert not torch.allclose(model(changed, mask, ["q0", "q1", "q2"]).tokens[0, 1], filled[0, 1])

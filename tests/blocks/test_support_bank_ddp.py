@@ -19,7 +19,7 @@ class _Net(nn.Module):
         self.retriever = MoERetriever(M, N, D, mode="mean", capacity=8, sync_bank=False)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, ids: list[str]) -> torch.Tensor:
-        return self.head(self.retriever(tokens, mask, ids)).sum()
+        return self.head(self.retriever(tokens, mask, ids).tokens).sum()
 
 
 def _worker(rank: int, world: int, path: str, result: str, exclude: bool) -> None:

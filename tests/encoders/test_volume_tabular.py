@@ -111,10 +111,11 @@ def test_encoders_plug_into_i2moe_with_missing_modalities() -> None:
     bio[2] = float("nan")
     mask = torch.tensor([[1, 1, 1], [0, 1, 1], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
     batch = {"mri": mri, "clinical": torch.randn(4, 8), "biospecimen": bio, "modality_mask": mask}
-    out = model(batch)["dx"]
+    output = model(batch)
+    out = output["dx"]
     assert out.shape == (4, 3) and torch.isfinite(out).all()
-    (out.sum() + model.auxiliary_losses()["interaction"]).backward()
-    assert model.expert_weights().shape == (4, 5)
+    (out.sum() + output.aux_losses["interaction"]).backward()
+    assert output.interpret["expert_weights"].shape == (4, 5)
     for name in ("mri", "clinical", "biospecimen"):
         grads = [p.grad for p in model.encoders.encoders[name].parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads), name

@@ -8,24 +8,27 @@ from ignite.engine import Engine
 from sklearn.metrics import roc_auc_score
 
 from medmoe.engines import ExpertScores
+from medmoe.nets import ModelOutput, MultimodalModel
 
 
-class TwoExperts(torch.nn.Module):
-    """Stand-in with I2M2's interface: expert 'mag' sees only samples whose 'seen' flag is set."""
+class TwoExperts(MultimodalModel):
+    """Stand-in with I2M2's interpretation: expert 'mag' sees only samples whose 'seen' flag is set."""
 
-    def expert_logits(self):
-        return {"mag": {"t": self.batch["mag"]}, "joint": {"t": self.batch["joint"]}}
+    interpretations = frozenset({"expert_logits", "expert_presence"})
 
-    def expert_presence(self):
-        return {"mag": self.batch["seen"], "joint": torch.ones_like(self.batch["seen"])}
+    def forward(self, batch):
+        interpret = {
+            "expert_logits": {"mag": {"t": batch["mag"]}, "joint": {"t": batch["joint"]}},
+            "expert_presence": {"mag": batch["seen"], "joint": torch.ones_like(batch["seen"])},
+        }
+        return ModelOutput({"t": batch["joint"]}, interpret=interpret)
 
 
 def run(tmp_path, batches):
     net = TwoExperts()
 
     def step(engine, batch):
-        net.batch = batch
-        return {"label": {"t": batch["t"]}}
+        return {"label": {"t": batch["t"]}, "pred": net(batch)}
 
     engine = Engine(step)
     ExpertScores(tmp_path, {"t": 2}, net, id_key="id").attach(engine)
@@ -72,7 +75,7 @@ def test_single_class_gives_null_and_bad_network_is_rejected(tmp_path):
     }
     metrics, _ = run(tmp_path, [batch])
     assert metrics["mag"]["t"] == {"auroc": None, "n": 2}
-    with pytest.raises(ValueError, match="Linear has no expert_logits"):
+    with pytest.raises(ValueError, match="expert_logits.*Linear is no MultimodalModel"):
         ExpertScores(tmp_path, {"t": 2}, torch.nn.Linear(2, 2))
 
 
@@ -90,8 +93,7 @@ def test_balanced_accuracy_at_a_threshold_chosen_on_validation(tmp_path):
     net = TwoExperts()
 
     def step(engine, b):
-        net.batch = b
-        return {"label": {"t": b["t"]}}
+        return {"label": {"t": b["t"]}, "pred": net(b)}
 
     engine = Engine(step)
     scores_handler = ExpertScores(tmp_path, {"t": 2}, net, id_key="id", split_key="split", threshold_split="val")

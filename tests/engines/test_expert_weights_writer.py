@@ -28,9 +28,9 @@ def test_writes_weights_summary_and_plots(tmp_path: Path) -> None:
 
     def step(engine: Engine, batch: dict) -> dict:
         with torch.no_grad():
-            model(batch)
-        weights.append(model.expert_weights().clone())
-        return {}
+            out = model(batch)
+        weights.append(out.interpret["expert_weights"].clone())
+        return {"pred": out}
 
     engine = Engine(step)
     ExpertWeightsWriter(tmp_path, model, id_key="id", tasks={"dx": 3}, split_key="split").attach(engine)
@@ -51,5 +51,8 @@ def test_writes_weights_summary_and_plots(tmp_path: Path) -> None:
 
 
 def test_rejects_a_network_without_expert_weights(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="has no expert_weights"):
+    with pytest.raises(ValueError, match="expert_weights.*Linear is no MultimodalModel"):
         ExpertWeightsWriter(tmp_path, torch.nn.Linear(2, 2))
+    i2m2 = create_model("i2m2", modalities=["a"], tasks={"dx": 2}, base_channels=4, blocks=(1,), norm_groups=2)
+    with pytest.raises(ValueError, match="expert_weights.*I2M2 declares"):  # experts, but no mixture weights
+        ExpertWeightsWriter(tmp_path, i2m2)

@@ -38,7 +38,9 @@ def test_rows_average_each_experts_gate_over_tokens_by_hand() -> None:
     choices = {
         "sample": torch.tensor([1, 0]),
         "modality": torch.tensor([2, 0]),
-        "support_ids": [["t1", "t2"], ["t3"]],
+        "support_index": torch.tensor([[1, 2], [3, 0]]),
+        "support_valid": torch.tensor([[True, True], [True, False]]),
+        "bank_ids": ["t0", "t1", "t2", "t3"],
         "fallback": torch.tensor([False, True]),
         "expert_index": torch.tensor([[[4, 6], [6, 5]], [[0, 1], [0, 6]]]),  # P=2, n=2 tokens, top-2
         "expert_gate": torch.tensor([[[0.75, 0.25], [0.5, 0.5]], [[1.0, 0.0], [0.5, 0.5]]]),
@@ -93,8 +95,7 @@ def test_writer_records_every_absent_view_of_an_m4oe_evaluation(tmp_path: Path) 
 
     def step(engine: Engine, data: dict) -> dict:
         with torch.no_grad():
-            model(data)
-        return {}
+            return {"pred": model(data)}
 
     engine = Engine(step)
     RetrievalWriter(tmp_path, model, VIEWS, id_key="id").attach(engine)
@@ -112,8 +113,11 @@ def test_writer_records_every_absent_view_of_an_m4oe_evaluation(tmp_path: Path) 
 
 
 def test_no_absent_view_writes_a_header_only_csv(tmp_path: Path) -> None:
-    model = retriever().eval()
-    engine = Engine(lambda e, b: model(torch.randn(2, 3, 2, 8), torch.ones(2, 3, dtype=torch.bool)))
+    torch.manual_seed(0)
+    model = create_model("fusion", modalities=VIEWS, tasks={"t": 2}, in_features=4, hidden_size=8,
+                         backbone_kwargs={"num_heads": 2}, missing_modality="retriever").eval()  # fmt: skip
+    batch = {**{v: torch.randn(2, 4) for v in VIEWS}, "modality_mask": torch.ones(2, 3, dtype=torch.bool)}
+    engine = Engine(lambda e, b: {"pred": model(batch)})
     RetrievalWriter(tmp_path, model, VIEWS).attach(engine)
     engine.run([{"id": ["a", "b"]}])
     assert pd.read_csv(tmp_path / "retrieval.csv").empty
@@ -125,3 +129,5 @@ def test_networks_without_one_retriever_are_rejected(tmp_path: Path) -> None:
         find_retriever(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="fills 3 modalities"):
         RetrievalWriter(tmp_path, retriever(), ["cc"])
+    with pytest.raises(ValueError, match="retrieval.*MoERetriever is no MultimodalModel"):
+        RetrievalWriter(tmp_path, retriever(), VIEWS)  # the bare block gives no model output

@@ -48,13 +48,16 @@ def _batches() -> list[dict]:
 
 
 def _run(model: torch.nn.Module, tasks: dict[str, int], out: Path, **kwargs) -> list[dict]:
-    seen = []
+    seen, combine = [], []
+    model.mtoe.moe.register_forward_hook(lambda module, args, out: combine.append(out[1]))  # MToE combine weights
 
     def step(engine: Engine, batch: dict) -> dict:
         with torch.no_grad():
             pred = model(batch)
-        pi = modality_expert_task_joint(model.mtoe.combine, len(MODALITIES)).numpy()
-        seen.append({"joint": model.modality_task_joint().numpy(), "pi": pi, "mask": batch["modality_mask"].numpy()})
+        pi = modality_expert_task_joint(combine[-1], len(MODALITIES)).numpy()
+        mask = batch["modality_mask"].numpy()
+        joint = pi.sum(2) * mask[:, :, None]  # P(M, T) over the present modalities, by hand
+        seen.append({"joint": joint / joint.sum((1, 2), keepdims=True), "pi": pi, "mask": mask})
         return {"pred": pred, "label": {t: torch.zeros(2, dtype=torch.long) for t in tasks}}
 
     engine = Engine(step)

@@ -25,22 +25,22 @@ def test_expert_task_term_is_the_mean_of_the_experts_own_losses():
     model = _i2moe()
     batch = {"a": torch.randn(6, 4), "b": torch.randn(6, 4)}
     labels = {"y": torch.tensor([0, 1, 2, -1, 1, 0])}  # one label missing
-    loss_fn = MultiTaskLoss({"y": 3}, network=model, aux_weights={"interaction": 1.0}, expert_task_weight=0.5)
+    loss_fn = MultiTaskLoss({"y": 3}, aux_weights={"interaction": 1.0}, expert_task_weight=0.5)
     out = model(batch)
     total = loss_fn(out, labels)
     keep = labels["y"] != -1
-    own = [F.cross_entropy(logits["y"][keep], labels["y"][keep]) for logits in model.expert_logits().values()]
+    own = [F.cross_entropy(logits["y"][keep], labels["y"][keep]) for logits in out.interpret["expert_logits"].values()]
     expected_experts = torch.stack(own).mean()
     torch.testing.assert_close(loss_fn.last_terms["expert_task"], expected_experts.detach())
     task = F.cross_entropy(out["y"][keep], labels["y"][keep])
-    expected = task + 0.5 * expected_experts + model.auxiliary_losses()["interaction"]
+    expected = task + 0.5 * expected_experts + out.aux_losses["interaction"]
     torch.testing.assert_close(total, expected)
     # task weights apply to the experts' terms as to the mixture's
-    weighted = MultiTaskLoss({"y": 3}, network=model, expert_task_weight=0.5, task_weights={"y": 3.0})
+    weighted = MultiTaskLoss({"y": 3}, expert_task_weight=0.5, task_weights={"y": 3.0})
     weighted(out, labels)
     torch.testing.assert_close(weighted.last_terms["expert_task"], 3.0 * expected_experts.detach())
     # off by default: no term, the same total minus the experts' part
-    plain = MultiTaskLoss({"y": 3}, network=model, aux_weights={"interaction": 1.0})
+    plain = MultiTaskLoss({"y": 3}, aux_weights={"interaction": 1.0})
     assert "expert_task" not in (plain(out, labels), plain.last_terms)[1]
 
 
@@ -58,7 +58,7 @@ def test_an_expert_with_no_weight_still_learns_from_its_own_loss():
     for weight in (0.0, 0.5):
         model.zero_grad(set_to_none=True)
         model.eval()  # clean pass only: the gradient comes from the task terms alone
-        MultiTaskLoss({"y": 3}, network=model, expert_task_weight=weight)(model(batch), labels).backward()
+        MultiTaskLoss({"y": 3}, expert_task_weight=weight)(model(batch), labels).backward()
         grads = [p.grad for n, p in model.named_parameters() if n.startswith("experts") and p.grad is not None]
         # parameters carry a leading expert axis; the norm of the last expert's slice (redundancy, weight ~0)
         norms[weight] = sum(float(g[-1].norm()) for g in grads if g.shape[0] == model.num_experts)
@@ -66,9 +66,9 @@ def test_an_expert_with_no_weight_still_learns_from_its_own_loss():
 
 
 def test_errors():
-    vector = torch.nn.Linear(2, 2)
-    with pytest.raises(ValueError, match="no expert_logits"):
-        MultiTaskLoss({"y": 2}, network=vector, expert_task_weight=0.5)
+    preds, labels = {"y": torch.zeros(2, 2)}, {"y": torch.tensor([0, 1])}
+    with pytest.raises(ValueError, match="expert_logits"):  # a model output without experts (or a plain dict)
+        MultiTaskLoss({"y": 2}, expert_task_weight=0.5)(preds, labels)
     with pytest.raises(ValueError, match="classification tasks only"):
-        MultiTaskLoss({"y": 2}, network=_i2moe(), segmentation_tasks=["cup"], expert_task_weight=0.5)
-    MultiTaskLoss({"y": 2}, network=vector)  # weight 0: no network requirement
+        MultiTaskLoss({"y": 2}, segmentation_tasks=["cup"], expert_task_weight=0.5)
+    MultiTaskLoss({"y": 2})(preds, labels)  # weight 0: no expert requirement

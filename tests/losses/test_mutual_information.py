@@ -10,6 +10,7 @@ from medmoe.losses import (
     masked_cross_entropy,
     modality_expert_task_joint,
 )
+from medmoe.nets import ModelOutput
 
 
 def brute_force_cmi(pi: torch.Tensor) -> float:
@@ -68,18 +69,15 @@ def test_masked_cross_entropy_ignores_missing_labels():
     none.backward()  # still differentiable
 
 
-class _Net(torch.nn.Module):
-    def auxiliary_losses(self):
-        return {"mutual_information": torch.tensor(0.5)}
-
-
 def test_multitask_loss_adds_weighted_auxiliary_terms():
-    preds = {"a": torch.zeros(2, 2), "b": torch.zeros(2, 3)}
+    preds = ModelOutput({"a": torch.zeros(2, 2), "b": torch.zeros(2, 3)}, {"mutual_information": torch.tensor(0.5)})
     labels = {"a": torch.tensor([0, 1]), "b": torch.tensor([-1, 2])}
-    loss = MultiTaskLoss(["a", "b"], network=_Net(), aux_weights={"mutual_information": -0.1})
+    loss = MultiTaskLoss(["a", "b"], aux_weights={"mutual_information": -0.1})
     expected = math.log(2) + math.log(3) - 0.1 * 0.5
     assert loss(preds, labels).item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(KeyError, match="task 'c'"):
         MultiTaskLoss(["c"])(preds, labels)
-    with pytest.raises(ValueError, match="auxiliary_losses"):
-        MultiTaskLoss(["a"], network=torch.nn.Linear(1, 1), aux_weights={"x": 1.0})
+    with pytest.raises(KeyError, match="auxiliary loss 'x'"):
+        MultiTaskLoss(["a"], aux_weights={"x": 1.0})(preds, labels)
+    with pytest.raises(ValueError, match="aux_losses"):  # a plain dict carries no auxiliary losses
+        MultiTaskLoss(["a"], aux_weights={"mutual_information": 1.0})(dict(preds), labels)

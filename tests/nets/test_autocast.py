@@ -88,9 +88,10 @@ def test_training_step_and_retrieval_under_bfloat16_autocast(name: str) -> None:
     torch.manual_seed(0)
     model = build().train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = logits(model(make_batch(TRAIN_MASK, "train", 0)))
+        output = model(make_batch(TRAIN_MASK, "train", 0))
+        out = logits(output)
         loss = sum(o.float().logsumexp(-1).mean() for o in out.values())
-        loss = loss + sum(v.float() for v in model.auxiliary_losses().values())
+        loss = loss + sum(v.float() for v in output.aux_losses.values())
     assert all(o.dtype == torch.bfloat16 for o in out.values())
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from medmoe.interpret.retrieval import support_ids
 from medmoe.nets import create_model
 from medmoe.nets.fusion_model import ModalityEncoders
 
@@ -41,7 +42,7 @@ def test_complete_batch_is_identical_with_the_fill_on_or_off(missing, train):
     off, on = encoders(), encoders(missing)
     off.train(train), on.train(train)
     with torch.no_grad():
-        (a, mask_a), (b, mask_b) = off(full), on(full)
+        (a, mask_a, *_), (b, mask_b, *_) = off(full), on(full)
     assert torch.equal(a, b) and torch.equal(mask_a, mask_b)
     for name in ("fusion", "i2moe"):
         nets = [fusion(model=name), fusion(missing, model=name)]
@@ -57,27 +58,27 @@ def test_every_parameter_gets_a_gradient_in_retrieval_mode():
     with torch.no_grad():
         net(batch([[True] * 3] * 4, "warm"))  # fill the support bank
     out = net(batch([[False, True, True], [True, False, True], [True, True, False], [True, True, True]]))
-    losses = net.encoders.auxiliary_losses()
+    losses = out.aux_losses
     assert set(losses) == {"retriever_importance", "retriever_balance"}
     (out["dx"].logsumexp(-1).sum() + sum(losses.values())).backward()
     dead = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not dead, f"no gradient for {dead}"
-    assert net.encoders.missing_fill.retriever.last_choices()["support_ids"]
+    assert all(support_ids(out.interpret["retrieval"]))
 
 
 def test_filled_modality_counts_as_present_and_reaches_the_backbone():
     part = batch([[True, False, True], [False, True, True]])
     zero, learned = encoders(), encoders("learned")
-    tokens, mask = learned(part)
-    assert mask.all() and learned.last_presence.tolist() == [[True, False, True], [False, True, True]]
+    tokens, mask, presence, aux, _ = learned(part)
+    assert mask.all() and presence.tolist() == [[True, False, True], [False, True, True]] and aux == {}
     torch.testing.assert_close(tokens[0, 1], learned.missing_fill.missing_tokens[1, 0])
     torch.testing.assert_close(tokens[1, 0], learned.missing_fill.missing_tokens[0, 0])
-    zero_tokens, zero_mask = zero(part)
+    zero_tokens, zero_mask, _, zero_aux, _ = zero(part)
     assert torch.equal(zero_mask, part["modality_mask"]) and zero_tokens[0, 1].abs().sum() == 0
     assert torch.equal(tokens[0, [0, 2]], zero_tokens[0, [0, 2]])  # present modalities untouched
     out_zero, out_learned = fusion().eval()(part)["dx"], fusion("learned").eval()(part)["dx"]
     assert not torch.allclose(out_zero, out_learned)  # the fill is seen by the backbone, not masked away
-    assert zero.auxiliary_losses() == {} and learned.auxiliary_losses() == {}
+    assert zero_aux == {}
 
 
 def test_retriever_bank_takes_training_ids_only():
@@ -86,10 +87,10 @@ def test_retriever_bank_takes_training_ids_only():
     data = batch([[True, True, True], [True, False, True]], "train")
     enc(data)
     enc.eval()
-    enc(batch([[True, False, False]], "test"))
+    choices = enc(batch([[True, False, False]], "test")).choices
     assert set(enc.missing_fill.retriever.bank.ids) - {None} == set(data["id"])
     # csf: only train-0-0 has it (and mri); cog: both training rows qualify
-    assert sorted(map(sorted, enc.missing_fill.retriever.last_choices()["support_ids"])) == [
+    assert sorted(map(sorted, support_ids(choices))) == [
         ["train-0-0"],
         ["train-0-0", "train-0-1"],
     ]
@@ -111,8 +112,7 @@ def test_models_take_the_fill_as_an_option_and_report_its_losses(model):
     net.train()
     with torch.no_grad():
         net(batch([[True] * 3] * 4, "warm"))
-    net(batch([[False, True, True], [True, True, True]]))
-    losses = net.auxiliary_losses()
+    losses = net(batch([[False, True, True], [True, True, True]])).aux_losses
     expected = {"retriever_importance", "retriever_balance"} | ({"interaction"} if model == "i2moe" else set())
     assert set(losses) == expected
 
@@ -124,9 +124,9 @@ def test_i2moe_interaction_losses_use_the_true_presence_under_a_fill():
     net = create_model("i2moe", modalities=MODALITIES, tasks={"dx": 3}, in_features=FEATURES, hidden_size=8,
                        num_tokens=2, backbone_kwargs={"num_heads": 2}, missing_modality="learned")  # fmt: skip
     part = batch([[True, False, True], [False, True, True], [True, True, False]])
-    net.train()(part)
-    got = torch.stack(list(net.interaction_losses().values()))
-    true = interaction_losses(net.pass_logits(), part["modality_mask"])
-    everything = interaction_losses(net.pass_logits(), torch.ones(3, 3, dtype=torch.bool))
+    interpret = net.train()(part).interpret
+    got = torch.stack(list(interpret["interaction_losses"].values()))
+    true = interaction_losses(interpret["pass_logits"], part["modality_mask"])
+    everything = interaction_losses(interpret["pass_logits"], torch.ones(3, 3, dtype=torch.bool))
     torch.testing.assert_close(got, true)
     assert not torch.allclose(got, everything)

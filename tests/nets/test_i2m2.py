@@ -42,18 +42,18 @@ def test_shapes_and_normalised_log_probabilities():
         # usable as logits: cross-entropy on normalised log-probs is plain NLL
         y = torch.randint(classes, (3,))
         torch.testing.assert_close(F.cross_entropy(out[task], y), F.nll_loss(out[task], y))
-    experts = model.expert_logits()
+    experts = out.interpret["expert_logits"]
     assert list(experts) == [*MODALITIES, "joint"]
     for name in experts:
         assert {t: v.shape for t, v in experts[name].items()} == {t: (3, c) for t, c in TASKS.items()}
     assert experts["joint"]["acl"].requires_grad  # kept for per-expert (pretraining) losses
-    assert model.auxiliary_losses() == {}
+    assert out.aux_losses == {}
 
 
 def test_poe_equals_brute_force_normalised_product():
     model = tiny()
     out = model(make_batch())
-    experts = model.expert_logits()
+    experts = out.interpret["expert_logits"]
     for task in TASKS:
         expected = brute_force_poe(experts, [*MODALITIES, "joint"], task)
         torch.testing.assert_close(out[task].exp().double(), expected, atol=1e-5, rtol=0)
@@ -63,14 +63,13 @@ def test_poe_equals_brute_force_normalised_product():
 def test_variants_equal_their_sub_products(mode, experts):
     full = tiny()
     batch = make_batch()
-    full(batch)
-    full_experts = full.expert_logits()
+    full_experts = full(batch).interpret["expert_logits"]
     variant = tiny(mode, seed=1)
     missing, unexpected = variant.load_state_dict(full.state_dict(), strict=False)
     assert not missing  # every parameter of the variant exists in the full model
     assert set(full.state_dict()) - set(variant.state_dict()) == set(unexpected)
     out = variant(batch)
-    assert list(variant.expert_logits()) == experts
+    assert list(out.interpret["expert_logits"]) == experts
     for task in TASKS:
         expected = brute_force_poe(full_experts, experts, task)
         torch.testing.assert_close(out[task].exp().double(), expected, atol=1e-5, rtol=0)
@@ -101,9 +100,9 @@ def test_missing_modality_is_dropped_from_the_product():
     batch["magnitude"][1] = float("nan")  # the data layer's placeholder never reaches the network
     out = model(batch)
     assert all(torch.isfinite(v).all() for v in out.values())
-    presence = model.expert_presence()
+    presence = out.interpret["expert_presence"]
     assert presence["magnitude"].tolist() == [True, False, True] and presence["joint"].all()
-    experts = model.expert_logits()
+    experts = out.interpret["expert_logits"]
     for task in TASKS:  # sample 1: product of the phase and joint experts only
         expected = brute_force_poe(experts, ["phase", "joint"], task, rows=slice(1, 2))
         torch.testing.assert_close(out[task][1:2].exp().double(), expected, atol=1e-5, rtol=0)
@@ -149,8 +148,6 @@ def test_rejects_bad_input():
         model({**make_batch(), "phase": torch.rand(3, 1, 8, 8)})
     with pytest.raises(ValueError, match="modality 'magnitude' must be"):
         model({**make_batch(), "magnitude": torch.rand(3, 2, 16, 16)})
-    with pytest.raises(RuntimeError, match="forward"):
-        tiny().expert_logits()
     with pytest.raises(ValueError, match="mode"):
         I2M2(**{**TINY, "mode": "late"})
     with pytest.raises(ValueError, match="joint"):

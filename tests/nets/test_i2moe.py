@@ -45,20 +45,20 @@ def test_shapes_weights_and_names(backbone):
     model = make_model(backbone)
     out = model(make_batch())
     assert {k: v.shape for k, v in out.items()} == {"dx": (5, 3), "conv": (5, 2)}
-    weights = model.expert_weights()
+    weights = out.interpret["expert_weights"]
     assert weights.shape == (5, 5)
     torch.testing.assert_close(weights.sum(-1), torch.ones(5))
     assert model.expert_names == ["unique_mri", "unique_csf", "unique_clinical", "synergy", "redundancy"]
-    logits = model.expert_logits()
+    logits = out.interpret["expert_logits"]
     assert list(logits) == model.expert_names and logits["synergy"]["dx"].shape == (5, 3)
-    assert model.pass_logits().shape == (5, 4, 5, 5)  # experts, 1 + n passes, batch, outputs
+    assert out.interpret["pass_logits"].shape == (5, 4, 5, 5)  # experts, 1 + n passes, batch, outputs
     # Eq. 1: prediction = weighted sum of the experts' clean logits
     expected = sum(weights[:, i, None] * logits[name]["dx"] for i, name in enumerate(model.expert_names))
     torch.testing.assert_close(out["dx"], expected)
-    assert set(model.interaction_losses()) == set(model.expert_names)
+    assert set(out.interpret["interaction_losses"]) == set(model.expert_names)
     model.eval()
-    model(make_batch())
-    assert model.pass_logits() is None and model.auxiliary_losses()["interaction"].item() == 0.0
+    out = model(make_batch())
+    assert "pass_logits" not in out.interpret and out.aux_losses["interaction"].item() == 0.0
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -69,7 +69,7 @@ def test_every_parameter_and_every_expert_receives_a_gradient(backbone):
     out = model(batch)
     labels = {"dx": torch.tensor([0, 1, 2, 0, 1]), "conv": torch.tensor([0, 1, 1, 0, 1])}
     loss = sum(torch.nn.functional.cross_entropy(out[t], labels[t]) for t in TASKS)
-    loss = loss + model.auxiliary_losses()["interaction"]
+    loss = loss + out.aux_losses["interaction"]
     loss.backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not dead, f"no gradient for {dead}"
@@ -80,8 +80,7 @@ def test_every_parameter_and_every_expert_receives_a_gradient(backbone):
 
 def test_interaction_loss_alone_reaches_every_expert():
     model = make_model()
-    model(make_batch())
-    model.auxiliary_losses()["interaction"].backward()
+    model(make_batch()).aux_losses["interaction"].backward()
     for name, p in model.experts.named_parameters():
         assert bool((p.grad.view(model.num_experts, -1).abs().sum(1) > 0).all()), name
 
@@ -99,9 +98,8 @@ def test_batched_passes_equal_a_loop_over_experts_and_passes(backbone):
         return noise["value"]
 
     model.draw_noise = fixed_noise
-    model(batch)
-    batched = model.pass_logits()
-    tokens, mask = model.encoders(batch)
+    batched = model(batch).interpret["pass_logits"]
+    tokens, mask, *_ = model.encoders(batch)
     e, m = model.num_experts, len(MODALITIES)
     # reference: one single-group backbone per expert, fed one pass at a time
     reference = build_backbone(
@@ -130,10 +128,9 @@ def test_identical_init_and_fresh_noise_per_expert():
         assert torch.equal(flat, flat[:1].expand_as(flat))
     seen = {}
     model.draw_noise = lambda like: seen.setdefault("n", torch.randn_like(like))
-    model(make_batch())
+    passes = model(make_batch()).interpret["pass_logits"]
     n = seen["n"]  # e p b m n d
     assert not torch.allclose(n[0], n[1])  # each expert draws its own random vectors
-    passes = model.pass_logits()
     torch.testing.assert_close(passes[0, 0], passes[1, 0])  # identical experts agree on the clean pass...
     assert not torch.allclose(passes[0, 1], passes[1, 1])  # ...but not on their perturbed passes
 
@@ -146,7 +143,7 @@ def test_identical_experts_diverge_and_then_train_the_reweighting():
         optimiser.zero_grad()
         out = model(batch)
         loss = torch.nn.functional.cross_entropy(out["dx"], torch.tensor([0, 1, 2, 0, 1]))
-        (loss + model.auxiliary_losses()["interaction"]).backward()
+        (loss + out.aux_losses["interaction"]).backward()
         grad = model.reweight[0].weight.grad.abs().max().item()
         assert grad < 1e-6 if step == 0 else grad > 1e-4
         optimiser.step()
@@ -169,7 +166,7 @@ def test_stacked_single_copy_backbone_matches_the_grouped_one(backbone):
         out = model(make_batch())
     for task in TASKS:
         torch.testing.assert_close(a[task], b[task], atol=1e-5, rtol=1e-5)
-    (sum(v.sum() for v in out.values()) + model.auxiliary_losses()["interaction"]).backward()
+    (sum(v.sum() for v in out.values()) + out.aux_losses["interaction"]).backward()
     for p in model.experts.parameters():
         assert bool((p.grad.view(model.num_experts, -1).abs().sum(1) > 0).all())
 
@@ -238,7 +235,7 @@ def test_missing_modality_never_reaches_the_network():
     for k in MODALITIES:
         batch[k][2] = float("nan")
     out = model(batch)
-    loss = sum(v.sum() for v in out.values()) + model.auxiliary_losses()["interaction"]
+    loss = sum(v.sum() for v in out.values()) + out.aux_losses["interaction"]
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -260,8 +257,7 @@ def test_uniqueness_expert_of_an_absent_modality_gets_no_weight(missing_modality
     batch["modality_mask"][4] = False  # nothing at all
     for training in (True, False):
         model.train(training)
-        model(batch)
-        w = model.expert_weights()
+        w = model(batch).interpret["expert_weights"]
         torch.testing.assert_close(w.sum(-1), torch.ones(5))
         names = model.expert_names
         assert w[1, names.index("unique_mri")] == 0 and (w[1, 1:] > 0).all()
@@ -273,14 +269,13 @@ def test_uniqueness_expert_of_an_absent_modality_gets_no_weight(missing_modality
     loss.backward()  # the masked logits leave the gradients finite
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     unmasked = make_model(missing_modality=missing_modality)  # off by default: every expert keeps some weight
-    unmasked(batch)
-    assert (unmasked.expert_weights() > 0).all()
+    assert (unmasked(batch).interpret["expert_weights"] > 0).all()
 
 
 def test_regression_variant_and_standalone_backbones():
     model = make_model(tasks={"score": 1}, interaction_loss="regression")
     out = model(make_batch())
-    assert out["score"].shape == (5, 1) and torch.isfinite(model.auxiliary_losses()["interaction"])
+    assert out["score"].shape == (5, 1) and torch.isfinite(out.aux_losses["interaction"])
     for backbone in BACKBONES:
         fusion = build_backbone(backbone, 2, 8, {"y": 3}, num_heads=2)
         per_modality = [torch.randn(4, 8), torch.randn(4, 8)]
@@ -296,7 +291,7 @@ def test_vanilla_fusion_model():
         "fusion", modalities=MODALITIES, tasks=TASKS, in_features=FEATURES, hidden_size=16, backbone="late"
     )
     out = model(make_batch())
-    assert out["dx"].shape == (5, 3) and model.auxiliary_losses() == {}
+    assert out["dx"].shape == (5, 3) and out.aux_losses == {}
 
 
 def test_bad_input():
@@ -319,8 +314,6 @@ def test_bad_input():
         model({**make_batch(), "modality_mask": torch.ones(5, 2, dtype=torch.bool)})
     with pytest.raises(ValueError, match="values per sample"):
         model({**make_batch(), "csf": torch.randn(5, 6)})
-    with pytest.raises(RuntimeError, match="forward"):
-        make_model().expert_weights()
 
 
 def test_expert_weight_interpretation(tmp_path):
@@ -355,7 +348,7 @@ def _perturbed_inputs(model, batch):
     model.experts.fuse = spy
     model.train()
     model(batch)
-    clean, _ = model.encoders(batch)
+    clean = model.encoders(batch).tokens
     e, m = model.num_experts, len(model.modalities)
     return seen["x"].view(e, 1 + m, *clean.shape).detach(), clean.detach()
 
@@ -385,7 +378,8 @@ def test_shuffle_masking_uses_other_samples_embeddings(masking):
                 assert dist.min() > 1e-2
                 assert abs(replaced.std().item() - 1.0) < 0.3
     assert len(orders) > 1  # drawn afresh per expert / pass
-    loss = sum(v.sum() for v in model(batch).values()) + model.auxiliary_losses()["interaction"]
+    out = model(batch)
+    loss = sum(v.sum() for v in out.values()) + out.aux_losses["interaction"]
     loss.backward()
     assert all(p.grad is not None for p in model.experts.parameters())
 
@@ -396,7 +390,24 @@ def test_masking_and_centring_options_are_checked():
     with pytest.raises(ValueError, match="classification"):
         make_model(tasks={"score": 1}, interaction_loss="regression", centre_logits=True)
     model = make_model(centre_logits=True)
-    model(make_batch())
-    passes = model.pass_logits()  # centred losses equal the loss function's on the recorded outputs
+    interpret = model(make_batch()).interpret
+    passes = interpret["pass_logits"]  # centred losses equal the loss function's on the recorded outputs
     per_task = [interaction_losses(chunk, centre_logits=True) for chunk in passes.split(list(model.tasks.values()), -1)]
-    torch.testing.assert_close(torch.stack(list(model.interaction_losses().values())), torch.stack(per_task).mean(0))
+    torch.testing.assert_close(
+        torch.stack(list(interpret["interaction_losses"].values())), torch.stack(per_task).mean(0)
+    )
+
+
+def test_temperature_divides_the_reweighting_scores():
+    # Sec. 3.3.1: w = softmax(z / T), z the reweighting MLP's output on the mean-pooled clean embeddings
+    batch = make_batch()
+    weights = {}
+    for temperature in (0.25, 1.0, 4.0):
+        model = make_model(temperature=temperature, identical_init=False).eval()  # same seed: same parameters
+        with torch.no_grad():
+            scores = model.reweight(model.encoders(batch).tokens.mean(2).flatten(1))  # z, (b, n + 2)
+            weights[temperature] = model(batch).interpret["expert_weights"]
+        torch.testing.assert_close(weights[temperature], torch.softmax(scores / temperature, -1))
+    # a low temperature sharpens the weights, a high one flattens them
+    spread = {t: (w.max(-1).values - w.min(-1).values).mean().item() for t, w in weights.items()}
+    assert spread[0.25] > spread[1.0] > spread[4.0] > 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medmoe.engines import MultimodalPrepareBatch
+from medmoe.interpret.retrieval import support_ids
 from medmoe.nets import create_model
 
 MODALITIES = ["cc", "mlo", "s2d_cc"]
@@ -56,8 +57,10 @@ def test_cache_holds_training_ids_only_and_supports_come_from_it():
 
     def run(data):
         data["exam_id"] = data.pop("id")
-        net(prepare(data)[0])
+        seen.append(net(prepare(data)[0]).interpret["retrieval"])
         return data["exam_id"]
+
+    seen = []
 
     net.train()
     train_ids = []
@@ -69,8 +72,8 @@ def test_cache_holds_training_ids_only_and_supports_come_from_it():
     net.eval()
     for seed in range(2):
         run(batch([[True, False, False], [False, True, True]], "val", seed))
-        seen = [i for row in net.retriever.last_choices()["support_ids"] for i in row]
-        assert seen and None not in seen and set(seen) <= set(train_ids)
+        supports = [i for row in support_ids(seen[-1]) for i in row]
+        assert supports and None not in supports and set(supports) <= set(train_ids)
     assert set(net.retriever.bank.ids) - {None} == set(train_ids)
 
 
@@ -79,15 +82,14 @@ def test_retriever_losses_and_gradients():
     net.train()
     net(batch([[True] * 3] * 3, "warm"))
     out = net(batch([[False, True, True], [True, False, True], [True, True, False]]))
-    losses = net.auxiliary_losses()
+    losses = out.aux_losses
     assert {"retriever_importance", "retriever_balance", "mutual_information"} == set(losses)
     loss = sum(v.logsumexp(-1).sum() for v in out.values()) + sum(losses.values())
     loss.backward()
     dead = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not dead, f"no gradient for {dead}"
     learned = model("learned")
-    learned(batch([[False, True, True]]))
-    assert set(learned.auxiliary_losses()) == {"mutual_information"}
+    assert set(learned(batch([[False, True, True]])).aux_losses) == {"mutual_information"}
 
 
 def test_cache_travels_with_the_checkpoint():

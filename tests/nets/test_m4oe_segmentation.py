@@ -49,14 +49,14 @@ def test_output_shapes(size, patch):
     assert out["grade"].shape == (4, 3)
     assert out["cup"].shape == (4, 2, *size)
     assert all(torch.isfinite(v).all() for v in out.values())
-    assert model.task_names == ["grade", "cup"] and model.mtoe.combine.shape[-1] == 2
+    assert model.task_names == ["grade", "cup"] and out.interpret["modality_expert_task_joint"].shape[-1] == 2
 
 
 def test_every_parameter_receives_a_gradient_with_the_mixed_loss():
     torch.manual_seed(0)
     model = create_model("m4oe", **TINY)
     loss_fn = MultiTaskLoss(
-        model.tasks, model, aux_weights={"mutual_information": -0.05}, segmentation_tasks=model.segmentation_tasks
+        model.tasks, aux_weights={"mutual_information": -0.05}, segmentation_tasks=model.segmentation_tasks
     )
     batch = batch_of()
     batch["modality_mask"][0, 1] = False  # exercise the missing-modality path too
@@ -94,11 +94,11 @@ def test_modality_contributions_cover_all_tasks():
     batch["oct"][2] = float("nan")
     out = model(batch)
     assert all(torch.isfinite(v).all() for v in out.values())
-    contrib = model.modality_contributions()
+    contrib = out.interpret["modality_contributions"]
     assert contrib.shape == (4, 2, 2)
     torch.testing.assert_close(contrib.sum(-1), torch.ones(4, 2))
     assert torch.all(contrib[2, :, 1] == 0)
-    assert model.auxiliary_losses()["mutual_information"].item() >= -1e-6
+    assert out.aux_losses["mutual_information"].item() >= -1e-6
 
 
 def test_segmentation_only_model():
@@ -106,7 +106,7 @@ def test_segmentation_only_model():
     model = create_model("m4oe", **{**TINY, "tasks": {}})
     out = model(batch_of())
     assert set(out) == {"cup"} and out["cup"].shape == (4, 2, 16, 16)
-    (out["cup"].logsumexp(1).sum() + model.auxiliary_losses()["mutual_information"]).backward()
+    (out["cup"].logsumexp(1).sum() + out.aux_losses["mutual_information"]).backward()
     assert all(p.grad is not None for p in model.parameters())
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from medmoe.blocks.retriever import FillOutput
 from medmoe.losses import MultiTaskLoss
 from medmoe.nets import create_model
 
@@ -40,14 +41,14 @@ def test_shapes_and_embedders():
     assert all(torch.isfinite(v).all() for v in out.values())
     assert model.image_modalities == ["fundus"] and list(model.volume_embedders) == ["oct"]
     assert model.embedder.num_modalities == 1
-    assert model.modality_contributions().shape == (4, 2, 2)
+    assert out.interpret["modality_contributions"].shape == (4, 2, 2)
 
 
 def test_every_parameter_receives_a_gradient():
     torch.manual_seed(0)
     model = create_model("m4oe", **TINY)
     loss_fn = MultiTaskLoss(
-        model.tasks, model, aux_weights={"mutual_information": -0.05}, segmentation_tasks=model.segmentation_tasks
+        model.tasks, aux_weights={"mutual_information": -0.05}, segmentation_tasks=model.segmentation_tasks
     )
     batch = batch_of()
     batch["modality_mask"][1, 1] = False  # one sample without OCT: the learned token bank is used
@@ -71,7 +72,7 @@ def test_missing_oct_is_never_embedded():
     other = {**batch, "oct": batch["oct"].clone()}
     other["oct"][2] = 7.0  # whatever the placeholder holds, the absent sample's output is the same
     torch.testing.assert_close(model(other)["glaucoma"][2], out["glaucoma"][2])
-    assert model.modality_contributions()[2, :, 1].abs().max() == 0  # absent OCT contributes nothing
+    assert out.interpret["modality_contributions"][2, :, 1].abs().max() == 0  # absent OCT contributes nothing
     bad = batch_of()
     bad["oct"][0, 0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
@@ -94,7 +95,7 @@ class _HandZeroFill(torch.nn.Module):
         out = tokens.clone()
         for b, m in zip(*torch.nonzero(~mask, as_tuple=True), strict=True):
             out[b, m] = 0.0
-        return out
+        return FillOutput(out, {}, {})
 
 
 def test_zero_fill_puts_exact_zeros_in_place_of_an_absent_modality():
@@ -104,7 +105,7 @@ def test_zero_fill_puts_exact_zeros_in_place_of_an_absent_modality():
     batch["modality_mask"][1, 0] = False  # sample 1 has no fundus
     batch["fundus"][1] = float("nan")  # the data layer's placeholder
     seen = {}
-    model.missing_fill.register_forward_hook(lambda mod, args, out: seen.update(tokens=args[0], filled=out))
+    model.missing_fill.register_forward_hook(lambda mod, args, out: seen.update(tokens=args[0], filled=out.tokens))
     with torch.no_grad():
         out = model(batch)
     tokens, filled = seen["tokens"], seen["filled"]  # (B, M, n, d), modalities in model order: fundus, oct
