@@ -10,7 +10,6 @@ rows. :func:`embed_demo_cohort` generates it once into a cache folder and reuses
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from medmoe.data.demo_cache import cached_demo, default_cache_root
 from medmoe.data.demo_mammo_images import DicomTags, render_kind, render_view, sample_anatomy, write_mammo
 from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS, split_by_patient
-from medmoe.utils import atomic_open
+from medmoe.utils import atomic_write_rows
 
 __all__ = ["DEMO_NAME", "default_cache_root", "embed_demo_cohort", "make_embed_demo"]
 
@@ -152,10 +151,7 @@ def make_embed_demo(
         records.append(record)
 
     csv_path = root / "cohort.csv"
-    with atomic_open(csv_path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*COHORT_COLUMNS, "age_group"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    atomic_write_rows(csv_path, records, [*COHORT_COLUMNS, "age_group"])
     return csv_path
 
 

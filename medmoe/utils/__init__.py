@@ -13,6 +13,7 @@ from .atomic import (
     atomic_write,
     atomic_write_bytes,
     atomic_write_csv,
+    atomic_write_rows,
     atomic_write_text,
 )
 from .cache import default_cache_root
@@ -25,6 +26,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_csv",
+    "atomic_write_rows",
     "atomic_write_text",
     "default_cache_root",
 ]

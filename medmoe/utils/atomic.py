@@ -13,7 +13,8 @@ One core, :func:`atomic_path`; everything else is a thin use of it:
 ``atomic_write(path, fn)``  ``fn(tmp_path)`` writes the file
 ``atomic_write_bytes``      bytes
 ``atomic_write_text``       text (UTF-8 by default)
-``atomic_write_csv``        a pandas DataFrame (``DataFrame.to_csv`` keywords)
+``atomic_write_csv``        a pandas DataFrame (``DataFrame.to_csv`` keywords), formula cells escaped
+``atomic_write_rows``       dict rows with ``csv.DictWriter``, formula cells escaped
 ``atomic_save_figure``      a matplotlib Figure (``Figure.savefig`` keywords)
 ``atomic_torch_save``       a torch object (checkpoint, state dict)
 ==========================  ======================================================
@@ -21,12 +22,15 @@ One core, :func:`atomic_path`; everything else is a thin use of it:
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from .csv_cells import csv_quoting, escape_cell, escape_frame, frame_cells
 
 __all__ = [
     "atomic_open",
@@ -36,6 +40,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_csv",
+    "atomic_write_rows",
     "atomic_write_text",
 ]
 
@@ -168,10 +173,34 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
 def atomic_write_csv(path: str | Path, frame: Any, **to_csv_kwargs: Any) -> Path:
     """Write a pandas DataFrame with ``frame.to_csv(tmp, **to_csv_kwargs)`` atomically; returns ``path``.
 
+    Text cells a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``, tab, CR) are written with a
+    leading ``'`` (:func:`medmoe.utils.csv_cells.escape_frame`); numbers are written as they are.
+
     Example:
         >>> atomic_write_csv(out / "predictions.csv", table, index=False)  # doctest: +SKIP
     """
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, **to_csv_kwargs))
+    safe = escape_frame(frame)
+    if "quoting" not in to_csv_kwargs:
+        to_csv_kwargs["quoting"] = csv_quoting(frame_cells(safe if hasattr(safe, "columns") else safe.to_frame()))
+    return atomic_write(path, lambda tmp: safe.to_csv(tmp, **to_csv_kwargs))
+
+
+def atomic_write_rows(
+    path: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str], lineterminator: str = "\n"
+) -> Path:
+    """Write dict rows with ``csv.DictWriter`` atomically, formula cells escaped like :func:`atomic_write_csv`.
+
+    Example:
+        >>> atomic_write_rows(root / "cohort.csv", records, ["id", "image", "label"])  # doctest: +SKIP
+    """
+    header = [escape_cell(f) for f in fieldnames]
+    safe = [{escape_cell(k): escape_cell(v) for k, v in row.items()} for row in rows]
+    quoting = csv_quoting([*header, *(v for row in safe for v in row.values())])
+    with atomic_open(path, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header, lineterminator=lineterminator, quoting=quoting)
+        writer.writeheader()
+        writer.writerows(safe)
+    return Path(path)
 
 
 def atomic_save_figure(path: str | Path, figure: Any, **savefig_kwargs: Any) -> Path:
