@@ -17,8 +17,10 @@ from .atomic import (
     atomic_write_text,
 )
 from .cache import default_cache_root
+from .safe_names import FileNames, id_file_stem, safe_stem
 
 __all__ = [
+    "FileNames",
     "atomic_open",
     "atomic_path",
     "atomic_save_figure",
@@ -29,4 +31,6 @@ __all__ = [
     "atomic_write_rows",
     "atomic_write_text",
     "default_cache_root",
+    "id_file_stem",
+    "safe_stem",
 ]
