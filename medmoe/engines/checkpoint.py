@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from ..utils import atomic_torch_save
+from ..utils import atomic_torch_save, remove_stale_temp_files
 
 __all__ = ["load_weights", "CheckpointHandler"]
 
@@ -69,7 +69,9 @@ class CheckpointHandler:
         rank: only rank 0 writes.
 
     Use ``attach(trainer, evaluator)``: ``last.pt`` is written after every training epoch,
-    ``model.pt`` when the evaluator's metric improves (or every epoch without an evaluator).
+    ``model.pt`` when the evaluator's metric improves (or every epoch without an evaluator). When the trainer starts,
+    temp files of an earlier save that was killed mid-write are removed from ``save_dir`` (and logged;
+    :func:`medmoe.utils.remove_stale_temp_files`).
     """
 
     def __init__(
@@ -95,6 +97,8 @@ class CheckpointHandler:
         return self.save_dir / self.last_filename
 
     def attach(self, trainer: Engine, evaluator: Engine | None = None) -> None:
+        if self.rank == 0:  # a save killed mid-write (kill -9) left its temp file: remove it, with a warning
+            trainer.add_event_handler(Events.STARTED, lambda _: remove_stale_temp_files(self.save_dir))
         if self.resume:
             trainer.add_event_handler(Events.STARTED, self._resume)
         if self.rank != 0:

@@ -15,6 +15,8 @@ from .atomic import (
     atomic_write_csv,
     atomic_write_rows,
     atomic_write_text,
+    is_temp_name,
+    remove_stale_temp_files,
 )
 from .cache import default_cache_root
 from .safe_names import FileNames, id_file_stem, safe_stem
@@ -32,5 +34,7 @@ __all__ = [
     "atomic_write_text",
     "default_cache_root",
     "id_file_stem",
+    "is_temp_name",
+    "remove_stale_temp_files",
     "safe_stem",
 ]

@@ -17,13 +17,19 @@ One core, :func:`atomic_path`; everything else is a thin use of it:
 ``atomic_write_rows``       dict rows with ``csv.DictWriter``, formula cells escaped
 ``atomic_save_figure``      a matplotlib Figure (``Figure.savefig`` keywords)
 ``atomic_torch_save``       a torch object (checkpoint, state dict)
+``remove_stale_temp_files`` the temp files a killed process left in a folder
 ==========================  ======================================================
+
+Temp files are named ``.<name>.<8 random>.tmp-medmoe<ext>`` (e.g. ``.last.pt.k2x9_a0q.tmp-medmoe.pt``), so
+:func:`remove_stale_temp_files` recognises them and touches nothing else.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,9 +48,16 @@ __all__ = [
     "atomic_write_csv",
     "atomic_write_rows",
     "atomic_write_text",
+    "is_temp_name",
+    "remove_stale_temp_files",
 ]
 
+logger = logging.getLogger(__name__)
+
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+_TEMP_MARK = ".tmp-medmoe"
+# .<target>.<mkstemp's 8 characters>.tmp-medmoe<ext of the target>
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp-medmoe(?P<ext>(?:\.[A-Za-z0-9]+){0,2})")
 
 
 def _suffix(path: Path) -> str:
@@ -99,7 +112,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + _suffix(path))
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_MARK + _suffix(path))
     os.close(fd)
     try:
         yield Path(name)
@@ -217,3 +230,38 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     import torch  # not at import: the cohort and evaluation command lines do not need torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is an :func:`atomic_path` temp file (``.last.pt.k2x9_a0q.tmp-medmoe.pt``).
+
+    Example:
+        >>> is_temp_name(".last.pt.k2x9_a0q.tmp-medmoe.pt"), is_temp_name(".last.pt.swp"), is_temp_name("last.pt")
+        (True, False, False)
+    """
+    match = _TEMP_NAME.fullmatch(name)
+    return bool(match) and _suffix(Path(match["target"])) == match["ext"]
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temp files that a process killed while writing (``kill -9``, power loss) left in ``folder``.
+
+    Only names of :func:`is_temp_name` directly in ``folder`` are touched; each removal is logged as a warning.
+    Call it when a run starts, before anything writes into ``folder`` (no other process may be writing there).
+
+    Returns:
+        The removed files (empty when ``folder`` does not exist).
+
+    Example:
+        >>> remove_stale_temp_files(bundle / "models")  # doctest: +SKIP
+        [PosixPath('.../models/.last.pt.k2x9_a0q.tmp-medmoe.pt')]
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if is_temp_name(p.name) and p.is_file())
+    for path in stale:
+        size = path.stat().st_size
+        path.unlink(missing_ok=True)
+        logger.warning(f"removed {path} ({size} bytes): a temp file left by an earlier run killed while saving")
+    return stale

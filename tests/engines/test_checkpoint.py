@@ -1,9 +1,12 @@
+import logging
+
 import pytest
 import torch
 from ignite.engine import Engine, Events
 
 from medmoe.engines import CheckpointHandler
 from medmoe.engines.checkpoint import as_flag
+from medmoe.utils import atomic_torch_save, is_temp_name
 
 
 @pytest.mark.parametrize(
@@ -83,3 +86,29 @@ def test_a_metric_that_is_never_finite_is_reported(tmp_path, caplog):
         run(tmp_path, 2, [float("nan"), float("nan")])
     assert not (tmp_path / "model.pt").exists() and (tmp_path / "last.pt").exists()
     assert "'auc' was never finite" in caplog.text and "last.pt" in caplog.text
+
+
+def test_temp_files_of_a_save_killed_mid_write_are_removed_at_the_next_start(tmp_path, caplog):
+    import signal
+    import subprocess
+    import sys
+
+    atomic_torch_save(tmp_path / "last.pt", {"kept": torch.ones(1)})
+    kill_mid_save = (
+        "import os, signal, sys\n"
+        "from medmoe.utils import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half a checkpoint')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", kill_mid_save, str(tmp_path / "last.pt")], timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".last.pt.")]
+    assert len(stale) == 1 and is_temp_name(stale[0].name)
+    (tmp_path / ".last.pt.swp").write_text("an editor's file")  # hidden, but not ours: left alone
+    (tmp_path / ".notes.abcdefgh.tmp").write_text("no extension of notes: not ours either")
+
+    with caplog.at_level(logging.WARNING):
+        run(tmp_path, 1, [0.5])
+    assert not stale[0].exists() and f"removed {stale[0]} (17 bytes)" in caplog.text
+    assert {p.name for p in tmp_path.iterdir()} == {"last.pt", "model.pt", ".last.pt.swp", ".notes.abcdefgh.tmp"}
