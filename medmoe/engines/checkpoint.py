@@ -16,6 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from ..utils import atomic_torch_save, remove_stale_temp_files
+from .checkpoint_io import load_model_state, read_checkpoint
 
 __all__ = ["load_weights", "CheckpointHandler"]
 
@@ -45,12 +46,14 @@ def load_weights(
 
     Raises:
         FileNotFoundError: naming the checkpoint when it does not exist.
+        ValueError: naming the checkpoint when it is truncated or not a PyTorch file, or when it does not fit
+            ``network`` (the differing tensors, their shapes and the likely config option; see
+            :func:`medmoe.engines.checkpoint_io.explain_mismatch`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (train first, or pass --ckpt_path)")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    _unwrap(network).load_state_dict(state["model"] if isinstance(state.get("model"), Mapping) else state)
+    state = read_checkpoint(path, map_location)
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    load_model_state(_unwrap(network), state, path)
     return network
 
 
@@ -145,9 +148,14 @@ class CheckpointHandler:
         if not self.last_path.is_file():
             logger.warning(f"resume requested but {self.last_path} does not exist: starting from scratch")
             return
-        state = torch.load(self.last_path, map_location="cpu", weights_only=True)
-        _unwrap(self.network).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = read_checkpoint(self.last_path)
+        if not isinstance(state, Mapping) or not {"model", "optimizer", "trainer"} <= set(state):
+            raise ValueError(f"{self.last_path} is not a resumable checkpoint (no model / optimizer / trainer state)")
+        load_model_state(_unwrap(self.network), state["model"], self.last_path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"optimizer state in {self.last_path} does not fit this optimizer: {err}") from err
         if self.lr_scheduler is not None and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         scaler = _grad_scaler(trainer)
