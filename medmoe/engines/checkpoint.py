@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -70,6 +70,10 @@ class CheckpointHandler:
         resume: load ``last.pt`` (if present) when the trainer starts; ``"true"`` / ``"false"`` strings from a
             command line are accepted.
         rank: only rank 0 writes.
+        companion_files: path (relative to ``save_dir``, or absolute) -> ``write(path)``: files a checkpoint needs
+            beside it (the adni_i2moe bundle's ``tabular_preprocessing.json``). They are written with the run's first
+            ``last.pt``, at the end of the first epoch, so a run that fails earlier (a bad file found while the
+            dataset is cached) leaves nothing in ``save_dir``.
 
     Use ``attach(trainer, evaluator)``: ``last.pt`` is written after every training epoch,
     ``model.pt`` when the evaluator's metric improves (or every epoch without an evaluator). When the trainer starts,
@@ -88,8 +92,10 @@ class CheckpointHandler:
         last_filename: str = "last.pt",
         resume: bool = False,
         rank: int = 0,
+        companion_files: Mapping[str | Path, Callable[[Path], object]] | None = None,
     ) -> None:
         self.save_dir = Path(save_dir)
+        self.companion_files = dict(companion_files or {})
         self.network, self.optimizer, self.lr_scheduler = network, optimizer, lr_scheduler
         self.metric_name, self.best_filename, self.last_filename = metric_name, best_filename, last_filename
         self.resume, self.rank = as_flag(resume, "resume"), int(rank)
@@ -131,6 +137,9 @@ class CheckpointHandler:
             )
 
     def _save_last(self, trainer: Engine) -> None:
+        for name, write in self.companion_files.items():  # before last.pt: a checkpoint never lacks them
+            write(self.save_dir / name)
+        self.companion_files = {}  # once per run
         state = {
             "model": _unwrap(self.network).state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -192,3 +192,35 @@ def test_a_checkpoint_of_another_model_says_so(tmp_path):
     path = atomic_torch_save(tmp_path / "model.pt", torch.nn.Linear(2, 1).state_dict())
     with pytest.raises(ValueError, match=r"only in the checkpoint: bias, weight(.|\n)*network_def \(another model"):
         load_weights(_m4oe(), path)
+
+
+def test_companion_files_come_with_the_first_checkpoint_and_not_before(tmp_path):
+    written = []
+
+    def companion(path):
+        written.append(path)
+        atomic_torch_save(path, {"prep": torch.zeros(1)})
+
+    def train(save_dir, fail_at=None, epochs=1):
+        net = torch.nn.Linear(2, 1)
+
+        def step(engine, _):
+            if engine.state.iteration == fail_at:
+                raise ValueError("a bad file found while caching")
+
+        trainer = Engine(step)
+        handler = CheckpointHandler(
+            save_dir,
+            net,
+            torch.optim.SGD(net.parameters(), lr=0.1),
+            companion_files={"prep.pt": companion, tmp_path / "abs.pt": companion},
+        )
+        handler.attach(trainer)
+        trainer.run([0, 1], max_epochs=epochs)
+
+    with pytest.raises(ValueError, match="bad file"):
+        train(tmp_path / "failed", fail_at=2)  # the last iteration of epoch 1
+    assert not (tmp_path / "failed").exists() and written == []
+    train(tmp_path / "ok", epochs=2)
+    assert written == [tmp_path / "ok" / "prep.pt", tmp_path / "abs.pt"]  # once, at the end of epoch 1
+    assert {p.name for p in (tmp_path / "ok").iterdir()} == {"prep.pt", "last.pt", "model.pt"}
