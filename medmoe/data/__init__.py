@@ -1,6 +1,7 @@
 """Cohort loading + validation, missing-modality placeholders, demo cohorts, public-format adapters."""
 
 from .adni_adapter import build_adni_cohort
+from .cache_dataset import CacheDataset
 from .cohort import SPLITS, Cohort, CohortError, check_readable, load_cohort
 from .demo_adni import adni_demo_cohort, make_adni_demo
 from .demo_embed import embed_demo_cohort, make_embed_demo
@@ -13,6 +14,7 @@ from .tabular import TabularPreprocessor, TabularToVectord, load_tabular_cohort
 
 __all__ = [
     "SPLITS",
+    "CacheDataset",
     "TabularPreprocessor",
     "TabularToVectord",
     "adni_demo_cohort",
