@@ -17,6 +17,7 @@ from ignite.engine import Engine, Events
 
 from ..utils import atomic_torch_save, remove_stale_temp_files
 from .checkpoint_io import load_model_state, read_checkpoint
+from .rng_state import capture_random_states, restore_random_states
 
 __all__ = ["load_weights", "CheckpointHandler"]
 
@@ -145,6 +146,7 @@ class CheckpointHandler:
             "optimizer": self.optimizer.state_dict(),
             "trainer": {"epoch": trainer.state.epoch, "iteration": trainer.state.iteration},
             "best": self.best,
+            "random": capture_random_states(_train_loader(trainer)),  # for an exact resume
         }
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
@@ -173,7 +175,16 @@ class CheckpointHandler:
         trainer.state.epoch = int(state["trainer"]["epoch"])
         trainer.state.iteration = int(state["trainer"]["iteration"])
         self.best = float(state.get("best", -math.inf))
+        if "random" in state:
+            restore_random_states(state["random"], _train_loader(trainer), str(self.last_path))
+        else:
+            logger.warning(f"{self.last_path} holds no random states (an older medmoe wrote it): resume is not exact")
         logger.info(f"resumed from {self.last_path} at epoch {trainer.state.epoch}")
+
+
+def _train_loader(trainer: Engine):
+    """The trainer's data: a MONAI trainer's ``data_loader``, else what ``run`` was given."""
+    return getattr(trainer, "data_loader", None) or trainer.state.dataloader
 
 
 def _grad_scaler(trainer: Engine):

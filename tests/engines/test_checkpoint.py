@@ -224,3 +224,45 @@ def test_companion_files_come_with_the_first_checkpoint_and_not_before(tmp_path)
     train(tmp_path / "ok", epochs=2)
     assert written == [tmp_path / "ok" / "prep.pt", tmp_path / "abs.pt"]  # once, at the end of epoch 1
     assert {p.name for p in (tmp_path / "ok").iterdir()} == {"prep.pt", "last.pt", "model.pt"}
+
+
+def _noisy_run(save_dir, max_epochs, resume=False, fail_at=None):
+    """Dropout, a shuffling DataLoader, a MONAI random transform and NumPy / Python draws in every step."""
+    import random
+
+    import numpy as np
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import RandGaussianNoised
+    from monai.utils import set_determinism
+
+    set_determinism(seed=0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    data = [{"x": torch.full((4,), i / 12), "y": torch.tensor([i % 2], dtype=torch.float32)} for i in range(12)]
+    loader = DataLoader(Dataset(data, RandGaussianNoised("x", prob=1.0, std=0.1)), batch_size=4, shuffle=True)
+
+    def step(engine, batch):
+        if engine.state.iteration == fail_at:
+            raise KeyboardInterrupt("killed")
+        opt.zero_grad()
+        scale = 1.0 + random.random() + float(np.random.rand())
+        loss = torch.nn.functional.mse_loss(net(batch["x"]), batch["y"]) * scale
+        loss.backward()
+        opt.step()
+
+    trainer = Engine(step)
+    CheckpointHandler(save_dir, net, opt, resume=resume).attach(trainer)
+    trainer.run(loader, max_epochs=max_epochs)
+    return net.state_dict()
+
+
+def test_resume_after_a_crash_mid_epoch_is_bit_identical_to_the_uninterrupted_run(tmp_path):
+    straight = _noisy_run(tmp_path / "straight", 3)
+    with pytest.raises(KeyboardInterrupt):
+        _noisy_run(tmp_path / "crashed", 3, fail_at=5)  # epoch 2 of 3 iterations each: last.pt is epoch 1's
+    assert torch.load(tmp_path / "crashed" / "last.pt", weights_only=True)["trainer"]["epoch"] == 1
+    resumed = _noisy_run(tmp_path / "crashed", 3, resume=True)
+    for key in straight:
+        assert torch.isfinite(straight[key]).all() and torch.equal(resumed[key], straight[key]), key
+    fresh = torch.load(tmp_path / "crashed" / "last.pt", weights_only=True)
+    assert fresh["trainer"]["epoch"] == 3 and len(fresh["random"]["transforms"]) >= 1
