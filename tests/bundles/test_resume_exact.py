@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from bundle_runner import REPO, ok, run_bundle
+from test_adni_i2moe import small
 
 from medmoe.data import make_adni_demo
 
@@ -20,15 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _args(cohort: Path, root: Path, **extra) -> dict:
-    return {
-        "bundle_root": str(root),
-        "cohort_csv": str(cohort),
-        "image_size": [16, 16, 16],
-        "batch_size": 4,
-        "device": "cpu",
-        "max_epochs": 3,
-        **extra,
-    }
+    return small(cohort, root, batch_size=4, max_epochs=3, **extra)
 
 
 def _start(args: dict) -> subprocess.Popen:
@@ -53,14 +47,19 @@ def test_kill_9_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path: Path)
     straight = torch.load(tmp_path / "straight" / "models" / "last.pt", map_location="cpu", weights_only=True)
 
     killed = tmp_path / "killed"
-    proc = _start(_args(cohort, killed))
-    deadline = time.monotonic() + 600
-    while _epoch(killed / "models" / "last.pt") < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 0.5))  # somewhere in epoch 2
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert 1 <= _epoch(killed / "models" / "last.pt") < 3  # killed before the end of the run
+    for delay in (random.uniform(0.0, 0.2), 0.0, 0.0):  # a later try if the run finished before the kill
+        shutil.rmtree(killed, ignore_errors=True)
+        proc = _start(_args(cohort, killed))
+        deadline = time.monotonic() + 600
+        while _epoch(killed / "models" / "last.pt") < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(delay)  # somewhere after epoch 1
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        if 1 <= _epoch(killed / "models" / "last.pt") < 3:  # killed before the end of the run
+            break
+    else:
+        pytest.fail("the run always ended before it could be killed")
 
     ok(run_bundle("adni_i2moe", "train.json", **_args(cohort, killed, resume=True)))
     resumed = torch.load(killed / "models" / "last.pt", map_location="cpu", weights_only=True)
