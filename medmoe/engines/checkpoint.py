@@ -18,6 +18,7 @@ from ignite.engine import Engine, Events
 from ..utils import atomic_torch_save, remove_stale_temp_files
 from .checkpoint_io import load_model_state, read_checkpoint
 from .rng_state import capture_random_states, restore_random_states
+from .sharing import SHARED_KIND, strip_training_data
 
 __all__ = ["load_weights", "CheckpointHandler"]
 
@@ -52,9 +53,15 @@ def load_weights(
             :func:`medmoe.engines.checkpoint_io.explain_mismatch`).
     """
     state = read_checkpoint(path, map_location)
+    shared = isinstance(state, Mapping) and state.get("kind") == SHARED_KIND
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     load_model_state(_unwrap(network), state, path)
+    if shared and strip_training_data(state)[1]:
+        logger.warning(
+            f"{path} is a model for sharing: its support bank is empty, so the retriever fills missing views without "
+            "training supports (see medmoe.engines.sharing); training on your own data refills it"
+        )
     return network
 
 

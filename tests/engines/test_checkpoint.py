@@ -116,14 +116,6 @@ def test_temp_files_of_a_save_killed_mid_write_are_removed_at_the_next_start(tmp
     assert {p.name for p in tmp_path.iterdir()} == {"last.pt", "model.pt", ".last.pt.swp", ".notes.abcdefgh.tmp"}
 
 
-def _m4oe(**kwargs):
-    from medmoe.nets import create_model
-
-    base = {"modalities": ["a", "b"], "tasks": {"t": 2}, "image_size": 16, "patch_size": 8, "hidden_size": 32}
-    base.update(mlp_dim=64, num_heads=4, msoe_experts=2, mtoe_experts=2, fusion_experts=2)
-    return create_model("m4oe", **{**base, **kwargs})
-
-
 @pytest.mark.parametrize("cut", [0, 10, 0.5])
 def test_a_truncated_checkpoint_is_named(tmp_path, cut):
     full = atomic_torch_save(tmp_path / "full.pt", torch.nn.Linear(30, 30).state_dict()).read_bytes()
@@ -142,10 +134,10 @@ def test_a_pickle_payload_is_refused_with_the_file_named(tmp_path):
         load_weights(torch.nn.Linear(2, 1), path)
 
 
-def test_a_checkpoint_of_another_width_names_the_file_the_tensors_and_hidden_size(tmp_path):
-    path = atomic_torch_save(tmp_path / "model.pt", _m4oe(hidden_size=32).state_dict())
+def test_a_checkpoint_of_another_width_names_the_file_the_tensors_and_hidden_size(tmp_path, make_m4oe):
+    path = atomic_torch_save(tmp_path / "model.pt", make_m4oe(hidden_size=32).state_dict())
     with pytest.raises(ValueError) as err:
-        load_weights(_m4oe(hidden_size=64), path)
+        load_weights(make_m4oe(hidden_size=64), path)
     message = str(err.value)
     assert message.startswith(f"checkpoint {path} does not fit this M4oE:")
     assert "size mismatch for embedder.proj.bias: (64,) in the checkpoint, (128,) here" in message
@@ -153,16 +145,16 @@ def test_a_checkpoint_of_another_width_names_the_file_the_tensors_and_hidden_siz
 
 
 @pytest.mark.parametrize(("trained", "here"), [("retriever", "learned"), ("learned", "zero"), ("zero", "retriever")])
-def test_a_checkpoint_of_another_missing_view_fill_names_missing_modality(tmp_path, trained, here):
-    path = atomic_torch_save(tmp_path / "last.pt", {"model": _m4oe(missing_modality=trained).state_dict()})
+def test_a_checkpoint_of_another_missing_view_fill_names_missing_modality(tmp_path, make_m4oe, trained, here):
+    path = atomic_torch_save(tmp_path / "last.pt", {"model": make_m4oe(missing_modality=trained).state_dict()})
     with pytest.raises(ValueError, match=f"missing_modality \\('{trained}' in the checkpoint, '{here}' here\\)"):
-        load_weights(_m4oe(missing_modality=here), path)
+        load_weights(make_m4oe(missing_modality=here), path)
 
 
-def test_a_checkpoint_with_other_classes_names_tasks_and_resume_names_last_pt(tmp_path):
-    path = atomic_torch_save(tmp_path / "model.pt", _m4oe(tasks={"t": 3}).state_dict())
+def test_a_checkpoint_with_other_classes_names_tasks_and_resume_names_last_pt(tmp_path, make_m4oe):
+    path = atomic_torch_save(tmp_path / "model.pt", make_m4oe(tasks={"t": 3}).state_dict())
     with pytest.raises(ValueError, match=r"head.heads.t.2.bias: \(3,\) in the checkpoint, \(2,\) here(.|\n)*tasks"):
-        load_weights(_m4oe(), path)
+        load_weights(make_m4oe(), path)
     net = torch.nn.Linear(2, 1)
     atomic_torch_save(
         tmp_path / "last.pt", {"model": torch.nn.Linear(3, 1).state_dict(), "optimizer": {}, "trainer": {}}
@@ -182,16 +174,16 @@ def test_a_checkpoint_with_other_classes_names_tasks_and_resume_names_last_pt(tm
         ({"tasks": {"t": 2, "u": 3}}, "tasks (the tasks or their numbers of classes)"),
     ],
 )
-def test_other_options_are_named(tmp_path, trained, hint):
-    path = atomic_torch_save(tmp_path / "model.pt", _m4oe(**trained).state_dict())
+def test_other_options_are_named(tmp_path, make_m4oe, trained, hint):
+    path = atomic_torch_save(tmp_path / "model.pt", make_m4oe(**trained).state_dict())
     with pytest.raises(ValueError, match="probably: " + re.escape(hint) + "\n"):
-        load_weights(_m4oe(), path)
+        load_weights(make_m4oe(), path)
 
 
-def test_a_checkpoint_of_another_model_says_so(tmp_path):
+def test_a_checkpoint_of_another_model_says_so(tmp_path, make_m4oe):
     path = atomic_torch_save(tmp_path / "model.pt", torch.nn.Linear(2, 1).state_dict())
     with pytest.raises(ValueError, match=r"only in the checkpoint: bias, weight(.|\n)*network_def \(another model"):
-        load_weights(_m4oe(), path)
+        load_weights(make_m4oe(), path)
 
 
 def test_companion_files_come_with_the_first_checkpoint_and_not_before(tmp_path):
