@@ -23,6 +23,7 @@ from medmoe.metrics import (
     pairs_from_folders,
     write_report,
 )
+from medmoe.utils.csv_cells import unescape_cell
 
 _EPILOG_AUROC = """
 CSV conventions (id column --id-column, default 'id'; ids joined as strings):
@@ -237,10 +238,18 @@ def _parse_thresholds(values: Sequence[str]) -> float | dict[str, float] | None:
     return per_task
 
 
+def _read_csv(path: str, id_column: str) -> pd.DataFrame:
+    """A CSV with its ids as text, the formula escape medmoe writes (``'=x``) undone so that ids match across files."""
+    df = pd.read_csv(path, dtype={id_column: str})
+    if id_column in df.columns:
+        df[id_column] = df[id_column].map(unescape_cell)
+    return df
+
+
 def _run_auroc(args: argparse.Namespace, progress: _Progress) -> dict:
-    df_pred = pd.read_csv(args.predictions, dtype={args.id_column: str})
-    df_true = pd.read_csv(args.labels, dtype={args.id_column: str}) if args.labels else None
-    df_cmp = pd.read_csv(args.compare_with, dtype={args.id_column: str}) if args.compare_with else None
+    df_pred = _read_csv(args.predictions, args.id_column)
+    df_true = _read_csv(args.labels, args.id_column) if args.labels else None
+    df_cmp = _read_csv(args.compare_with, args.id_column) if args.compare_with else None
     return evaluate_classification(
         df_pred,
         df_true,
@@ -272,7 +281,7 @@ def _run_dice(args: argparse.Namespace, progress: _Progress) -> dict:
     else:
         raise ValueError("give --pairs CSV, or both --pred-dir and --truth-dir")
     if args.metadata:
-        meta = pd.read_csv(args.metadata, dtype={args.id_column: str}).rename(columns={args.id_column: "id"})
+        meta = _read_csv(args.metadata, args.id_column).rename(columns={args.id_column: "id"})
         meta = meta[[c for c in meta.columns if c == "id" or c not in pairs.columns]]  # keep the mask paths
         pairs = join_predictions(pairs, meta, "id", ("masks", "--metadata CSV"))
     return evaluate_segmentation(

@@ -1,6 +1,7 @@
 """Cohort loading + validation, missing-modality placeholders, demo cohorts, public-format adapters."""
 
 from .adni_adapter import build_adni_cohort
+from .cache_dataset import CacheDataset
 from .cohort import SPLITS, Cohort, CohortError, check_readable, load_cohort
 from .demo_adni import adni_demo_cohort, make_adni_demo
 from .demo_embed import embed_demo_cohort, make_embed_demo
@@ -18,6 +19,7 @@ from .vindr_adapter import vindr_to_cohort
 __all__ = [
     "AdaptedCohort",
     "SPLITS",
+    "CacheDataset",
     "TabularPreprocessor",
     "TabularToVectord",
     "adni_demo_cohort",

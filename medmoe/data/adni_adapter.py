@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..utils import atomic_write
+from ..utils import atomic_write_csv
 from .demo_adni import ADNI_COLUMNS
 from .split import split_by_patient
 
@@ -123,5 +123,5 @@ def build_adni_cohort(
         cohort[column] = rows[source].str.strip().to_numpy()
     cohort["sex"] = cohort["sex"].str.lower().map({"male": "M", "female": "F"}).fillna(cohort["sex"])
     cohort["diagnosis"], cohort["split"] = labels, [splits[s] for s in subjects]
-    atomic_write(output_csv, lambda tmp: cohort[list(ADNI_COLUMNS)].to_csv(tmp, index=False))
+    atomic_write_csv(output_csv, cohort[list(ADNI_COLUMNS)], index=False)
     return Path(output_csv)

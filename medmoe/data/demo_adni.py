@@ -18,7 +18,6 @@ generates it once into the demo cache and reuses it.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from medmoe.data.demo_cache import cached_demo, demo_folder
 from medmoe.data.split import split_by_patient
-from medmoe.utils import atomic_open, atomic_write
+from medmoe.utils import atomic_write, atomic_write_rows
 
 __all__ = [
     "ADNI_BIOSPECIMEN",
@@ -191,10 +190,7 @@ def make_adni_demo(root: str | os.PathLike, num_subjects: int = 300, image_size:
         label = "" if label_missing[i] else str(diagnosis[i])
         records.append({"subject_id": subject, "mri": path, **row, "diagnosis": label, "split": splits[subject]})
     csv_path = root / "cohort.csv"
-    with atomic_open(csv_path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(ADNI_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    atomic_write_rows(csv_path, records, list(ADNI_COLUMNS))
     return csv_path
 
 

@@ -10,7 +10,6 @@ rows. :func:`embed_demo_cohort` generates it once into a cache folder and reuses
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from medmoe.data.demo_labels import balanced_labels
 from medmoe.data.demo_mammo_images import DicomTags, render_kind, render_view, sample_anatomy, write_mammo
 from medmoe.data.embed_adapter import COHORT_COLUMNS, VIEW_SLOTS
 from medmoe.data.split import split_by_patient
-from medmoe.utils import atomic_open
+from medmoe.utils import atomic_write_rows
 
 __all__ = ["DEMO_NAME", "default_cache_root", "embed_demo_cohort", "make_embed_demo"]
 
@@ -146,10 +145,7 @@ def make_embed_demo(
         records.append(record)
 
     csv_path = root / "cohort.csv"
-    with atomic_open(csv_path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*COHORT_COLUMNS, "age_group"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    atomic_write_rows(csv_path, records, [*COHORT_COLUMNS, "age_group"])
     return csv_path
 
 

@@ -18,7 +18,6 @@ generates it once into a cache folder and reuses it.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from medmoe.data.demo_cache import cached_demo, demo_folder
 from medmoe.data.split import split_by_patient
 from medmoe.transforms.kspace_fft import fft2c
-from medmoe.utils import atomic_open, atomic_path
+from medmoe.utils import atomic_path, atomic_write_rows
 
 __all__ = ["DEMO_NAME", "FASTMRI_LABELS", "FASTMRI_COLUMNS", "fastmri_demo_cohort", "make_fastmri_demo"]
 
@@ -156,10 +155,7 @@ def make_fastmri_demo(
             f.attrs["acquisition"] = "CORPD_FBK"
             f.attrs["medmoe_demo"] = f"{DEMO_NAME} seed {seed}"
     csv_path = root / "cohort.csv"
-    with atomic_open(csv_path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(FASTMRI_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    atomic_write_rows(csv_path, records, list(FASTMRI_COLUMNS))
     return csv_path
 
 

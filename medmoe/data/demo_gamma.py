@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..utils import atomic_write_csv
 from .demo_cache import cached_demo, demo_folder
 from .demo_labels import balanced_labels
 from .gamma_adapter import GAMMA_GRADES, build_gamma_cohort
@@ -178,7 +179,9 @@ def make_gamma_demo(
         if not missing[i, 2]:
             (root / "Disc_Cup_Mask").mkdir(exist_ok=True)
             Image.fromarray(mask).save(root / "Disc_Cup_Mask" / f"{case}.png")
-    pd.DataFrame(grade_rows).to_csv(root / "glaucoma_grading_training_GT.csv", index=False, lineterminator="\n")
+    atomic_write_csv(
+        root / "glaucoma_grading_training_GT.csv", pd.DataFrame(grade_rows), index=False, lineterminator="\n"
+    )
     build_gamma_cohort(root, output_csv=root / "cohort.csv", seed=seed)
     return root / "cohort.csv"
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
 
-from ..utils import atomic_torch_save
+from ..utils import atomic_torch_save, remove_stale_temp_files
+from .checkpoint_io import load_model_state, read_checkpoint
+from .rng_state import capture_random_states, restore_random_states
+from .sharing import SHARED_KIND, strip_training_data
 
 __all__ = ["load_weights", "CheckpointHandler"]
 
@@ -45,12 +48,20 @@ def load_weights(
 
     Raises:
         FileNotFoundError: naming the checkpoint when it does not exist.
+        ValueError: naming the checkpoint when it is truncated or not a PyTorch file, or when it does not fit
+            ``network`` (the differing tensors, their shapes and the likely config option; see
+            :func:`medmoe.engines.checkpoint_io.explain_mismatch`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (train first, or pass --ckpt_path)")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    _unwrap(network).load_state_dict(state["model"] if isinstance(state.get("model"), Mapping) else state)
+    state = read_checkpoint(path, map_location)
+    shared = isinstance(state, Mapping) and state.get("kind") == SHARED_KIND
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    load_model_state(_unwrap(network), state, path)
+    if shared and strip_training_data(state)[1]:
+        logger.warning(
+            f"{path} is a model for sharing: its support bank is empty, so the retriever fills missing views without "
+            "training supports (see medmoe.engines.sharing); training on your own data refills it"
+        )
     return network
 
 
@@ -67,9 +78,15 @@ class CheckpointHandler:
         resume: load ``last.pt`` (if present) when the trainer starts; ``"true"`` / ``"false"`` strings from a
             command line are accepted.
         rank: only rank 0 writes.
+        companion_files: path (relative to ``save_dir``, or absolute) -> ``write(path)``: files a checkpoint needs
+            beside it (the adni_i2moe bundle's ``tabular_preprocessing.json``). They are written with the run's first
+            ``last.pt``, at the end of the first epoch, so a run that fails earlier (a bad file found while the
+            dataset is cached) leaves nothing in ``save_dir``.
 
     Use ``attach(trainer, evaluator)``: ``last.pt`` is written after every training epoch,
-    ``model.pt`` when the evaluator's metric improves (or every epoch without an evaluator).
+    ``model.pt`` when the evaluator's metric improves (or every epoch without an evaluator). When the trainer starts,
+    temp files of an earlier save that was killed mid-write are removed from ``save_dir`` (and logged;
+    :func:`medmoe.utils.remove_stale_temp_files`).
     """
 
     def __init__(
@@ -83,8 +100,10 @@ class CheckpointHandler:
         last_filename: str = "last.pt",
         resume: bool = False,
         rank: int = 0,
+        companion_files: Mapping[str | Path, Callable[[Path], object]] | None = None,
     ) -> None:
         self.save_dir = Path(save_dir)
+        self.companion_files = dict(companion_files or {})
         self.network, self.optimizer, self.lr_scheduler = network, optimizer, lr_scheduler
         self.metric_name, self.best_filename, self.last_filename = metric_name, best_filename, last_filename
         self.resume, self.rank = as_flag(resume, "resume"), int(rank)
@@ -95,6 +114,8 @@ class CheckpointHandler:
         return self.save_dir / self.last_filename
 
     def attach(self, trainer: Engine, evaluator: Engine | None = None) -> None:
+        if self.rank == 0:  # a save killed mid-write (kill -9) left its temp file: remove it, with a warning
+            trainer.add_event_handler(Events.STARTED, lambda _: remove_stale_temp_files(self.save_dir))
         if self.resume:
             trainer.add_event_handler(Events.STARTED, self._resume)
         if self.rank != 0:
@@ -124,11 +145,15 @@ class CheckpointHandler:
             )
 
     def _save_last(self, trainer: Engine) -> None:
+        for name, write in self.companion_files.items():  # before last.pt: a checkpoint never lacks them
+            write(self.save_dir / name)
+        self.companion_files = {}  # once per run
         state = {
             "model": _unwrap(self.network).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "trainer": {"epoch": trainer.state.epoch, "iteration": trainer.state.iteration},
             "best": self.best,
+            "random": capture_random_states(_train_loader(trainer)),  # for an exact resume
         }
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
@@ -141,9 +166,14 @@ class CheckpointHandler:
         if not self.last_path.is_file():
             logger.warning(f"resume requested but {self.last_path} does not exist: starting from scratch")
             return
-        state = torch.load(self.last_path, map_location="cpu", weights_only=True)
-        _unwrap(self.network).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = read_checkpoint(self.last_path)
+        if not isinstance(state, Mapping) or not {"model", "optimizer", "trainer"} <= set(state):
+            raise ValueError(f"{self.last_path} is not a resumable checkpoint (no model / optimizer / trainer state)")
+        load_model_state(_unwrap(self.network), state["model"], self.last_path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"optimizer state in {self.last_path} does not fit this optimizer: {err}") from err
         if self.lr_scheduler is not None and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         scaler = _grad_scaler(trainer)
@@ -152,7 +182,16 @@ class CheckpointHandler:
         trainer.state.epoch = int(state["trainer"]["epoch"])
         trainer.state.iteration = int(state["trainer"]["iteration"])
         self.best = float(state.get("best", -math.inf))
+        if "random" in state:
+            restore_random_states(state["random"], _train_loader(trainer), str(self.last_path))
+        else:
+            logger.warning(f"{self.last_path} holds no random states (an older medmoe wrote it): resume is not exact")
         logger.info(f"resumed from {self.last_path} at epoch {trainer.state.epoch}")
+
+
+def _train_loader(trainer: Engine):
+    """The trainer's data: a MONAI trainer's ``data_loader``, else what ``run`` was given."""
+    return getattr(trainer, "data_loader", None) or trainer.state.dataloader
 
 
 def _grad_scaler(trainer: Engine):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from numbers import Integral
 
 import torch
 import torch.distributed as dist
+from ignite.engine import Engine
 from ignite.metrics import Metric
 from monai.metrics import compute_roc_auc
 from monai.utils import evenly_divisible_all_gather
 
 __all__ = ["SegmentationDice", "TaskMetric", "task_metrics", "auroc", "accuracy"]
+
+logger = logging.getLogger(__name__)
 
 
 def auroc(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -50,6 +55,11 @@ class TaskMetric(Metric):
 
     Raises:
         ValueError: for an unknown metric or task.
+
+    A task whose validation labels hold fewer than two classes has no AUROC; the mean skips it, so it is left
+    out of model selection. That is logged as a warning naming the task: when the metric is attached to an
+    evaluator whose ``data_loader.dataset.data`` holds the records (MONAI's ``Dataset`` / ``CacheDataset``, i.e. when
+    the bundle is set up, before training starts), and otherwise at the first validation that finds it.
     """
 
     def __init__(
@@ -64,8 +74,32 @@ class TaskMetric(Metric):
         self.tasks = [task] if task is not None else list(tasks)
         if task is not None and task not in list(tasks):
             raise ValueError(f"unknown task '{task}'; tasks are {list(tasks)}")
-        self.fn = _FUNCTIONS[metric]
+        self.fn, self.metric, self.averaged = _FUNCTIONS[metric], metric, task is None
+        self._warned: set[str] = set()
         super().__init__(output_transform=output_transform)
+
+    def attach(self, engine: Engine, name: str, *args, **kwargs) -> None:
+        """Ignite's ``attach``; also warns about validation tasks with one class in the engine's data (see above)."""
+        super().attach(engine, name, *args, **kwargs)
+        self.name = name
+        records = getattr(getattr(getattr(engine, "data_loader", None), "dataset", None), "data", None)
+        if self.metric == "auroc" and self.averaged and isinstance(records, Sequence):
+            for t in self.tasks:
+                labels = {int(r[t]) for r in records if isinstance(r, Mapping) and isinstance(r.get(t), Integral)}
+                self._warn_single_class(t, sorted(v for v in labels if v >= 0))
+
+    def _warn_single_class(self, task: str, classes: Sequence[int]) -> None:
+        if task in self._warned or len(classes) >= 2:
+            return
+        self._warned.add(task)
+        found = f"only class {classes[0]}" if classes else "no labels"
+        others = [t for t in self.tasks if t != task]
+        rest = f"averages {others}" if others else "has no task left: no best model can be chosen"
+        logger.warning(
+            f"validation task '{task}' has {found} in its labelled samples: its AUROC is "
+            f"undefined, so it is left out of model selection ('{getattr(self, 'name', 'the key metric')}' {rest}); "
+            "put samples of every class into the validation split"
+        )
 
     def reset(self) -> None:
         self._probs: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
@@ -87,6 +121,8 @@ class TaskMetric(Metric):
                 probs = evenly_divisible_all_gather(probs, concat=True)
                 labels = evenly_divisible_all_gather(labels.unsqueeze(1), concat=True).view(-1)
             values.append(self.fn(probs, labels))
+            if self.metric == "auroc" and self.averaged and values[-1] != values[-1]:
+                self._warn_single_class(t, sorted(int(c) for c in labels.unique()))
         finite = [v for v in values if v == v]
         return sum(finite) / len(finite) if finite else float("nan")
 

@@ -37,7 +37,7 @@ from ..metrics import (
 )
 from ..metrics.plots import plot_overlay
 from ..nets.contract import declared_interpretations
-from ..utils import atomic_write, atomic_write_csv, atomic_write_text
+from ..utils import FileNames, atomic_write, atomic_write_csv, atomic_write_text
 from .collector import EpochCollector
 
 __all__ = ["EvaluationWriter"]
@@ -71,7 +71,9 @@ class EvaluationWriter(EpochCollector):
     foreground class; see ``mask_regions``) of the ``argmax`` prediction (:func:`medmoe.metrics.case_metrics`),
     and ``metrics.json`` the mean and standard deviation of the per-case Dice per region. With ``mask_palette``,
     every predicted mask is also written as ``<task>_masks/<id>.png`` with class ``k`` drawn in grey level
-    ``palette[k]`` (GAMMA cup: ``[255, 0]``; cup / disc: ``[255, 128, 0]``). Masks, metrics and overlays are at the
+    ``palette[k]`` (GAMMA cup: ``[255, 0]``; cup / disc: ``[255, 128, 0]``); an id that is not a safe file name
+    (``../x``, ``a/b``, ``CON``) is written under :func:`medmoe.utils.safe_names.id_file_stem` and logged, and two ids
+    that would share a file raise ``ValueError``. Masks, metrics and overlays are at the
     model's resolution unless ``original_masks`` maps the task back to the original images; then they are at the
     original resolution against the original ground truth, and ``segmentation.csv`` / ``metrics.json`` also hold
     the model-resolution Dice (``network_dice_<region>``, ``dice_network``).
@@ -160,6 +162,7 @@ class EvaluationWriter(EpochCollector):
             raise ValueError("threshold_split needs split_key (the batch key holding each sample's split)")
         self.split_key, self.threshold_split, self.eval_split = split_key, threshold_split, eval_split
         self.n_overlays = int(n_overlays)
+        self.file_names: dict[Path, FileNames] = {}  # ids become file names only through these (issue 22)
         for task, palette in self.mask_palette.items():
             if task not in self.segmentation_tasks or len(palette) != int(self.segmentation_tasks[task]["classes"]):
                 raise ValueError(f"mask_palette['{task}'] needs one grey level per class of a segmentation task")
@@ -231,7 +234,8 @@ class EvaluationWriter(EpochCollector):
             folder.mkdir(parents=True, exist_ok=True)
             for sample_id, mask in zip(ids, pred):
                 image = Image.fromarray(palette[mask])
-                atomic_write(folder / f"{sample_id}.png", lambda tmp, im=image: im.save(tmp, format="PNG"))
+                path = folder / f"{self._file_stem(folder, sample_id)}.png"
+                atomic_write(path, lambda tmp, im=image: im.save(tmp, format="PNG"))
         if not self.with_metrics or task not in labels:
             return
         network_truth = labels[task].detach().cpu().numpy().reshape(network_pred.shape[0], -1)
@@ -438,7 +442,12 @@ class EvaluationWriter(EpochCollector):
         worst = sorted(self.segmentation_cases.get(task, []), key=lambda c: (np.nan_to_num(c[0], nan=-1.0), c[1]))
         for dice, sample_id, pred, truth in worst[: self.n_overlays]:
             title = f"{task} {sample_id}: Dice {dice:.3f}"
-            plot_overlay(pred, truth, (1.0, 1.0), title, self.output_dir / f"{task}_overlays" / f"{sample_id}.png")
+            folder = self.output_dir / f"{task}_overlays"
+            plot_overlay(pred, truth, (1.0, 1.0), title, folder / f"{self._file_stem(folder, sample_id)}.png")
+
+    def _file_stem(self, folder: Path, sample_id: str) -> str:
+        """The file name of ``sample_id`` in ``folder``: safe, unique per folder (:class:`~medmoe.utils.FileNames`)."""
+        return self.file_names.setdefault(folder, FileNames(folder))(sample_id)
 
 
 def _regions(task: str, spec: Mapping, regions: Mapping[str, Sequence[int]] | None) -> dict[str, list[int]]:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..utils import atomic_write_csv, atomic_write_text
+from ..utils.safe_names import id_file_stem
 from .masks import load_pair
 from .plots import plot_groups, plot_overlay, plot_pr, plot_reliability, plot_roc, safe_name
 
@@ -241,7 +242,7 @@ def _segmentation(result: dict[str, Any], out: Path, title: str, n_worst: int) -
             pred, truth, sp = load_pair(cid, p_path, t_path, result["config"].get("spacing"))
             dice = per_case[per_case["id"] == cid]["dice"].mean()
             pic = plot_overlay(
-                pred, truth, sp, f"{cid}: mean Dice {_fmt(float(dice))}", out / f"overlay_{safe_name(cid)}.png"
+                pred, truth, sp, f"{cid}: mean Dice {_fmt(float(dice))}", out / f"overlay_{id_file_stem(cid)}.png"
             )
             written["plots"].append(pic)
             lines.append(f"![{pic.stem}]({pic.name})")

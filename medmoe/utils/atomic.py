@@ -13,20 +13,30 @@ One core, :func:`atomic_path`; everything else is a thin use of it:
 ``atomic_write(path, fn)``  ``fn(tmp_path)`` writes the file
 ``atomic_write_bytes``      bytes
 ``atomic_write_text``       text (UTF-8 by default)
-``atomic_write_csv``        a pandas DataFrame (``DataFrame.to_csv`` keywords)
+``atomic_write_csv``        a pandas DataFrame (``DataFrame.to_csv`` keywords), formula cells escaped
+``atomic_write_rows``       dict rows with ``csv.DictWriter``, formula cells escaped
 ``atomic_save_figure``      a matplotlib Figure (``Figure.savefig`` keywords)
 ``atomic_torch_save``       a torch object (checkpoint, state dict)
+``remove_stale_temp_files`` the temp files a killed process left in a folder
 ==========================  ======================================================
+
+Temp files are named ``.<name>.<8 random>.tmp-medmoe<ext>`` (e.g. ``.last.pt.k2x9_a0q.tmp-medmoe.pt``), so
+:func:`remove_stale_temp_files` recognises them and touches nothing else.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from .csv_cells import csv_quoting, escape_cell, escape_frame, frame_cells
 
 __all__ = [
     "atomic_open",
@@ -36,10 +46,18 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_csv",
+    "atomic_write_rows",
     "atomic_write_text",
+    "is_temp_name",
+    "remove_stale_temp_files",
 ]
 
+logger = logging.getLogger(__name__)
+
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+_TEMP_MARK = ".tmp-medmoe"
+# .<target>.<mkstemp's 8 characters>.tmp-medmoe<ext of the target>
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp-medmoe(?P<ext>(?:\.[A-Za-z0-9]+){0,2})")
 
 
 def _suffix(path: Path) -> str:
@@ -94,7 +112,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + _suffix(path))
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_MARK + _suffix(path))
     os.close(fd)
     try:
         yield Path(name)
@@ -168,10 +186,34 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
 def atomic_write_csv(path: str | Path, frame: Any, **to_csv_kwargs: Any) -> Path:
     """Write a pandas DataFrame with ``frame.to_csv(tmp, **to_csv_kwargs)`` atomically; returns ``path``.
 
+    Text cells a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``, tab, CR) are written with a
+    leading ``'`` (:func:`medmoe.utils.csv_cells.escape_frame`); numbers are written as they are.
+
     Example:
         >>> atomic_write_csv(out / "predictions.csv", table, index=False)  # doctest: +SKIP
     """
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, **to_csv_kwargs))
+    safe = escape_frame(frame)
+    if "quoting" not in to_csv_kwargs:
+        to_csv_kwargs["quoting"] = csv_quoting(frame_cells(safe if hasattr(safe, "columns") else safe.to_frame()))
+    return atomic_write(path, lambda tmp: safe.to_csv(tmp, **to_csv_kwargs))
+
+
+def atomic_write_rows(
+    path: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str], lineterminator: str = "\n"
+) -> Path:
+    """Write dict rows with ``csv.DictWriter`` atomically, formula cells escaped like :func:`atomic_write_csv`.
+
+    Example:
+        >>> atomic_write_rows(root / "cohort.csv", records, ["id", "image", "label"])  # doctest: +SKIP
+    """
+    header = [escape_cell(f) for f in fieldnames]
+    safe = [{escape_cell(k): escape_cell(v) for k, v in row.items()} for row in rows]
+    quoting = csv_quoting([*header, *(v for row in safe for v in row.values())])
+    with atomic_open(path, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header, lineterminator=lineterminator, quoting=quoting)
+        writer.writeheader()
+        writer.writerows(safe)
+    return Path(path)
 
 
 def atomic_save_figure(path: str | Path, figure: Any, **savefig_kwargs: Any) -> Path:
@@ -188,3 +230,38 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     import torch  # not at import: the cohort and evaluation command lines do not need torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is an :func:`atomic_path` temp file (``.last.pt.k2x9_a0q.tmp-medmoe.pt``).
+
+    Example:
+        >>> is_temp_name(".last.pt.k2x9_a0q.tmp-medmoe.pt"), is_temp_name(".last.pt.swp"), is_temp_name("last.pt")
+        (True, False, False)
+    """
+    match = _TEMP_NAME.fullmatch(name)
+    return bool(match) and _suffix(Path(match["target"])) == match["ext"]
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temp files that a process killed while writing (``kill -9``, power loss) left in ``folder``.
+
+    Only names of :func:`is_temp_name` directly in ``folder`` are touched; each removal is logged as a warning.
+    Call it when a run starts, before anything writes into ``folder`` (no other process may be writing there).
+
+    Returns:
+        The removed files (empty when ``folder`` does not exist).
+
+    Example:
+        >>> remove_stale_temp_files(bundle / "models")  # doctest: +SKIP
+        [PosixPath('.../models/.last.pt.k2x9_a0q.tmp-medmoe.pt')]
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if is_temp_name(p.name) and p.is_file())
+    for path in stale:
+        size = path.stat().st_size
+        path.unlink(missing_ok=True)
+        logger.warning(f"removed {path} ({size} bytes): a temp file left by an earlier run killed while saving")
+    return stale

@@ -17,6 +17,8 @@ from medmoe.utils import (
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_text,
+    is_temp_name,
+    remove_stale_temp_files,
 )
 
 
@@ -82,3 +84,18 @@ def test_atomic_open_refuses_modes_that_do_not_write_a_new_file(tmp_path):
         with pytest.raises(ValueError, match="mode 'w' or 'wb'"), atomic_open(tmp_path / "x.txt", mode):
             pass
     assert _names(tmp_path) == []
+
+
+def test_temp_names_are_marked_and_only_they_are_removed_as_stale(tmp_path):
+    target = tmp_path / "s1.nii.gz"
+    with atomic_path(target) as tmp:
+        assert is_temp_name(tmp.name) and ".tmp-medmoe" in tmp.name
+        stale = tmp_path / f"copy_of{tmp.name}"
+        leftover = tmp_path / tmp.name.replace("s1.nii.gz", "last.pt").replace(".nii.gz", ".pt")
+    leftover.write_bytes(b"half")
+    others = [".last.pt.swp", ".bashrc", "last.pt", ".last.pt.abcdefgh.tmp-medmoe.csv", stale.name]
+    for name in others:
+        (tmp_path / name).write_text("not ours")
+    assert remove_stale_temp_files(tmp_path) == [leftover]
+    assert _names(tmp_path) == sorted([*others, "s1.nii.gz"])
+    assert remove_stale_temp_files(tmp_path / "missing") == []
