@@ -27,7 +27,8 @@ from monai.transforms.croppad.functional import pad_func
 from monai.transforms.spatial.functional import flip, resize
 from monai.utils import ImageMetaKey, TraceKeys, TransformBackends, convert_to_tensor
 from scipy import ndimage
-from skimage.filters import threshold_otsu
+from skimage.filters import threshold_otsu, threshold_triangle
+from skimage.measure import regionprops
 
 from .io import normalize_laterality
 from .mammography_load import LoadMammogramd
@@ -173,27 +174,52 @@ class CanonicalSided(_SpatialTwin):
 # ---------------------------------------------------------------------------------------------------- cropping
 
 
-class CropBreast(Crop):
-    """Crop to the bounding box (plus margin) of the largest bright connected component: the breast.
+def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Binary dilation by a disk of ``radius`` pixels (Euclidean distance transform of the complement)."""
+    if not mask.any():  # the transform of an all-foreground complement is undefined
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask) <= radius
 
-    Foreground is ``image > level`` on the channel maximum, with ``level`` Otsu's threshold (scikit-image's
-    ``threshold_otsu``, 256 bins) or, for a float ``threshold``, ``min + threshold * (max - min)`` (a fraction of
-    the image's min-max range, not of its maximum: ``threshold=0.5`` on values in ``[10, 11]`` gives
-    ``level = 10.5``), opened to cut thin bridges (film borders, rulers), on a copy subsampled so its longer side
-    is at most ``working_size``. Burned-in labels and markers are separate components and fall outside the crop
-    unless they lie inside the breast's bounding box. ``inverse`` pads back with zeros.
+
+class CropBreast(Crop):
+    """Crop to the breast: the largest foreground component touching the chest wall, plus a margin.
+
+    Foreground is ``image > level`` on the channel maximum, on a copy subsampled so its longer side is at most
+    ``working_size``. The level separates the breast from the background (near 0 after the loader's
+    normalisation), not fatty from dense tissue:
+
+    - ``"log_otsu"`` (default): Otsu's threshold (scikit-image's ``threshold_otsu``) on
+      ``log(image - min + (max - min) / 1000)``, mapped back. The log spreads the dark end of the histogram, so
+      the split falls between background and breast skin; plain Otsu falls between fatty and dense tissue.
+    - ``"triangle"``: scikit-image's ``threshold_triangle`` (the background peak to the far end of the histogram).
+    - ``"otsu"``: Otsu on the intensities (the old default; splits dense from fatty tissue on many images).
+    - a float in (0, 1): ``min + threshold * (max - min)``, a fraction of the min-max range (``threshold=0.5``
+      on values in ``[10, 11]`` gives ``level = 10.5``).
+
+    The mask is opened with a disk (radius ``opening`` times the working image's longer side; outside the image
+    counts as background) to cut film borders, rulers and bridges narrower than its diameter, and labelled
+    (``scipy.ndimage.label``, ``skimage.measure.regionprops``); of the components that reach the chest-wall edge
+    (their bounding box starts within ``chest_wall_band`` of the image width from it), the largest is the breast,
+    and the mask pixels connected to it within two radii (the rim the opening ate) are given back.
+    Burned-in labels, view markers and rulers are separate components, small or away from the chest wall, and
+    fall outside the box unless they lie inside the breast's bounding box. ``inverse`` pads back with zeros.
 
     Args:
-        threshold: "otsu" or a fraction in (0, 1) of the min-max range (see above).
+        threshold: "log_otsu", "triangle", "otsu" or a fraction in (0, 1) of the min-max range (see above).
         margin: pixels kept around the bounding box (full resolution), clipped to the image.
         working_size: longer side of the subsampled mask used to find the component.
-        opening: radius in working pixels of the binary opening; 0 disables it.
+        opening: radius of the binary opening as a fraction of the working image's longer side (at least one
+            pixel); 0 disables it. When the opening removes everything (tiny images), the unopened mask is used.
+        chest_wall: "left" (the canonical side after :class:`CanonicalSide`), "right", or None to take the largest
+            component anywhere.
+        chest_wall_band: fraction of the width next to the chest-wall edge that the breast must reach.
 
     Returns:
         MetaTensor ``(C, h, w)``.
 
     Raises:
-        EmptyMammogramError: the image is constant or has no foreground (the message names the file).
+        EmptyMammogramError: the image is constant, has no foreground, or no foreground component reaches the
+            chest wall (the message names the file and the fix).
 
     Example:
         >>> image = torch.zeros(1, 64, 64); image[:, 10:50, :30] = 1.0
@@ -201,17 +227,78 @@ class CropBreast(Crop):
         torch.Size([1, 44, 32])
     """
 
+    thresholds = ("log_otsu", "triangle", "otsu")
+
     def __init__(
-        self, threshold: str | float = "otsu", margin: int = 16, working_size: int = 1024, opening: int = 1
+        self,
+        threshold: str | float = "log_otsu",
+        margin: int = 16,
+        working_size: int = 1024,
+        opening: float = 0.015,
+        chest_wall: str | None = "left",
+        chest_wall_band: float = 0.05,
     ) -> None:
         super().__init__()
-        if threshold != "otsu" and not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
-            raise ValueError(f"threshold must be 'otsu' or a fraction in (0, 1), got {threshold!r}.")
-        if margin < 0 or working_size < 8 or opening < 0:
+        if threshold not in self.thresholds and not (
+            isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 < threshold < 1
+        ):
+            raise ValueError(f"threshold must be one of {self.thresholds} or a fraction in (0, 1), got {threshold!r}.")
+        if margin < 0 or working_size < 8 or not 0 <= opening < 0.25:
             raise ValueError(
-                f"need margin >= 0, working_size >= 8, opening >= 0; got {margin}, {working_size}, {opening}."
+                f"need margin >= 0, working_size >= 8, 0 <= opening < 0.25 (a fraction of the working image's "
+                f"longer side); got {margin}, {working_size}, {opening}."
+            )
+        if chest_wall not in ("left", "right", None) or not 0 < chest_wall_band <= 1:
+            raise ValueError(
+                f"chest_wall must be 'left', 'right' or None and chest_wall_band in (0, 1]; got {chest_wall!r}, "
+                f"{chest_wall_band!r}."
             )
         self.threshold, self.margin, self.working_size, self.opening = threshold, margin, working_size, opening
+        self.chest_wall, self.chest_wall_band = chest_wall, chest_wall_band
+
+    def level(self, small: np.ndarray) -> float:
+        """The foreground level of a 2D working image (see the class docstring)."""
+        low, high = float(small.min()), float(small.max())
+        if self.threshold == "otsu":
+            return float(threshold_otsu(small))
+        if self.threshold == "triangle":
+            return float(threshold_triangle(small, nbins=256))
+        if self.threshold == "log_otsu":
+            offset = (high - low) / 1000
+            return float(np.exp(threshold_otsu(np.log(small - low + offset)))) + low - offset
+        return low + float(self.threshold) * (high - low)
+
+    def breast_region(self, small: np.ndarray, name: str = "<image>") -> np.ndarray:
+        """Boolean mask of the breast component in a 2D working image (see the class docstring)."""
+        low, high = float(small.min()), float(small.max())
+        if not high > low:
+            raise EmptyMammogramError(f"{name}: the image is constant ({low:.3g}); nothing to crop to.")
+        level = self.level(small)
+        mask = small > level
+        radius = max(1.0, self.opening * max(small.shape)) if self.opening else 0.0
+        # opening by a disk through distance transforms; outside the image is background, so that strips along the
+        # image edges (film borders, rulers) narrower than the disk go too
+        eroded = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1] > radius
+        opened = _dilate(eroded, radius) if radius else mask
+        labels, count = ndimage.label(opened if opened.any() else mask)
+        if count == 0:
+            raise EmptyMammogramError(f"{name}: no foreground above the threshold {level:.3g}.")
+        props = regionprops(labels)
+        if self.chest_wall is not None:
+            width = small.shape[1]
+            band = max(1.0, self.chest_wall_band * width)
+            props = [p for p in props if (p.bbox[1] if self.chest_wall == "left" else width - p.bbox[3]) < band]
+            if not props:
+                raise EmptyMammogramError(
+                    f"{name}: no foreground component reaches the chest wall ({self.chest_wall} edge) at the "
+                    f"threshold {level:.3g}. Put the chest wall on the left first (CanonicalSide) or pass "
+                    "chest_wall=None to crop to the largest component anywhere."
+                )
+        region = labels == max(props, key=lambda p: p.area).label
+        if radius:  # give back the rim the opening ate (connected, within 2 radii), not the bridges it cut
+            rim, _ = ndimage.label(_dilate(region, 2 * radius) & mask)
+            region = np.isin(rim, np.unique(rim[region]))
+        return region
 
     def compute_box(self, img: torch.Tensor) -> tuple[int, int, int, int]:
         """Return ``(y0, y1, x0, x1)`` (end exclusive) of the breast in a ``(C, H, W)`` image."""
@@ -219,19 +306,7 @@ class CropBreast(Crop):
         height, width = img.shape[-2:]
         step = max(1, math.ceil(max(height, width) / self.working_size))
         small = torch.as_tensor(img).detach()[:, ::step, ::step].amax(dim=0).float().cpu().numpy()
-        low, high = float(small.min()), float(small.max())
-        if not high > low:
-            raise EmptyMammogramError(f"{_file_of(img)}: the image is constant ({low:.3g}); nothing to crop to.")
-        level = float(threshold_otsu(small)) if self.threshold == "otsu" else low + float(self.threshold) * (high - low)
-        mask = small > level
-        square = np.ones((3, 3), bool)
-        opened = ndimage.binary_opening(mask, square, iterations=self.opening) if self.opening else mask
-        labels, count = ndimage.label(opened if opened.any() else mask)
-        if count == 0:
-            raise EmptyMammogramError(f"{_file_of(img)}: no foreground above the threshold {level:.3g}.")
-        region = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-        if self.opening:  # give back the rim the opening ate, but not the bridges it cut
-            region = ndimage.binary_dilation(region, square, iterations=self.opening) & mask
+        region = self.breast_region(small, _file_of(img))
         rows, cols = ndimage.find_objects(region.astype(np.int32))[0]
         # small[i] is full[i * step]: widen to the full-resolution pixels between the samples
         m = self.margin
@@ -249,7 +324,7 @@ class CropBreast(Crop):
 
 
 class CropBreastd(_SpatialTwin):
-    """Dictionary twin of :class:`CropBreast` (each key gets its own box). Args as :class:`CropBreast`.
+    """Dictionary twin of :class:`CropBreast` (each key gets its own box); keyword arguments as :class:`CropBreast`.
 
     Example:
         >>> d = {"img": torch.zeros(1, 64, 64)}; d["img"][:, 10:50, :30] = 1.0
@@ -259,17 +334,9 @@ class CropBreastd(_SpatialTwin):
 
     backend = CropBreast.backend
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        threshold: str | float = "otsu",
-        margin: int = 16,
-        working_size: int = 1024,
-        opening: int = 1,
-        allow_missing_keys: bool = False,
-    ) -> None:
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs: Any) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.transform = CropBreast(threshold=threshold, margin=margin, working_size=working_size, opening=opening)
+        self.transform = CropBreast(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------- resizing

@@ -352,12 +352,15 @@ def fundus_preprocess(
     clahe: bool = False,
     load: bool = True,
     geometry_key: str | None = None,
+    mask_convention: str = "gamma",
 ) -> Compose:
     """Fundus chain: load -> FOV crop (mask cropped alike) -> resize longest side to ``size`` keeping aspect
     (MONAI ``Resized``, ``nearest-exact`` for the mask) -> FOV-standardise (+ optional CLAHE) -> cup / disc labels.
 
     ``geometry_key``: record the original size and crop box there (see :class:`FundusFOVCropd`), to map
-    predictions back onto the photograph with :class:`~medmoe.transforms.fundus_geometry.RestoreFundusGeometry`."""
+    predictions back onto the photograph with :class:`~medmoe.transforms.fundus_geometry.RestoreFundusGeometry`.
+    ``mask_convention``: what the mask's values mean (see :class:`CupDiscToLabel`: "gamma", "binary_disc",
+    "binary_cup")."""
     keys = [image_key] + ([mask_key] if mask_key else [])
     steps: list = []
     if load:
@@ -368,5 +371,5 @@ def fundus_preprocess(
         FundusNormalized(image_key, clahe=clahe),
     ]
     if mask_key:
-        steps.append(CupDiscToLabeld(mask_key))
+        steps.append(CupDiscToLabeld(mask_key, mask_convention=mask_convention))
     return Compose(steps)

@@ -1,6 +1,7 @@
 """Optic-disc crops and optic cup / disc mask <-> label map transforms (MONAI style, array + dictionary pairs).
 
-Cup / disc masks follow the GAMMA / REFUGE convention: grey 0 = optic cup, 128 = disc rim, 255 = background.
+Cup / disc masks follow the GAMMA / REFUGE convention: grey 0 = optic cup, 128 = disc rim, 255 = background;
+binary 0/1 or 0/255 disc-only or cup-only masks are read when ``mask_convention`` says so (never guessed).
 Fundus loading, field-of-view cropping and normalisation are in :mod:`medmoe.transforms.ophthalmology`.
 """
 
@@ -110,34 +111,98 @@ class OpticDiscCropd(MapTransform, InvertibleTransform):
         return d
 
 
-class CupDiscToLabel(Transform):
-    """GAMMA / REFUGE grey mask (0 = cup, 128 = rim, 255 = background) -> label map.
+MASK_CONVENTIONS = ("gamma", "binary_disc", "binary_cup")
 
-    Grey levels are assigned to the nearest of 0 / 128 / 255 (tolerates resampling / JPEG); with
-    ``strict=True`` other values raise. ``output="index"``: int64 ``(1, H, W)`` with 0 = background,
-    1 = disc rim, 2 = cup. ``output="disc_cup"``: float ``(2, H, W)`` nested channels (disc incl. cup, cup), the
-    REFUGE evaluation regions.
+
+def _mask_file(mask: object) -> str:
+    meta = getattr(mask, "meta", None)
+    name = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
+    return f"{name}: " if name else ""
+
+
+def _values(grey: torch.Tensor) -> str:
+    """The set of grey values, abbreviated when there are many."""
+    values = torch.unique(grey)
+    shown = ", ".join(f"{float(v):g}" for v in values[:8])
+    if len(values) <= 8:
+        return f"{{{shown}}}"
+    return f"{{{shown}, ...}} ({len(values)} values up to {float(values[-1]):g})"
+
+
+class CupDiscToLabel(Transform):
+    """Cup / disc mask -> label map, with an explicit ``mask_convention`` (never guessed).
+
+    - ``"gamma"`` (default): GAMMA / REFUGE grey mask, 0 = cup, 128 = disc rim, 255 = background. Grey levels are
+      assigned to the nearest of 0 / 128 / 255 (tolerates resampling / JPEG); with ``strict=True`` other values
+      raise. A binary mask given here is refused with a message naming the file and the values found: all values
+      in [0, 1] (a 0/1 mask), or a "cup" (grey < 64) that covers most of the image border or has no disc rim
+      (a 0/255 mask; in a GAMMA mask the cup lies inside the rim).
+    - ``"binary_disc"``: 0/1 or 0/255 mask, non-zero = optic disc (the cup is not annotated): label 1 inside.
+    - ``"binary_cup"``: 0/1 or 0/255 mask, non-zero = optic cup (the disc is not annotated): label 2 inside.
+      A binary mask with values between its two levels (e.g. a GAMMA mask, or a JPEG) is refused.
+
+    ``output="index"``: int64 ``(1, H, W)`` with 0 = background, 1 = disc rim (``"binary_disc"``: disc), 2 = cup.
+    ``output="disc_cup"``: float ``(2, H, W)`` nested channels (disc incl. cup, cup), the REFUGE evaluation
+    regions; only for ``"gamma"`` (a binary mask lacks one of the two).
     """
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, output: str = "index", strict: bool = False) -> None:
+    def __init__(self, output: str = "index", strict: bool = False, mask_convention: str = "gamma") -> None:
         if output not in ("index", "disc_cup"):
             raise ValueError(f"output must be 'index' or 'disc_cup', got '{output}'.")
-        self.output, self.strict = output, strict
-
-    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
-        m = channel_first_image(mask, "CupDiscToLabel", channels=1).float()
-        if float(m.min()) < 0 or float(m.max()) > 255:
+        if mask_convention not in MASK_CONVENTIONS:
+            raise ValueError(f"mask_convention must be one of {MASK_CONVENTIONS}, got {mask_convention!r}.")
+        if output == "disc_cup" and mask_convention != "gamma":
             raise ValueError(
-                f"CupDiscToLabel: grey values must lie in [0, 255], got [{float(m.min())}, {float(m.max())}]."
+                f"output='disc_cup' needs both disc and cup; a {mask_convention!r} mask annotates only one of them "
+                "(use output='index')."
             )
-        grey = m.as_tensor() if isinstance(m, MetaTensor) else m
+        self.output, self.strict, self.mask_convention = output, strict, mask_convention
+
+    def _gamma(self, grey: torch.Tensor, name: str) -> torch.Tensor:
         if self.strict and not torch.isin(grey, torch.tensor([0.0, 128.0, 255.0], device=grey.device)).all():
-            raise ValueError("CupDiscToLabel: values other than 0 / 128 / 255 found (strict=True).")
+            raise ValueError(f"{name}CupDiscToLabel: values other than 0 / 128 / 255 found (strict=True).")
+        cup, rim = grey < 64, (grey >= 64) & (grey < 192)
+        border = torch.cat([cup[..., 0, :], cup[..., -1, :], cup[..., :, 0], cup[..., :, -1]], dim=-1)
+        why = None
+        if float(grey.max()) <= 1:
+            why = "all values in [0, 1]: a binary 0/1 mask"
+        elif float(border.float().mean()) > 0.5 or (bool(cup.any()) and not bool(rim.any())):
+            why = "the 'cup' (grey < 64) covers most of the image border or has no 128 disc rim: a 0/255 mask?"
+        if why:
+            raise ValueError(
+                f"{name}CupDiscToLabel expected a GAMMA / REFUGE grey mask (0 cup, 128 disc rim, 255 background; "
+                f"mask_convention='gamma') but found values {_values(grey)} ({why}). For a binary mask pass "
+                "mask_convention='binary_disc' (non-zero = optic disc) or 'binary_cup' (non-zero = optic cup)."
+            )
         label = torch.zeros(grey.shape, dtype=torch.int64, device=grey.device)
         label[grey < 192] = 1
-        label[grey < 64] = 2
+        label[cup] = 2
+        return label
+
+    def _binary(self, grey: torch.Tensor, name: str) -> torch.Tensor:
+        high = 1.0 if float(grey.max()) <= 1 else 255.0
+        inside = grey > high / 2
+        between = (grey > high / 8) & (grey < high * 7 / 8)
+        if bool(between.any()):
+            raise ValueError(
+                f"{name}CupDiscToLabel expected a binary 0/1 or 0/255 mask (mask_convention="
+                f"'{self.mask_convention}') but found values {_values(grey)}, some between the two levels. For a "
+                "GAMMA / REFUGE grey mask (0 cup, 128 disc rim, 255 background) pass mask_convention='gamma'; save "
+                "binary masks losslessly (PNG), not as JPEG."
+            )
+        return inside.long() * (1 if self.mask_convention == "binary_disc" else 2)
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        name = _mask_file(mask)
+        m = channel_first_image(mask, f"{name}CupDiscToLabel", channels=1).float()
+        if float(m.min()) < 0 or float(m.max()) > 255:
+            raise ValueError(
+                f"{name}CupDiscToLabel: grey values must lie in [0, 255], got [{float(m.min())}, {float(m.max())}]."
+            )
+        grey = m.as_tensor() if isinstance(m, MetaTensor) else m
+        label = self._gamma(grey, name) if self.mask_convention == "gamma" else self._binary(grey, name)
         out = label if self.output == "index" else torch.cat([(label >= 1), (label == 2)]).float()
         return with_meta_of(out, mask)
 
@@ -166,9 +231,16 @@ class CupDiscToLabeld(KeyWise):
 
     backend = CupDiscToLabel.backend
 
-    def __init__(self, keys: KeysCollection, output: str = "index", strict: bool = False, allow_missing_keys=False):
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output: str = "index",
+        strict: bool = False,
+        allow_missing_keys: bool = False,
+        mask_convention: str = "gamma",
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.transform = CupDiscToLabel(output, strict)
+        self.transform = CupDiscToLabel(output, strict, mask_convention)
 
 
 class LabelToCupDiscd(KeyWise):

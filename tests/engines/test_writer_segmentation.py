@@ -128,6 +128,7 @@ def test_masks_and_dice_at_the_original_resolution(tmp_path: Path) -> None:
     net_truth = torch.zeros(2, 1, 4, 4, dtype=torch.long)
     net_truth[:, :, :2, :2] = 1
     grey = np.full((10, 12), 255, np.uint8)
+    grey[0:6, 1:7] = 128  # a GAMMA mask has a disc rim round the cup ({0, 255} alone is refused as binary)
     grey[1:5, 2:6] = 0  # the same cup: Dice 1
     Image.fromarray(grey).save(tmp_path / "a.png")
     cup = grey == 0

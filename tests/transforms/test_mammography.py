@@ -25,7 +25,7 @@ from medmoe.transforms import (
 )
 from monai.data import MetaTensor, decollate_batch, list_data_collate
 from monai.transforms import Compose
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 DATA = Path(__file__).resolve().parents[1] / "samples"  # real public samples with their licences (README there)
 DENSITY = DATA / "mammography" / "monai_density"
@@ -185,7 +185,7 @@ def test_crop_breast_otsu_keeps_at_least_the_breast_the_hand_version_kept(monkey
         for name in kept:
             if name == "hand":
                 monkeypatch.setattr(mammography, "threshold_otsu", upper_edge_otsu)
-            y0, y1, x0, x1 = CropBreast(margin=0).compute_box(image)
+            y0, y1, x0, x1 = CropBreast(threshold="otsu", margin=0).compute_box(image)
             kept[name].append(int(body[y0:y1, x0:x1].sum()))
             monkeypatch.undo()
     assert all(new >= old for new, old in zip(kept["skimage"], kept["hand"], strict=True))
@@ -195,7 +195,7 @@ def test_crop_breast_otsu_keeps_at_least_the_breast_the_hand_version_kept(monkey
 def test_crop_breast_float_threshold_is_a_fraction_of_the_range():
     # documented level: min + 0.5 * (max - min) = 10.5, so only the two 11s are foreground (0.5 * max would be 5.5)
     image = torch.tensor([[[10.0, 10, 10, 10.4, 11, 11]]]).expand(1, 4, 6).clone()
-    assert CropBreast(threshold=0.5, margin=0, opening=0)(image).shape == (1, 4, 2)
+    assert CropBreast(threshold=0.5, margin=0, opening=0, chest_wall=None)(image).shape == (1, 4, 2)
 
 
 @pytest.mark.parametrize("threshold", ["otsu", 0.1])
@@ -247,6 +247,87 @@ def test_crop_breastd_inverse():
     out = crop(data)
     assert out["img"].shape[1] < 60
     assert crop.inverse(out)["img"].shape == (1, 60, 40)
+
+
+def _text(word: str, scale: int) -> np.ndarray:
+    """A burned-in label: ``word`` in PIL's built-in bitmap font, blown up ``scale`` times (bool mask)."""
+    canvas = Image.new("L", (8 * len(word) + 4, 16))
+    ImageDraw.Draw(canvas).text((2, 2), word, fill=255, font=ImageFont.load_default())
+    return np.kron(np.asarray(canvas) > 0, np.ones((scale, scale), bool))
+
+
+def cluttered(height: int = 440, width: int = 300, frame: int = 0) -> tuple[MetaTensor, np.ndarray, dict]:
+    """:func:`breast` plus burned-in text in three corners (one on the chest-wall side), a square marker, a ruler
+    strip with ticks along the far edge and one along the bottom touching the chest wall; optionally a bright film
+    frame of ``frame`` pixels round the image (touching the breast at the chest wall). Returns the image, the
+    breast mask and the artefacts' boxes ``(y0, y1, x0, x1)``."""
+    image = np.zeros((height, width), np.float32)
+    image[60:-60] = breast(height - 120, width, marker=False)[0].numpy()
+    body = image > 0
+    boxes = {}
+    for name, word, y, x in (("rmlo", "RMLO", 4, width - 110), ("cview", "C-View", 4, 4), ("lcc", "LCC", 380, 4)):
+        text = _text(word, 3)[:, :100]
+        image[y : y + text.shape[0], x : x + text.shape[1]][text] = 0.95
+        boxes[name] = (y, y + text.shape[0], x, x + text.shape[1])
+    image[150:170, 270:290] = 1.0
+    boxes["marker"] = (150, 170, 270, 290)
+    image[:, width - 8 :] = 0.6
+    image[::10, width - 14 : width - 8] = 0.6  # ruler ticks
+    boxes["ruler"] = (0, height, width - 14, width)
+    image[height - 6 :, :] = 0.5
+    boxes["bottom_ruler"] = (height - 6, height, 0, width)
+    if frame:
+        for band in (np.s_[:frame, :], np.s_[-frame:, :], np.s_[:, :frame], np.s_[:, -frame:]):
+            image[band] = np.maximum(image[band], 0.3)
+    tensor = torch.as_tensor(image[None], dtype=torch.float32)
+    return MetaTensor(tensor, meta={"filename": "cluttered.png"}), body, boxes
+
+
+@pytest.mark.parametrize("threshold", ["log_otsu", "triangle", 0.1])
+@pytest.mark.parametrize("frame", [0, 5])
+def test_crop_breast_drops_text_markers_rulers_and_film_frame(threshold, frame):
+    image, body, boxes = cluttered(frame=frame)
+    y0, y1, x0, x1 = CropBreast(threshold=threshold, margin=0).compute_box(image)
+    rows, cols = np.nonzero(body)
+    assert y0 <= rows.min() and y1 > rows.max() and x0 == 0 and x1 > cols.max()  # the whole breast
+    for name, (b0, b1, c0, c1) in boxes.items():  # and none of the clutter
+        assert b1 <= y0 or b0 >= y1 or c1 <= x0 or c0 >= x1, name
+    if frame:  # the frame joins the breast at the chest wall: at most two opening radii of it stay in the box
+        radius = 0.015 * max(body.shape)
+        assert y0 >= rows.min() - 2 * radius - 1 and y1 <= rows.max() + 2 * radius + 2
+
+
+def test_crop_breast_without_the_opening_or_chest_wall_rule_keeps_the_clutter():
+    """The two steps the clutter test relies on, each shown to matter."""
+    image, body, _ = cluttered(frame=5)
+    assert CropBreast(margin=0, opening=0)(image).shape == image.shape  # the frame links everything
+    square = torch.zeros(1, 100, 100)
+    square[0, 30:60, 0:20] = 0.5  # breast at the chest wall
+    square[0, 10:90, 50:100] = 0.5  # a bigger bright object away from it, at the other edge
+    assert CropBreast(margin=0)(square).shape == (1, 30, 20)
+    assert CropBreast(margin=0, chest_wall=None)(square).shape == (1, 80, 50)
+    assert CropBreast(margin=0, chest_wall="right")(square).shape == (1, 80, 50)
+    with pytest.raises(EmptyMammogramError, match=r"synthetic\.png.*chest wall.*CanonicalSide.*chest_wall=None"):
+        CropBreast()(breast(60, 40, chest_wall="right", marker=False)[:, :, :30])
+
+
+def test_crop_breast_keeps_the_whole_breast_on_demo_views_of_every_density():
+    """Demo mammograms with a known breast mask: >= 99 % of the breast in the box for every density class (plain
+    Otsu splits fatty from dense tissue and loses much of fatty breasts)."""
+    from medmoe.data.demo_mammo_images import render_kind, render_view, sample_anatomy
+
+    rng = np.random.default_rng(1)
+    kept = {"log_otsu": np.zeros((4, 8)), "otsu": np.zeros((4, 8))}
+    for i in range(32):
+        density = i % 4
+        clean = render_view(sample_anatomy(rng, density, i % 3), ("CC", "MLO")[i // 4 % 2], (256, 192))
+        image = torch.from_numpy(render_kind(clean, ("ffdm", "s2d")[i // 8 % 2], rng))[None]
+        body = clean > 0.1
+        for threshold, table in kept.items():
+            y0, y1, x0, x1 = CropBreast(threshold=threshold, margin=0).compute_box(image)
+            table[density, i // 4] = body[y0:y1, x0:x1].sum() / body.sum()
+    assert kept["log_otsu"].min() >= 0.99
+    assert kept["otsu"].min() < 0.9 and kept["otsu"][0].mean() < kept["log_otsu"][0].mean() - 0.05
 
 
 # ------------------------------------------------------------------------------------------ ResizeKeepAspect
@@ -330,6 +411,25 @@ def test_cbis_ddsm_through_the_chain():
     assert out.shape == (1, 256, 192) and left_fraction(out) > 0.6
     # the burned-in "LCC" label (top right) and the film border strips are outside the crop
     assert out.applied_operations[1]["extra_info"]["cropped"][3] > 500
+    # the box, against the breast read by eye on the film (rows ~600-4250, nipple at column ~1590 of 4736 x 2624)
+    # and the clutter (bright film frame ~70 rows at the top and bottom, "LCC" right of column ~2300)
+    y0, y1, x0, x1 = CropBreast().compute_box(LoadMammogram()(CBIS))
+    assert 100 < y0 <= 650 and 4200 <= y1 < 4736 - 100 and x0 == 0 and 1560 <= x1 < 2200
+
+
+@pytest.mark.parametrize("name", ["A/sample_A1.jpg", "B/sample_B2.jpg", "D/sample_D2.jpg"])
+def test_density_jpegs_crop_drops_the_burned_in_marker_and_keeps_the_breast(name):
+    image = LoadMammogram()(DENSITY / name)
+    image.meta["laterality"] = ""  # the pixels decide the side, as in the test above
+    image = CanonicalSide()(image)
+    y0, y1, x0, x1 = CropBreast().compute_box(image)
+    pixels = image[0].numpy()
+    inside = np.zeros(pixels.shape, bool)
+    inside[y0:y1, x0:x1] = True
+    foreground, marker = pixels > 0.02, pixels > 0.6
+    assert (foreground & ~inside).sum() < 0.01 * foreground.sum()  # the breast is in the box
+    assert marker[:, x1:].sum() > 1000  # the bright burned-in view marker beside it is not
+    assert (x1 - x0) < 0.75 * pixels.shape[1] and foreground[inside].mean() > 1.5 * foreground.mean()
 
 
 def test_require_mammogram_rejects_the_chest_radiograph():

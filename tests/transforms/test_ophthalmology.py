@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,7 @@ def test_cup_disc_conversion_round_trip():
 
 def test_full_chain(tmp_path):
     mask = np.full((1411, 1411), 255, np.uint8)
+    mask[620:700, 220:300] = 128  # a GAMMA mask has a disc rim around the cup ({0, 255} alone is refused)
     mask[640:680, 240:280] = 0
     Image.fromarray(mask).save(tmp_path / "m.png")
     out = fundus_preprocess("fundus", "cupdisc", size=128)({"fundus": str(RETINA), "cupdisc": str(tmp_path / "m.png")})
@@ -313,3 +315,64 @@ def test_restore_and_geometry_errors():
     img[:, 5:35, 10:40] = 100.0
     with pytest.raises(ValueError, match=r"key 'mask' is 20 x 25 but 'img' is 40 x 50"):
         FundusFOVCropd(["img", "mask"], source_key="img")({"img": img, "mask": torch.zeros(1, 20, 25)})
+
+
+# ------------------------------------------------------------------------------------------ mask conventions
+
+
+def _disc(shape=(60, 80), centre=(30, 40), r=12) -> np.ndarray:
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= r**2
+
+
+@pytest.mark.parametrize(
+    "name, pixels, found",
+    [
+        ("disc01.png", _disc().astype(np.uint8), r"\{0, 1\}.*0/1"),  # the 'cup everywhere' case
+        ("disc0255.png", _disc().astype(np.uint8) * 255, r"\{0, 255\}.*0/255"),  # background 0 read as cup
+        ("cup_black.png", np.where(_disc(), 0, 255).astype(np.uint8), r"\{0, 255\}.*no 128 disc rim"),
+    ],
+)
+def test_binary_masks_are_refused_under_gamma_naming_file_convention_and_values(tmp_path, name, pixels, found):
+    Image.fromarray(pixels).save(tmp_path / name)
+    mask = LoadFundus(grey=True)(tmp_path / name)
+    with pytest.raises(ValueError, match=rf"{name}.*mask_convention='gamma'.*{found}.*'binary_disc'.*'binary_cup'"):
+        CupDiscToLabel()(mask)
+
+
+def test_the_fundus_chain_refuses_a_01_disc_mask_and_reads_it_when_told(tmp_path):
+    disc = _disc((1411, 1411), (660, 260), 60)
+    Image.fromarray(disc.astype(np.uint8)).save(tmp_path / "disc01.png")
+    sample = {"fundus": str(RETINA), "cupdisc": str(tmp_path / "disc01.png")}
+    with pytest.raises(RuntimeError) as info:  # MONAI's Compose wraps the transform's error
+        fundus_preprocess("fundus", "cupdisc", size=64)(sample)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert re.search(r"disc01\.png.*'gamma'.*\{0, 1\}", str(info.value.__cause__))
+    out = fundus_preprocess("fundus", "cupdisc", size=64, mask_convention="binary_disc")(sample)["cupdisc"]
+    assert (
+        set(torch.unique(out).tolist()) == {0, 1} and 15 <= int((out == 1).sum()) <= 35
+    )  # pi * (60 * 64 / 1411) ** 2 = 23
+
+
+@pytest.mark.parametrize("scale", [1, 255])
+@pytest.mark.parametrize("convention, value", [("binary_disc", 1), ("binary_cup", 2)])
+def test_binary_masks_are_read_with_an_explicit_convention(tmp_path, scale, convention, value):
+    disc = _disc()
+    Image.fromarray(disc.astype(np.uint8) * scale).save(tmp_path / "m.png")
+    mask = LoadFundus(grey=True)(tmp_path / "m.png")
+    label = CupDiscToLabeld(["m"], mask_convention=convention)({"m": mask})["m"]
+    assert label.dtype == torch.int64 and label.shape == (1, 60, 80)
+    assert torch.equal(label[0], torch.from_numpy(disc).long() * value)
+    assert label.meta["filename_or_obj"].endswith("m.png")
+
+
+def test_binary_conventions_refuse_grey_masks_and_the_nested_output():
+    gamma = MetaTensor(torch.from_numpy(_gamma_mask())[None].float(), meta={"filename_or_obj": "gamma_0001.png"})
+    assert set(torch.unique(CupDiscToLabel()(gamma)).tolist()) == {0, 1, 2}  # the GAMMA convention reads it
+    for convention in ("binary_disc", "binary_cup"):
+        with pytest.raises(ValueError, match=r"gamma_0001\.png.*binary 0/1 or 0/255.*\{0, 128, 255\}.*'gamma'"):
+            CupDiscToLabel(mask_convention=convention)(gamma)
+        with pytest.raises(ValueError, match="only one of them"):
+            CupDiscToLabel("disc_cup", mask_convention=convention)
+    with pytest.raises(ValueError, match="mask_convention must be one of"):
+        CupDiscToLabel(mask_convention="binary")
