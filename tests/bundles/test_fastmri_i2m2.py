@@ -123,8 +123,11 @@ def test_robustness_sweep_writes_auroc_per_noise_level(cohort: Path, tmp_path: P
 def test_default_demo_run_learns_where_the_signal_is(tmp_path: Path) -> None:
     """README command as shipped (default cohort, model and 40 epochs), then evaluate.json on the test split.
 
-    Measured on one thread (about 90-120 s training + 10 s evaluation): AUROC acl 0.987, meniscus 1.000, other 0.999
-    (chance 0.5; cartilage carries no signal in the demo); mean AUROC I2M2 0.878 vs magnitude expert 0.747.
+    About 90-120 s training + 10 s evaluation on one thread. Spread over seeds 0-1 and the AVX2 code paths of
+    PyTorch and MKL (benchmarks/learning_spread.py): AUROC acl 0.987-0.994, meniscus 1.000, other 0.999-1.000 (chance
+    0.5); mean AUROC over the four tasks 0.877-0.993 (cartilage carries no signal in the demo, so its AUROC is noise
+    and the mean is not asserted), I2M2 minus the magnitude expert +0.131 to +0.205. Asserted: each signal task
+    > 0.85 and I2M2 above the magnitude expert, both at least 0.13 beyond the worst run.
     """
     cache = {"MEDMOE_CACHE": str(tmp_path / "cache")}
     bundle("train.json", env=cache, bundle_root=str(tmp_path / "b"))
@@ -136,4 +139,4 @@ def test_default_demo_run_learns_where_the_signal_is(tmp_path: Path) -> None:
     experts = json.loads((eval_dir / "expert_metrics.json").read_text())
     mean_i2m2 = sum(metrics[t]["auroc"] for t in TASKS) / len(TASKS)
     mean_magnitude = sum(experts["magnitude"][t]["auroc"] for t in TASKS) / len(TASKS)
-    assert mean_i2m2 > 0.8 and mean_i2m2 > mean_magnitude + 0.05, (mean_i2m2, mean_magnitude)
+    assert mean_i2m2 > mean_magnitude, (mean_i2m2, mean_magnitude)
