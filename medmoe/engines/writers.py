@@ -39,6 +39,7 @@ from ..metrics.plots import plot_overlay
 from ..nets.contract import declared_interpretations
 from ..utils import FileNames, atomic_write, atomic_write_csv, atomic_write_text
 from .collector import EpochCollector
+from .segmentation_cases import binary_dice, mask_regions_of, original_mask_spec, per_case
 
 __all__ = ["EvaluationWriter"]
 
@@ -167,13 +168,13 @@ class EvaluationWriter(EpochCollector):
             if task not in self.segmentation_tasks or len(palette) != int(self.segmentation_tasks[task]["classes"]):
                 raise ValueError(f"mask_palette['{task}'] needs one grey level per class of a segmentation task")
         self.mask_regions = {
-            t: _regions(t, spec, (mask_regions or {}).get(t)) for t, spec in self.segmentation_tasks.items()
+            t: mask_regions_of(t, spec, (mask_regions or {}).get(t)) for t, spec in self.segmentation_tasks.items()
         }
         unknown = sorted(set(mask_regions or {}) - set(self.segmentation_tasks))
         if unknown:
             raise ValueError(f"mask_regions names {unknown}, which are not segmentation tasks")
         self.original_masks = {
-            t: _original_spec(t, self.segmentation_tasks, v) for t, v in (original_masks or {}).items()
+            t: original_mask_spec(t, self.segmentation_tasks, v) for t, v in (original_masks or {}).items()
         }
         for task, spec in self.original_masks.items():
             if with_metrics and "truth_key" not in spec:
@@ -226,7 +227,7 @@ class EvaluationWriter(EpochCollector):
         if original is None:
             pred = list(network_pred)
         else:
-            geometry = _per_case(batch, original["geometry_key"], len(ids), task)
+            geometry = per_case(batch, original["geometry_key"], len(ids), task)
             pred = [np.asarray(original["restore"](p, g)).argmax(0) for p, g in zip(probs, geometry)]
         if task in self.mask_palette:
             palette = np.asarray(self.mask_palette[task], dtype=np.uint8)
@@ -241,7 +242,7 @@ class EvaluationWriter(EpochCollector):
         network_truth = labels[task].detach().cpu().numpy().reshape(network_pred.shape[0], -1)
         present = labels.get(present_key(task))
         present = np.ones(len(ids), bool) if present is None else present.detach().cpu().numpy().astype(bool)
-        truth_paths = _per_case(batch, original["truth_key"], len(ids), task) if original else None
+        truth_paths = per_case(batch, original["truth_key"], len(ids), task) if original else None
         regions = self.mask_regions[task]
         for i, sample_id in enumerate(ids):
             if not present[i]:
@@ -266,7 +267,7 @@ class EvaluationWriter(EpochCollector):
             if original is not None:
                 for name, classes in regions.items():
                     p, t = np.isin(network_pred[i], classes), np.isin(network_mask, classes)
-                    row[f"network_dice_{name}"] = _dice(p, t)
+                    row[f"network_dice_{name}"] = binary_dice(p, t)
                 self.network_dice.setdefault(task, []).append(np.nanmean([row[f"network_dice_{n}"] for n in regions]))
             self.segmentation_rows.append(row)
             dice = np.nanmean([row[f"dice_{name}"] for name in regions])
@@ -448,55 +449,6 @@ class EvaluationWriter(EpochCollector):
     def _file_stem(self, folder: Path, sample_id: str) -> str:
         """The file name of ``sample_id`` in ``folder``: safe, unique per folder (:class:`~medmoe.utils.FileNames`)."""
         return self.file_names.setdefault(folder, FileNames(folder))(sample_id)
-
-
-def _regions(task: str, spec: Mapping, regions: Mapping[str, Sequence[int]] | None) -> dict[str, list[int]]:
-    """Named regions of a segmentation task (default: one per foreground class), checked against its classes."""
-    classes = int(spec["classes"])
-    if regions is None:
-        return {str(k): [k] for k in range(1, classes)}
-    out = {str(name): [int(k) for k in members] for name, members in regions.items()}
-    if not out or any(not m or min(m) < 1 or max(m) >= classes for m in out.values()):
-        raise ValueError(
-            f"mask_regions['{task}'] must map region names to non-empty lists of foreground classes 1..{classes - 1},"
-            f" got {dict(regions)}"
-        )
-    return out
-
-
-def _original_spec(task: str, segmentation_tasks: Mapping, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Check one ``original_masks`` entry: geometry key and restore callable, truth key and loader together."""
-    if task not in segmentation_tasks:
-        raise ValueError(f"original_masks names '{task}', which is not a segmentation task")
-    spec = dict(spec)
-    unknown = sorted(set(spec) - {"geometry_key", "restore", "truth_key", "load_truth"})
-    if unknown or "geometry_key" not in spec or not callable(spec.get("restore")):
-        raise ValueError(
-            f"original_masks['{task}'] needs 'geometry_key' and a callable 'restore' (optional 'truth_key' with a "
-            f"callable 'load_truth'); got keys {sorted(spec)}"
-        )
-    if ("truth_key" in spec) != callable(spec.get("load_truth")):
-        raise ValueError(f"original_masks['{task}']: give 'truth_key' and a callable 'load_truth' together")
-    return spec
-
-
-def _per_case(batch: Mapping[str, Any], key: str | None, n: int, task: str) -> list:
-    """``batch[key]`` as one entry per case, with a clear error when the batch lacks it."""
-    if key is None or key not in batch:
-        raise ValueError(
-            f"original_masks['{task}']: the batch has no key '{key}' (keys: {sorted(map(str, batch))}); "
-            "add it in the preprocessing"
-        )
-    values = batch[key]
-    values = list(values) if not torch.is_tensor(values) else list(values.cpu())
-    if len(values) != n:
-        raise ValueError(f"batch key '{key}' holds {len(values)} entries for {n} cases")
-    return values
-
-
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    total = int(pred.sum()) + int(truth.sum())
-    return 2.0 * int(np.count_nonzero(pred & truth)) / total if total else float("nan")
 
 
 def _empty_task(classes: int) -> dict:
