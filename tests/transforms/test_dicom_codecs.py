@@ -76,6 +76,7 @@ CASES = [
     (JPEGLosslessSV1, 12, "gdcm", 0),
     (JPEGLossless, 16, "gdcm", 0),
     (JPEGBaseline8Bit, 8, "gdcm", 12),
+    (JPEGExtended12Bit, 8, "gdcm", 12),  # JPEG Extended with 8-bit samples (12-bit: see the next test)
 ]
 
 
