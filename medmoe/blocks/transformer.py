@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
-from ..layers import MLP, GroupedLayerNorm, SelfAttention
+from ..layers import MLP, GroupedLayerNorm, SelfAttention, SoftMoE
 
-__all__ = ["TransformerBlock"]
+__all__ = ["TransformerBlock", "timm_block_key_map"]
+
+TIMM_BLOCK_KEYS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+"""The parameters of a timm ViT ``Block`` (``.weight`` and ``.bias`` each) that :func:`timm_block_key_map` maps."""
 
 
 class TransformerBlock(nn.Module):
@@ -58,3 +61,46 @@ class TransformerBlock(nn.Module):
         x = x + self.attn(self.norm1(x))
         x = x + self.mlp(self.norm2(x))
         return x.squeeze(0) if squeeze else x
+
+
+def timm_block_key_map(
+    block: TransformerBlock, prefix: str = ""
+) -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Key map (for :func:`medmoe.encoders.load_pretrained`) from one timm ViT block to ``block``'s layout.
+
+    timm's ``Block`` (``{prefix}norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``; linear
+    weights ``(out, in)``) becomes ``block``'s grouped layout: every group (modality) gets a copy; linear weights are
+    transposed to ``(g, in, out)``, biases ``(g, 1, out)``. A dense :class:`~medmoe.layers.MLP` takes ``fc1``/``fc2``;
+    a :class:`~medmoe.layers.SoftMoE` gets them in every expert (``experts.w1 (g e, d, h)``, ...; sparse upcycling),
+    its router is not in the file. Source keys outside ``prefix`` are dropped; keys under it that are not a timm block
+    parameter stay (stripped of ``prefix``), so the loader reports them (e.g. LayerScale ``ls1.gamma``).
+
+    Equal to timm's block: the same qkv layout ``(3, heads, head_dim)``, LayerNorm eps 1e-6, exact GELU, no
+    LayerScale; a dense block loaded this way gives timm's outputs (tested).
+    """
+    g = block.num_groups
+    experts = block.mlp.num_experts if isinstance(block.mlp, SoftMoE) else None
+
+    def convert(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for key, value in state.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :]
+            layer, _, kind = name.rpartition(".")
+            if layer not in TIMM_BLOCK_KEYS or kind not in ("weight", "bias"):
+                out[name] = value
+            elif layer.startswith("norm"):
+                out[name] = value.unsqueeze(0).repeat(g, 1)
+            elif experts is not None and layer.startswith("mlp."):
+                index = "1" if layer == "mlp.fc1" else "2"
+                tensor = value.t() if kind == "weight" else value.unsqueeze(0)
+                out[f"mlp.experts.{'w' if kind == 'weight' else 'b'}{index}"] = tensor.unsqueeze(0).repeat(
+                    g * experts, 1, 1
+                )
+            else:
+                tensor = value.t() if kind == "weight" else value.unsqueeze(0)
+                out[name] = tensor.unsqueeze(0).repeat(g, 1, 1)
+        return out
+
+    return convert
