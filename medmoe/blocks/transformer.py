@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from ..layers import MLP, GroupedLayerNorm, SelfAttention, SoftMoE
+from ..layers import MLP, GroupedLayerNorm, SelfAttention
 
 __all__ = ["TransformerBlock", "timm_block_key_map"]
 
@@ -64,22 +64,29 @@ class TransformerBlock(nn.Module):
 
 
 def timm_block_key_map(
-    block: TransformerBlock, prefix: str = ""
+    block: nn.Module, prefix: str = "", mlp_name: str = "mlp"
 ) -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """Key map (for :func:`medmoe.encoders.load_pretrained`) from one timm ViT block to ``block``'s layout.
 
     timm's ``Block`` (``{prefix}norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``; linear
     weights ``(out, in)``) becomes ``block``'s grouped layout: every group (modality) gets a copy; linear weights are
     transposed to ``(g, in, out)``, biases ``(g, 1, out)``. A dense :class:`~medmoe.layers.MLP` takes ``fc1``/``fc2``;
-    a :class:`~medmoe.layers.SoftMoE` gets them in every expert (``experts.w1 (g e, d, h)``, ...; sparse upcycling),
-    its router is not in the file. Source keys outside ``prefix`` are dropped; keys under it that are not a timm block
-    parameter stay (stripped of ``prefix``), so the loader reports them (e.g. LayerScale ``ls1.gamma``).
+    a Soft MoE (:class:`~medmoe.layers.SoftMoE`, :class:`~medmoe.layers.TaskSoftMoE`) gets them in every expert
+    (``experts.w1 (g e, d, h)``, ...; sparse upcycling), its router is not in the file. Source keys outside
+    ``prefix`` are dropped; keys under it that are not a timm block parameter stay (stripped of ``prefix``), so the
+    loader reports them (e.g. LayerScale ``ls1.gamma``).
+
+    Args:
+        block: a :class:`TransformerBlock` or a block with the same ``norm1``, ``attn``, ``norm2`` and an MLP.
+        prefix: the timm block's key prefix, e.g. ``"blocks.3."``.
+        mlp_name: the attribute of ``block``'s MLP (``"moe"`` for :class:`~medmoe.blocks.MToE`).
 
     Equal to timm's block: the same qkv layout ``(3, heads, head_dim)``, LayerNorm eps 1e-6, exact GELU, no
     LayerScale; a dense block loaded this way gives timm's outputs (tested).
     """
-    g = block.num_groups
-    experts = block.mlp.num_experts if isinstance(block.mlp, SoftMoE) else None
+    g = getattr(block, "num_groups", 1)
+    mlp = getattr(block, mlp_name)
+    experts = mlp.num_experts if hasattr(mlp, "experts") else None
 
     def convert(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -92,15 +99,15 @@ def timm_block_key_map(
                 out[name] = value
             elif layer.startswith("norm"):
                 out[name] = value.unsqueeze(0).repeat(g, 1)
-            elif experts is not None and layer.startswith("mlp."):
-                index = "1" if layer == "mlp.fc1" else "2"
-                tensor = value.t() if kind == "weight" else value.unsqueeze(0)
-                out[f"mlp.experts.{'w' if kind == 'weight' else 'b'}{index}"] = tensor.unsqueeze(0).repeat(
-                    g * experts, 1, 1
-                )
             else:
-                tensor = value.t() if kind == "weight" else value.unsqueeze(0)
-                out[name] = tensor.unsqueeze(0).repeat(g, 1, 1)
+                tensor = (value.t() if kind == "weight" else value.unsqueeze(0)).unsqueeze(0)
+                if not layer.startswith("mlp."):
+                    out[name] = tensor.repeat(g, 1, 1)
+                elif experts is None:
+                    out[f"{mlp_name}.{name[4:]}"] = tensor.repeat(g, 1, 1)
+                else:
+                    index = "1" if layer == "mlp.fc1" else "2"
+                    out[f"{mlp_name}.experts.{kind[0]}{index}"] = tensor.repeat(g * experts, 1, 1)
         return out
 
     return convert

@@ -25,6 +25,7 @@ __all__ = [
     "adapt_rgb_stem",
     "load_pretrained",
     "read_state_dict",
+    "resolve_weights",
     "timm_features_key_map",
     "timm_state_dict",
 ]
@@ -106,7 +107,8 @@ def timm_state_dict(model_name: str) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def _resolve(source: str | os.PathLike | StateDict) -> tuple[str, dict[str, torch.Tensor]]:
+def resolve_weights(source: str | os.PathLike | StateDict) -> tuple[str, dict[str, torch.Tensor]]:
+    """``(name, state dict)`` of a weights file, a state dict (``"<state dict>"``) or ``"timm:<model_name>"``."""
     if isinstance(source, Mapping):
         return "<state dict>", dict(source)
     text = os.fspath(source)
@@ -192,7 +194,7 @@ def load_pretrained(
         >>> load_pretrained(net, rgb).adapted
         ['0.weight']
     """
-    resolved, raw = _resolve(source)
+    resolved, raw = resolve_weights(source)
     name = name or resolved
     state = _apply_key_map(raw, key_map)
     target = module.state_dict()
