@@ -9,7 +9,7 @@ import torch
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from ..blocks import MoERetriever, MSoE, MToE, TransformerBlock
+from ..blocks import MoERetriever, MSoE, MToE, TransformerBlock, set_activation_checkpointing
 from ..blocks.missing_fill import MISSING_MODES, MissingModalityFill
 from ..encoders import GroupedPatchEmbedding, OCTEmbedding, TimmEmbedding
 from ..heads import MultiTaskClassificationHead, SegmentationHead
@@ -78,6 +78,8 @@ class M4oE(MultimodalModel):
             and Soft MoE blocks are upcycled from (:func:`medmoe.nets.upcycle.upcycle_from_dense`); with a timm
             embedder the backbone's weights file (or ``"timm"``), one for all image modalities or a mapping modality ->
             file (:class:`~medmoe.encoders.TimmEmbedding`).
+        activation_checkpointing: recompute every MSoE and fusion block's activations in backward instead of keeping
+            them (:func:`medmoe.blocks.set_activation_checkpointing`; same values and gradients, less memory).
 
     Returns (forward): a :class:`~medmoe.nets.contract.ModelOutput`: task name -> logits, ``(b, classes)`` for a
     classification task and ``(b, K, H, W)`` for a segmentation task; ``aux_losses``: ``"mutual_information"``
@@ -133,6 +135,7 @@ class M4oE(MultimodalModel):
         retriever_kwargs: Mapping | None = None,
         mi_tokens: str = "all",
         pretrained_weights: str | Mapping[str, str | None] | None = None,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -227,6 +230,7 @@ class M4oE(MultimodalModel):
             from .upcycle import upcycle_from_dense
 
             upcycle_from_dense(self, pretrained_weights)
+        set_activation_checkpointing(self, activation_checkpointing)
 
     @property
     def retriever(self) -> MoERetriever | None:
