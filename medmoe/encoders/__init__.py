@@ -2,7 +2,14 @@
 
 from .oct import OCTEmbedding
 from .patch import GroupedPatchEmbedding, TimmEmbedding, timm_patch_key_map
-from .pretrained import LoadReport, adapt_rgb_stem, load_pretrained, read_state_dict, timm_state_dict
+from .pretrained import (
+    LoadReport,
+    adapt_rgb_stem,
+    load_pretrained,
+    prefix_key_map,
+    read_state_dict,
+    timm_state_dict,
+)
 from .resnet2d import PreActBlock, PreActResNet2d
 from .tabular import FeatureTokenizer
 from .vector import VectorEncoder
@@ -20,6 +27,7 @@ __all__ = [
     "VolumeEncoder",
     "adapt_rgb_stem",
     "load_pretrained",
+    "prefix_key_map",
     "read_state_dict",
     "timm_patch_key_map",
     "timm_state_dict",

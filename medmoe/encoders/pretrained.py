@@ -24,6 +24,7 @@ __all__ = [
     "LoadReport",
     "adapt_rgb_stem",
     "load_pretrained",
+    "prefix_key_map",
     "read_state_dict",
     "resolve_weights",
     "timm_features_key_map",
@@ -262,5 +263,15 @@ def timm_features_key_map(features_net: nn.Module) -> Callable[[StateDict], Stat
             candidates = (key, f"model.{key}", f"{head}_{second}.{tail}" if tail else key)
             out[next((c for c in candidates if c in targets), key)] = value
         return out
+
+    return convert
+
+
+def prefix_key_map(prefix: str) -> Callable[[StateDict], StateDict]:
+    """Key map that takes the part of a larger checkpoint under ``prefix`` (e.g. ``"encoders.encoders.mri."`` of a
+    whole I2MoE file), prefix stripped; keys outside it belong to other modules and are not offered to the target."""
+
+    def convert(state: StateDict) -> StateDict:
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
     return convert

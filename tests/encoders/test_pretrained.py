@@ -122,18 +122,23 @@ def test_timm_name_uses_timm_pretrained(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), donor.state_dict().values()))
 
 
-def test_monai_encoder_from_a_larger_checkpoint(tmp_path):
-    """A MONAI-based encoder taken out of a whole-model checkpoint by a prefix key map."""
-    from medmoe.encoders import VolumeEncoder
+def test_monai_encoder_from_a_whole_model_checkpoint(tmp_path):
+    """VolumeEncoder(pretrained_weights=..., pretrained_prefix=...): the MRI encoder of a saved I2MoE (adni bundle)."""
+    from medmoe.encoders import VectorEncoder, VolumeEncoder
+    from medmoe.nets import create_model
+
+    def volume(**kwargs):
+        return VolumeEncoder(3, 1, hidden_size=8, num_tokens=2, channels=(4, 8), strides=(2, 2), **kwargs)
 
     torch.manual_seed(0)
-    source = VolumeEncoder(3, 1, hidden_size=8, num_tokens=2, channels=(4, 8), strides=(2, 2))
-    checkpoint = {f"encoders.mri.{k}": v for k, v in source.state_dict().items()}
-    checkpoint["head.weight"] = torch.zeros(3, 8)
-    torch.save({"network": checkpoint}, tmp_path / "model.pt")
+    encoders = {"mri": volume(), "clinical": VectorEncoder(in_features=5, hidden_size=8, num_tokens=2)}
+    model = create_model(
+        "i2moe", modalities=["mri", "clinical"], tasks={"dx": 3}, hidden_size=8, num_tokens=2, encoders=encoders
+    )
+    torch.save({"network": model.state_dict()}, tmp_path / "i2moe.pt")
     torch.manual_seed(1)
-    target = VolumeEncoder(3, 1, hidden_size=8, num_tokens=2, channels=(4, 8), strides=(2, 2)).eval()
-    with pytest.warns(UserWarning, match="head.weight"):
-        load_pretrained(target, tmp_path / "model.pt", key_map={"encoders.mri.": ""}, ignore_unexpected=["head.*"])
+    loaded = volume(pretrained_weights=tmp_path / "i2moe.pt", pretrained_prefix="encoders.encoders.mri.").eval()
     x = torch.randn(1, 1, 8, 8, 8)
-    torch.testing.assert_close(target(x), source.eval()(x))
+    torch.testing.assert_close(loaded(x), encoders["mri"].eval()(x))
+    with pytest.raises(ValueError, match=r"(?s)i2moe\.pt.*missing in the file"):
+        volume(pretrained_weights=tmp_path / "i2moe.pt", pretrained_prefix="encoders.mri.")
