@@ -167,9 +167,8 @@ def _features_dropped_keys(model_name: str, in_channels: int, features_net: nn.M
 
     with torch.device("meta"):  # shapes only, no memory, no init cost
         full = timm.create_model(model_name, pretrained=False, in_chans=in_channels).state_dict()
-    mapped = timm_features_key_map(features_net)(full)
-    targets = set(features_net.state_dict())
-    return [key for key, new in zip(full, mapped) if new not in targets]
+    convert, targets = timm_features_key_map(features_net), set(features_net.state_dict())
+    return [key for key, value in full.items() if next(iter(convert({key: value}))) not in targets]
 
 
 def timm_patch_key_map(

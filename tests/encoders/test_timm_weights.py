@@ -89,3 +89,20 @@ def test_block_reports_layer_scale_it_cannot_hold():
     block = TransformerBlock(192, 768, 4)
     with pytest.raises(ValueError, match=r"(?s)unexpected.*ls1\.gamma"):
         load_pretrained(block, vit.state_dict(), key_map=timm_block_key_map(block, "blocks.0."))
+
+
+def test_m4oe_timm_embedder_per_view_weights(tmp_path):
+    from medmoe.nets import M4oE
+
+    torch.manual_seed(0)
+    full = timm.create_model("test_resnet", pretrained=False)
+    torch.save(full.state_dict(), tmp_path / "cnn.pt")
+    sizes = dict(image_size=32, patch_size=8, hidden_size=16, mlp_dim=32, embedder="timm:test_resnet")
+    with pytest.warns(UserWarning, match="unused from the file"):
+        model = M4oE(["cc", "mlo"], {"density": 4}, pretrained_weights={"mlo": str(tmp_path / "cnn.pt")}, **sizes)
+    stem = full.conv1[0].weight.sum(1, keepdim=True)
+    cc, mlo = (dict(b.named_parameters())["conv1.0.weight"] for b in model.embedder.backbones)
+    torch.testing.assert_close(mlo, stem)
+    assert not torch.allclose(cc, stem)
+    with pytest.raises(ValueError, match=r"names \['xx'\], not image modalities"):
+        M4oE(["cc", "mlo"], {"density": 4}, pretrained_weights={"xx": str(tmp_path / "cnn.pt")}, **sizes)
