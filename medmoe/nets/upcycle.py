@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from ..blocks.transformer import timm_block_key_map
-from ..encoders import GroupedPatchEmbedding, load_pretrained, timm_patch_key_map
-from ..encoders.pretrained import resolve_weights
+from ..encoders import GroupedPatchEmbedding, LoadReport, load_pretrained, timm_patch_key_map
+from ..encoders.pretrained import DEFAULT_IGNORE_MISSING, resolve_weights
+from ..layers import SoftMoEMlp
 
-__all__ = ["UpcycleReport", "default_block_map", "upcycle_from_dense"]
+__all__ = ["UpcycleReport", "default_block_map", "upcycle_from_dense", "upcycle_timm_vit"]
 
 _ROUTER = ("*router.phi", "*router.scale", "*task_embedding")
 _EXPERT_SOURCE = {"experts.w1": "fc1.weight", "experts.b1": "fc1.bias", "experts.w2": "fc2.weight"}
@@ -168,6 +169,58 @@ def upcycle_from_dense(
                 "with norm1/attn.qkv/attn.proj/norm2/mlp.fc1/mlp.fc2, norm, head); upcycling supports that layout only"
             )
     report.initialised = [k for k in model.state_dict() if k not in report.targets]
+    return report
+
+
+def upcycle_timm_vit(
+    model: nn.Module,
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
+    noise_std: float = 0.0,
+    seed: int = 0,
+) -> LoadReport:
+    """Upcycle a timm ViT built with ``mlp_layer=SoftMoEMlp...`` from the dense checkpoint of the same timm model.
+
+    Every key loads as it is, except each Soft MoE block's ``mlp.fc1`` / ``mlp.fc2``, which become every expert's
+    ``mlp.moe.experts.w1, b1, w2, b2`` (transposed, one copy per expert); the routers keep their default init (see
+    :func:`upcycle_from_dense`). ``noise_std`` and ``seed`` as there.
+
+    Returns:
+        The :class:`~medmoe.encoders.LoadReport` (the routers are in ``ignored_missing``).
+
+    Raises:
+        ValueError: if ``model`` has no :class:`~medmoe.layers.SoftMoEMlp`, or, naming the file, on keys that do not
+            fit (another architecture or size).
+
+    Example::
+
+        >>> import timm
+        >>> dense = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2)
+        >>> moe = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, mlp_layer=SoftMoEMlp.partial(4))
+        >>> len(upcycle_timm_vit(moe, dense.state_dict()).ignored_missing)  # 2 blocks x (phi, scale)
+        4
+    """
+    experts = {name: m.moe for name, m in model.named_modules() if isinstance(m, SoftMoEMlp)}
+    if not experts:
+        raise ValueError(f"{type(model).__name__} has no SoftMoEMlp to upcycle (build it with mlp_layer=SoftMoEMlp)")
+
+    def convert(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in state.items():
+            layer, _, kind = key.rpartition(".")
+            mlp, _, fc = layer.rpartition(".")
+            if mlp in experts and fc in ("fc1", "fc2") and kind in ("weight", "bias"):
+                tensor = (value.t() if kind == "weight" else value.unsqueeze(0)).unsqueeze(0)
+                out[f"{mlp}.moe.experts.{kind[0]}{fc[-1]}"] = tensor.repeat(experts[mlp].num_experts, 1, 1)
+            else:
+                out[key] = value
+        return out
+
+    with warnings.catch_warnings():  # the routers are reported in ignored_missing
+        warnings.simplefilter("ignore")
+        report = load_pretrained(model, source, key_map=convert, ignore_missing=(*_ROUTER, *DEFAULT_IGNORE_MISSING))
+    if noise_std > 0:
+        for position, moe in enumerate(experts.values()):
+            _add_noise(moe.experts, noise_std, seed + position)
     return report
 
 

@@ -174,3 +174,42 @@ def test_bundle_option_pretrained_weights(tmp_path, bundle):
     model = parser.get_parsed_content("network_def")
     torch.testing.assert_close(model.msoe.blocks[0].mlp.experts.w2[-1], vit.blocks[0].mlp.fc2.weight.t())
     torch.testing.assert_close(model.fusion[0].norm1.weight[0], vit.blocks[1].norm1.weight)
+
+
+def test_upcycle_timm_soft_moe_vit(tmp_path):
+    """A timm ViT with SoftMoEMlp from the dense timm ViT: every dense tensor placed, experts = dense MLP."""
+    from medmoe.layers import SoftMoEMlp
+    from medmoe.nets.upcycle import upcycle_timm_vit
+
+    dense = _vit(depth=2)
+    path = tmp_path / "dense.pt"
+    torch.save(dense.state_dict(), path)
+    torch.manual_seed(4)
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=D, depth=2, num_heads=HEADS, mlp_ratio=H / D, num_classes=5)
+    moe = timm.create_model("vit_tiny_patch16_224", mlp_layer=SoftMoEMlp.partial(num_experts=3), **kwargs).eval()
+    phi = moe.blocks[1].mlp.moe.router.phi.detach().clone()
+    report = upcycle_timm_vit(moe, path)
+    assert report.source == str(path) and not report.adapted
+    assert sorted(report.ignored_missing) == sorted(
+        f"blocks.{i}.mlp.moe.router.{p}" for i in (0, 1) for p in ("phi", "scale")
+    )
+    state, source = moe.state_dict(), dense.state_dict()
+    for key, value in source.items():
+        if ".mlp.fc" in key:
+            _, block, _, layer, kind = key.split(".")  # blocks.N.mlp.fcK.kind
+            fc = layer[-1]
+            target = state[f"blocks.{block}.mlp.moe.experts.{kind[0]}{fc}"]
+            expected = value.t() if kind == "weight" else value[None]
+            assert all(torch.equal(target[e], expected) for e in range(3)), key
+        else:
+            assert torch.equal(state[key], value), key
+    assert torch.equal(moe.blocks[1].mlp.moe.router.phi, phi)  # router keeps its init
+    noisy = timm.create_model("vit_tiny_patch16_224", mlp_layer=SoftMoEMlp.partial(num_experts=3), **kwargs)
+    upcycle_timm_vit(noisy, path, noise_std=0.01)
+    w1 = noisy.blocks[0].mlp.moe.experts.w1
+    assert not torch.equal(w1[0], w1[1]) and torch.allclose(w1[0], w1[1], atol=0.01)
+    with pytest.raises(ValueError, match="no SoftMoEMlp"):
+        upcycle_timm_vit(dense, path)
+    deeper = timm.create_model("vit_tiny_patch16_224", mlp_layer=SoftMoEMlp.partial(3), **{**kwargs, "depth": 3})
+    with pytest.raises(ValueError, match=r"(?s)dense\.pt.*missing in the file.*blocks\.2\."):
+        upcycle_timm_vit(deeper, path)
