@@ -5,7 +5,7 @@ from .m4oe_blocks import MSoE, MToE
 from .missing_fill import MissingModalityFill
 from .retriever import MoERetriever, SupportBank
 from .support_bank import exclude_banks_from_ddp_broadcast
-from .transformer import TransformerBlock
+from .transformer import TransformerBlock, set_activation_checkpointing
 
 __all__ = [
     "MSoE",
@@ -15,4 +15,5 @@ __all__ = [
     "SupportBank",
     "TransformerBlock",
     "exclude_banks_from_ddp_broadcast",
+    "set_activation_checkpointing",
 ]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-__all__ = ["GroupedPatchEmbedding", "TimmEmbedding"]
+from .pretrained import adapt_rgb_stem, load_pretrained, read_state_dict, timm_features_key_map, timm_state_dict
+
+__all__ = ["GroupedPatchEmbedding", "TimmEmbedding", "timm_patch_key_map"]
+
+WeightsSource = str | os.PathLike | Mapping[str, torch.Tensor]
 
 
 class GroupedPatchEmbedding(nn.Module):
@@ -69,13 +75,22 @@ class GroupedPatchEmbedding(nn.Module):
 
 
 class TimmEmbedding(nn.Module):
-    """A timm CNN / ViT backbone per modality (``pretrained=False``) whose last feature map becomes tokens.
+    """A timm CNN / ViT backbone per modality whose last feature map becomes tokens.
 
     The modalities run one after another (separate backbones); the MoE stages after it are batched.
 
     Args:
         model_name: a timm model name with ``features_only`` support, e.g. ``"resnet18"``.
         num_modalities, in_channels, image_size, hidden_size: as :class:`GroupedPatchEmbedding`.
+        pretrained_weights: None (random init), a weights file of the full timm model (``.safetensors``, ``.pt``,
+            ``.pth``, ``.bin``; RGB stems adapted to ``in_channels``), ``"timm"`` for timm's released weights of
+            ``model_name`` (its cache, or online), or a sequence with one such entry (or None) per modality. Loaded by
+            :func:`~medmoe.encoders.load_pretrained`: every backbone key must be in the file; the file's keys that
+            ``features_only`` drops (the classifier, a final norm) are left out with a warning.
+
+    Raises:
+        ValueError: on a ``pretrained_weights`` sequence of the wrong length, or weights that do not fit (naming
+            the file and the keys).
 
     Shapes: images ``(b, g, c, H, W)`` -> tokens ``(g, b, n, d)``, row-major on the last feature map's
     ``grid_size``.
@@ -88,6 +103,7 @@ class TimmEmbedding(nn.Module):
         in_channels: int,
         image_size: int | Sequence[int],
         hidden_size: int,
+        pretrained_weights: WeightsSource | Sequence[WeightsSource | None] | None = None,
     ) -> None:
         super().__init__()
         import timm
@@ -96,6 +112,7 @@ class TimmEmbedding(nn.Module):
             timm.create_model(model_name, pretrained=False, features_only=True, out_indices=(-1,), in_chans=in_channels)
             for _ in range(num_modalities)
         )
+        self._load_backbones(model_name, in_channels, pretrained_weights)
         channels = self.backbones[0].feature_info.channels()[-1]
         self.proj = nn.Conv1d(num_modalities * channels, num_modalities * hidden_size, 1, groups=num_modalities)
         probe_net = self.backbones[0].eval()  # eval: the probe must not update BatchNorm statistics
@@ -107,8 +124,94 @@ class TimmEmbedding(nn.Module):
         self.num_modalities, self.hidden_size = num_modalities, hidden_size
         self.position = nn.Parameter(torch.randn(num_modalities, 1, self.num_tokens, hidden_size) * 0.02)
 
+    def _load_backbones(
+        self, model_name: str, in_channels: int, weights: WeightsSource | Sequence[WeightsSource | None] | None
+    ) -> None:
+        """Load ``weights`` (see the class docstring) into the backbones; each distinct file is read once."""
+        if weights is None:
+            return
+        per_view = list(weights) if isinstance(weights, Sequence) and not isinstance(weights, str) else None
+        if per_view is not None and len(per_view) != len(self.backbones):
+            raise ValueError(
+                f"pretrained_weights has {len(per_view)} entries for {len(self.backbones)} modalities; give one "
+                "per modality (None for random init) or a single file for all"
+            )
+        entries = per_view if per_view is not None else [weights] * len(self.backbones)
+        dropped = _features_dropped_keys(model_name, in_channels, self.backbones[0])
+        states: dict[str, Mapping[str, torch.Tensor]] = {}
+        for backbone, entry in zip(self.backbones, entries):
+            if entry is None:
+                continue
+            source = entry if isinstance(entry, Mapping) else os.fspath(entry)
+            if isinstance(source, str) and source not in states:
+                states[source] = timm_state_dict(model_name) if source == "timm" else read_state_dict(source)
+            state = states[source] if isinstance(source, str) else source
+            load_pretrained(
+                backbone,
+                state,
+                key_map=timm_features_key_map(backbone),
+                ignore_unexpected=dropped,
+                name=f"timm:{model_name}" if source == "timm" else None if isinstance(source, Mapping) else source,
+            )
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
         feats = torch.cat([net(images[:, i])[-1].flatten(2) for i, net in enumerate(self.backbones)], dim=1)
         tokens = self.proj(feats).view(b, self.num_modalities, self.hidden_size, self.num_tokens)
         return tokens.permute(1, 0, 3, 2) + self.position
+
+
+def _features_dropped_keys(model_name: str, in_channels: int, features_net: nn.Module) -> list[str]:
+    """Keys of the full timm model that its ``features_only`` form ``features_net`` has no place for."""
+    import timm
+
+    with torch.device("meta"):  # shapes only, no memory, no init cost
+        full = timm.create_model(model_name, pretrained=False, in_chans=in_channels).state_dict()
+    convert, targets = timm_features_key_map(features_net), set(features_net.state_dict())
+    return [key for key, value in full.items() if next(iter(convert({key: value}))) not in targets]
+
+
+def timm_patch_key_map(
+    embed: GroupedPatchEmbedding, prefix: str = "", num_prefix_tokens: int | None = None
+) -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Key map (for :func:`~medmoe.encoders.load_pretrained`) from a timm ViT's patch embedding to ``embed``.
+
+    ``{prefix}patch_embed.proj`` ``(d, 3, ph, pw)`` -> ``proj`` ``(g d, c, ph, pw)``: the RGB stem adapted to
+    ``c = in_channels`` as timm does, then one copy per modality; ``{prefix}pos_embed`` ``(1, P + N, d)`` ->
+    ``position`` ``(g, 1, n, d)``: the ``P`` prefix (class / register) positions dropped, the square ``N`` grid
+    resampled to ``embed.grid_size`` (:func:`timm.layers.resample_abs_pos_embed`, bicubic), one copy per modality.
+    Other keys are dropped (a whole-model loader such as :func:`medmoe.nets.upcycle.upcycle_from_dense` accounts
+    for them).
+
+    Args:
+        num_prefix_tokens: ``P``; None infers it (``N`` must be a square: ``P = 1`` for a class token, 0 without).
+    """
+    g = embed.num_modalities
+
+    def convert(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from timm.layers import resample_abs_pos_embed
+
+        out: dict[str, torch.Tensor] = {}
+        if f"{prefix}patch_embed.proj.weight" in state:
+            weight = adapt_rgb_stem(state[f"{prefix}patch_embed.proj.weight"], embed.in_channels)
+            out["proj.weight"] = weight.repeat(g, 1, 1, 1)
+        if f"{prefix}patch_embed.proj.bias" in state:
+            out["proj.bias"] = state[f"{prefix}patch_embed.proj.bias"].repeat(g)
+        if f"{prefix}pos_embed" in state:
+            pos = state[f"{prefix}pos_embed"]
+            prefix_tokens = _prefix_tokens(pos.shape[1]) if num_prefix_tokens is None else num_prefix_tokens
+            pos = resample_abs_pos_embed(pos, list(embed.grid_size), num_prefix_tokens=prefix_tokens)
+            out["position"] = pos[:, prefix_tokens:].unsqueeze(0).repeat(g, 1, 1, 1)
+        return out
+
+    return convert
+
+
+def _prefix_tokens(total: int) -> int:
+    for prefix in (0, 1):
+        if math.isqrt(total - prefix) ** 2 == total - prefix:
+            return prefix
+    raise ValueError(
+        f"cannot tell the class-token positions of a pos_embed with {total} positions (no square grid after 0 or 1 "
+        "prefix tokens); pass num_prefix_tokens"
+    )

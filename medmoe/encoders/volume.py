@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks import ResidualUnit
 from monai.networks.layers.factories import Pool
 from torch import nn
+
+from .pretrained import load_pretrained, prefix_key_map
 
 __all__ = ["VolumeEncoder"]
 
@@ -38,6 +41,10 @@ class VolumeEncoder(nn.Module):
         token_grid: pooled grid whose cells are the tokens (see above), or None.
         norm: MONAI norm of the units (``"instance"``, ``"batch"``, ``("group", {"num_groups": 4})``, ...).
         dropout_rate: dropout in the units.
+        pretrained_weights: None, or a weights file (``.safetensors``, ``.pt``, ``.pth``, ``.bin``) to start from,
+            loaded by :func:`~medmoe.encoders.load_pretrained` (every key must fit, else one error naming the file).
+        pretrained_prefix: where this encoder's keys sit in that file, e.g. ``"encoders.encoders.mri."`` in a whole
+            I2MoE checkpoint (the file's other keys are not used); ``""`` for a file of this encoder alone.
 
     Shapes: ``(b, in_channels, *spatial) -> (b, num_tokens, hidden_size)``.
 
@@ -64,6 +71,8 @@ class VolumeEncoder(nn.Module):
         token_grid: Sequence[int] | None = None,
         norm: str | tuple = "instance",
         dropout_rate: float = 0.0,
+        pretrained_weights: str | os.PathLike | None = None,
+        pretrained_prefix: str = "",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -104,6 +113,8 @@ class VolumeEncoder(nn.Module):
             self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
             self.proj = nn.Linear(previous, num_tokens * hidden_size)
         self.norm = nn.LayerNorm(hidden_size)
+        if pretrained_weights is not None:
+            load_pretrained(self, pretrained_weights, key_map=prefix_key_map(pretrained_prefix))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:

@@ -5,6 +5,7 @@ from .experts import BatchedExperts
 from .grouped import GroupedLayerNorm, GroupedLinear, with_group_axis
 from .mlp import MLP
 from .soft_moe import SoftMoE, TaskSoftMoE, soft_routing
+from .timm_mlp import SoftMoEMlp
 
 __all__ = [
     "BatchedExperts",
@@ -13,6 +14,7 @@ __all__ = [
     "MLP",
     "SelfAttention",
     "SoftMoE",
+    "SoftMoEMlp",
     "TaskSoftMoE",
     "soft_routing",
     "with_group_axis",

@@ -9,7 +9,7 @@ import torch
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from ..blocks import MoERetriever, MSoE, MToE, TransformerBlock
+from ..blocks import MoERetriever, MSoE, MToE, TransformerBlock, set_activation_checkpointing
 from ..blocks.missing_fill import MISSING_MODES, MissingModalityFill
 from ..encoders import GroupedPatchEmbedding, OCTEmbedding, TimmEmbedding
 from ..heads import MultiTaskClassificationHead, SegmentationHead
@@ -74,6 +74,12 @@ class M4oE(MultimodalModel):
         mi_tokens: which tokens the MI loss's joint counts: ``"all"`` (default, Eqs. 3-7: every token, absent
             modalities' filled placeholder tokens included) or ``"present"`` (only present modalities' tokens,
             renormalised per sample, as the interpretation does); see docs/methods/m4oe.md.
+        pretrained_weights: None, or with ``embedder="patch"`` a dense timm ViT checkpoint that the patch embedding
+            and Soft MoE blocks are upcycled from (:func:`medmoe.nets.upcycle.upcycle_from_dense`); with a timm
+            embedder the backbone's weights file (or ``"timm"``), one for all image modalities or a mapping modality ->
+            file (:class:`~medmoe.encoders.TimmEmbedding`).
+        activation_checkpointing: recompute every MSoE and fusion block's activations in backward instead of keeping
+            them (:func:`medmoe.blocks.set_activation_checkpointing`; same values and gradients, less memory).
 
     Returns (forward): a :class:`~medmoe.nets.contract.ModelOutput`: task name -> logits, ``(b, classes)`` for a
     classification task and ``(b, K, H, W)`` for a segmentation task; ``aux_losses``: ``"mutual_information"``
@@ -128,6 +134,8 @@ class M4oE(MultimodalModel):
         volume_modalities: Mapping[str, Mapping] | None = None,
         retriever_kwargs: Mapping | None = None,
         mi_tokens: str = "all",
+        pretrained_weights: str | Mapping[str, str | None] | None = None,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -155,7 +163,15 @@ class M4oE(MultimodalModel):
         if num_images and embedder == "patch":
             self.embedder = GroupedPatchEmbedding(num_images, in_channels, image_size, patch_size, hidden_size)
         elif num_images:
-            self.embedder = TimmEmbedding(embedder[5:], num_images, in_channels, image_size, hidden_size)
+            weights = pretrained_weights
+            if isinstance(weights, Mapping):
+                if set(weights) - set(self.image_modalities):
+                    raise ValueError(
+                        f"pretrained_weights names {sorted(set(weights) - set(self.image_modalities))}, "
+                        f"not image modalities {self.image_modalities}"
+                    )
+                weights = [weights.get(k) for k in self.image_modalities]
+            self.embedder = TimmEmbedding(embedder[5:], num_images, in_channels, image_size, hidden_size, weights)
         self.volume_embedders = nn.ModuleDict(
             {
                 name: _volume_embedder(name, spec, image_size, patch_size, hidden_size)
@@ -210,6 +226,11 @@ class M4oE(MultimodalModel):
         if missing_modality == "retriever":  # built last: the other modules' initialisation is unchanged
             self.missing_fill = fill(retriever_kwargs)
         self._register_load_state_dict_pre_hook(_rename_missing_fill_keys)
+        if pretrained_weights is not None and embedder == "patch":
+            from .upcycle import upcycle_from_dense
+
+            upcycle_from_dense(self, pretrained_weights)
+        set_activation_checkpointing(self, activation_checkpointing)
 
     @property
     def retriever(self) -> MoERetriever | None:
