@@ -1,6 +1,7 @@
 """Glue on monai.engines: multimodal prepare_batch, per-task metrics, atomic checkpoints, evaluation writers."""
 
 from .checkpoint import CheckpointHandler, load_weights
+from .distributed import finish_distributed
 from .expert_scores import ExpertScores
 from .expert_weights import ExpertWeightsWriter
 from .metrics import SegmentationDice, TaskMetric, accuracy, auroc, mean_of, task_metrics
@@ -22,6 +23,7 @@ __all__ = [
     "auroc",
     "corruption_sweep",
     "find_retriever",
+    "finish_distributed",
     "load_weights",
     "mean_of",
     "task_metrics",
