@@ -1,5 +1,6 @@
 """Deploy, end to end for each bundle: train (tiny), standalone ``inference.json``, export to TorchScript and ONNX,
-exported outputs equal the eager model's on the demo test split.
+and inference from the exported file (``--use_exported``); exported outputs equal the eager model's on the demo
+test split.
 
 Each bundle run goes through ``python -m monai.bundle run`` / ``python -m medmoe.apps.export`` in a subprocess as a
 user types it (``configs/inference.json`` alone, not layered on train.json).
@@ -150,3 +151,9 @@ def test_train_export_infer(bundle: str, tmp_path: Path) -> None:
     for exported in (ts, onnx):
         assert list(exported.index) == list(eager.index) and list(exported.columns) == list(eager.columns)
         assert np.abs(exported.to_numpy() - eager.to_numpy()).max() <= TOLERANCE
+
+    # inference.json from the exported file: the same predictions
+    ok(run_bundle(bundle, "inference.json", **infer, use_exported=True, output_dir=str(tmp_path / "exported")))
+    from_file = _probabilities(pd.read_csv(tmp_path / "exported" / "predictions.csv", dtype={"id": str}))
+    assert list(from_file.index) == list(eager.index)
+    assert np.abs(from_file.to_numpy() - eager.to_numpy()).max() <= TOLERANCE
