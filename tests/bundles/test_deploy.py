@@ -146,6 +146,7 @@ def test_train_export_infer(bundle: str, tmp_path: Path) -> None:
     ok(_export(bundle, infer))
     meta = read_metadata(root / "models" / "model.ts")
     assert meta["inputs"][-1] == "modality_mask" and meta["model_options"]["modalities"] == meta["inputs"][:-1]
+    assert meta["contains_training_data"] is (bundle == "embed_m4oe")  # the retriever's bank of training embeddings
     ts, onnx, worst = _exported_predictions(bundle, infer, root)
     assert worst <= TOLERANCE
     for exported in (ts, onnx):
