@@ -17,6 +17,7 @@ _SUBPACKAGES = (
     "data",
     "encoders",
     "engines",
+    "export",
     "heads",
     "interpret",
     "layers",

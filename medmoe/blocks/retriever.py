@@ -74,7 +74,10 @@ def noisy_top_k_gating(
     """
     noisy = clean if noise_std is None else clean + noise * noise_std
     noisy = noisy.masked_fill(~allowed, float("-inf"))
-    top, indices = noisy.topk(min(k + 1, noisy.shape[1]), dim=1)
+    # top-k as a stable descending sort: ties (an untrained gate's equal logits) go to the lower expert, in eager and
+    # exported graphs alike (torch.topk leaves ties open)
+    top, indices = noisy.sort(dim=1, descending=True, stable=True)
+    top, indices = top[:, : k + 1], indices[:, : k + 1]
     gates = torch.softmax(top[:, :k], dim=1)
     indices = indices[:, :k]
     if noise_std is None:
@@ -240,6 +243,8 @@ class MoERetriever(nn.Module):
                 f"tokens must be (B, {self.num_modalities}, n, d) with mask (B, M), got {tuple(mask.shape)}"
             )
         mask = mask.to(device=tokens.device, dtype=torch.bool)
+        if not self.training and (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            return self._fill_every_pair(tokens, mask)  # export (medmoe.export): no batch-dependent control flow
         ids = None if ids is None else (ids.tolist() if torch.is_tensor(ids) else list(ids))
         if ids is not None and len(ids) != b:
             raise ValueError(f"ids must have one entry per sample ({b}), got {len(ids)}")
@@ -256,6 +261,21 @@ class MoERetriever(nn.Module):
         if self.bank is not None and self.training and self.update_bank:
             self.bank.update(ids, tokens.detach(), mask, split_is_train=True)
         return FillOutput(tokens, self._all_losses(aux, tokens.device), choices)
+
+    def _fill_every_pair(self, tokens: torch.Tensor, mask: torch.Tensor) -> FillOutput:
+        """Eval forward for tracing: retrieve for every (sample, modality) pair, keep the fills of the absent ones.
+
+        The traced graph then does not depend on which modalities the example batch misses (``nonzero`` and
+        ``if`` would fix that). A pair's fill depends on its own sample only, so the absent pairs get forward's
+        values (with ``support_selection="nearest"``; random support sampling cannot be traced). No ids: a new
+        exam is never in the bank.
+        """
+        b, m = mask.shape
+        sample = torch.arange(b, device=tokens.device).repeat_interleave(m)
+        target = torch.arange(m, device=tokens.device).repeat(b)
+        fill, _, _ = self._retrieve(tokens, mask, sample, target, None)
+        fill = fill.reshape(tokens.shape).to(tokens.dtype)
+        return FillOutput(torch.where(mask[:, :, None, None], tokens, fill), {}, {})
 
     def _all_losses(self, aux: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
         """Every auxiliary loss name; the ones this call did not compute are a zero tied to every parameter."""

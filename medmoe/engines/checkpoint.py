@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
+from ..export.options import write_model_options
 from ..utils import atomic_torch_save, remove_stale_temp_files
 from .checkpoint_io import load_model_state, read_checkpoint
 from .rng_state import capture_random_states, restore_random_states
@@ -129,6 +130,7 @@ class CheckpointHandler:
 
     def _write_best(self) -> None:
         atomic_torch_save(self.save_dir / self.best_filename, _unwrap(self.network).state_dict())
+        write_model_options(self.save_dir / self.best_filename, self.network)  # what inference checks its config by
 
     def _save_best(self, evaluator: Engine) -> None:
         value = evaluator.state.metrics.get(self.metric_name, float("nan"))

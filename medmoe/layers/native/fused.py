@@ -32,7 +32,10 @@ def _functorch_active() -> bool:
 def fused_applies(x: torch.Tensor) -> bool:
     """Whether :func:`fused_soft_moe` may compute the layer for ``x``: not under autocast (the hand-written backward
     keeps one dtype) and not inside a ``torch.func`` transform (vmap, grad, ...), which a custom
-    ``autograd.Function`` without ``vmap`` support cannot take."""
+    ``autograd.Function`` without ``vmap`` support cannot take; and not while TorchScript / ONNX export traces the
+    model (``medmoe.export``), so an exported graph holds plain PyTorch operators only."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
     return not (_autocast_enabled(x.device.type) or _functorch_active())
 
 
