@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from ..export.options import write_model_options
 from ..utils import atomic_torch_save, remove_stale_temp_files
 from .checkpoint_io import load_model_state, read_checkpoint
+from .model_options import write_model_options
 from .rng_state import capture_random_states, restore_random_states
 from .sharing import SHARED_KIND, strip_training_data
 

@@ -8,9 +8,15 @@
   medmoe.apps.export``); :mod:`.files`: reading them back.
 """
 
+from ..engines.model_options import (
+    OPTIONS_FILENAME,
+    check_model_options,
+    check_tabular,
+    model_options,
+    write_model_options,
+)
 from .exported import ExportedNetwork
 from .files import load_exported, read_metadata
-from .options import OPTIONS_FILENAME, check_model_options, check_tabular, model_options, write_model_options
 from .wrapper import InferenceWrapper
 
 __all__ = [

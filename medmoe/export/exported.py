@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
+from ..engines.model_options import compare_options
 from ..nets.contract import ModelOutput, MultimodalModel
 from .files import load_exported, read_metadata
-from .options import compare_options
 
 __all__ = ["ExportedNetwork"]
 

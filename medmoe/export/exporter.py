@@ -27,10 +27,10 @@ import torch
 from monai.bundle import ConfigParser
 
 from ..engines.checkpoint import load_weights
+from ..engines.model_options import check_model_options, model_options
 from ..engines.sharing import strip_training_data
 from ..utils import atomic_write_bytes
 from .files import METADATA_NAME
-from .options import check_model_options, model_options
 from .wrapper import InferenceWrapper
 
 __all__ = ["export_bundle", "export_network"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from medmoe.data import TabularPreprocessor
+from medmoe.engines.model_options import options_path
 from medmoe.export import check_model_options, check_tabular, model_options, write_model_options
-from medmoe.export.options import options_path
 from medmoe.nets import create_model
 
 
