@@ -7,6 +7,7 @@ import torch
 
 from medmoe.blocks import MoERetriever, SupportBank
 from medmoe.blocks.retriever import RETRIEVER_MODES, cv_squared, noisy_top_k_gating
+from medmoe.engines import finish_distributed
 from medmoe.interpret.retrieval import support_ids
 
 M, N, D = 3, 2, 8
@@ -236,7 +237,7 @@ def _gather_worker(rank: int, world: int, path: str, result: str) -> None:
     x = torch.full((rank + 1, M, N, D), float(rank))  # ranks hold different batch sizes
     written = bank.update([f"r{rank}-{i}" for i in range(rank + 1)], x, torch.ones(rank + 1, M, dtype=torch.bool), True)
     torch.save({"ids": bank.ids, "embeddings": bank.embeddings, "written": written}, f"{result}{rank}.pt")
-    dist.destroy_process_group()
+    finish_distributed()  # barrier, destroy, exit 0 without the finalization abort (medmoe.engines)
 
 
 def test_bank_updates_are_gathered_across_ranks(tmp_path):
