@@ -3,9 +3,10 @@
 After a DDP run has finished and written everything, a rank sometimes still dies at interpreter exit with
 ``terminate called without an active exception`` (exit -6, SIGABRT): gloo's worker threads and the DDP reducer
 hold work objects with tensors, and when those are destroyed during interpreter finalization they try to take the
-GIL of an interpreter being torn down (PyTorch pull request 179291 describes the mechanism). It was seen twice in
-this project's CI runs of the 2-process bundle tests and not in 52 runs made to reproduce it: rare, but torchrun
-then reports the whole job as failed although every output is on disk.
+GIL of an interpreter being torn down (PyTorch pull request 179291 describes the mechanism). It was seen three times in
+this project's CI runs (two 2-process bundle runs, one ``mp.spawn`` unit test whose workers had destroyed their
+process group) and not in 52 runs made to reproduce it: rare, but torchrun then reports the whole job as failed
+although every output is on disk.
 
 :func:`finish_distributed` is the bundles' last ``finalize`` step: every rank waits at a barrier, destroys the
 process group, flushes the logs and standard streams, and leaves with ``os._exit(0)``, skipping the interpreter
