@@ -60,7 +60,7 @@ def _config_overrides(args: argparse.Namespace, tasks: dict[str, int] | None) ->
     return overrides
 
 
-def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) -> Cohort:
+def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) -> tuple[Cohort, object]:
     """Build the cohort exactly as the bundle does: evaluate the config's own ``cohort`` entry.
 
     ``cohort_csv`` / ``data_root`` (and ``modalities`` / ``tasks`` / ``id_column`` when given on the command line)
@@ -69,6 +69,10 @@ def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) 
     ``kspace`` column and the ``slice`` extra column for ``fastmri_i2m2``, the mask column of ``gamma_m4oe``.
     A config may add a ``cohort_check`` entry, an expression over ``@cohort`` that raises ``CohortError`` for rows
     the bundle cannot use later (``gamma_m4oe``: every case needs its fundus photograph); it is evaluated too.
+
+    Returns:
+        ``(cohort, checked)``: ``checked`` is the ``cohort_check`` value (None without one); a bundle whose check
+        returns the samples it feeds its pipeline (``gamma_m4oe``) lets the decoding step use those.
     """
     from monai.bundle import ConfigParser
 
@@ -94,9 +98,9 @@ def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) 
         parser["cohort#require_labels"] = False
     try:
         cohort = parser.get_parsed_content("cohort")
-        if "cohort_check" in parser:  # checks of the data pipeline beyond the loader's
-            parser.get_parsed_content("cohort_check")
-        return cohort
+        # checks of the data pipeline beyond the loader's
+        checked = parser.get_parsed_content("cohort_check") if "cohort_check" in parser else None
+        return cohort, checked
     except Exception as err:  # monai wraps the loader's error: report the loader's own error
         cause: BaseException = err
         while cause.__cause__ is not None and not isinstance(cause, (CohortError, FileNotFoundError)):
@@ -108,7 +112,7 @@ def _cohort_from_config(args: argparse.Namespace, tasks: dict[str, int] | None) 
         ) from err
 
 
-def _decode_all(args: argparse.Namespace, cohort: Cohort) -> list[str]:
+def _decode_all(args: argparse.Namespace, cohort: Cohort, checked: object = None) -> list[str]:
     """Decode every image once (the bundle's own preprocessing with --config_file), with a progress bar."""
     from tqdm.auto import tqdm
 
@@ -117,7 +121,6 @@ def _decode_all(args: argparse.Namespace, cohort: Cohort) -> list[str]:
     records = None
     if args.config_file:
         factory = BundlePreprocessing(args.config_file, _config_overrides(args, args.tasks))
-        checked = _cohort_check(args)  # a bundle whose cohort_check returns the samples it feeds its pipeline
         if isinstance(checked, list) and all(isinstance(r, dict) for r in checked):
             records = checked
     else:
@@ -127,29 +130,15 @@ def _decode_all(args: argparse.Namespace, cohort: Cohort) -> list[str]:
         return decode_cohort(cohort, factory, args.workers, lambda done, _: bar.update(done - bar.n), records)
 
 
-def _cohort_check(args: argparse.Namespace) -> object:
-    """The config's ``cohort_check`` value (None without one)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(args.config_file)
-    for key, value in _config_overrides(args, args.tasks).items():
-        parser[key] = value
-    if args.no_split:
-        parser["cohort#split_column"] = None
-        parser["cohort#required_splits"] = []
-        parser["cohort#require_labels"] = False
-    return parser.get_parsed_content("cohort_check") if "cohort_check" in parser else None
-
-
 def _validate(args: argparse.Namespace) -> int:
     from medmoe.data import SPLITS, CohortError, load_cohort
 
     if not args.config_file and not args.modalities:
         raise SystemExit("give --config_file or --modalities (and --tasks)")
+    checked = None
     try:
         if args.config_file:
-            cohort = _cohort_from_config(args, args.tasks)
+            cohort, checked = _cohort_from_config(args, args.tasks)
         else:
             cohort = load_cohort(
                 args.cohort_csv,
@@ -167,7 +156,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     modalities, tasks = cohort.modalities, cohort.tasks
     if not (args.headers_only or args.skip_files):
-        problems = _decode_all(args, cohort)
+        problems = _decode_all(args, cohort, checked)
         if problems:
             shown = "\n  ".join(problems[:200]) + (
                 f"\n  ... and {len(problems) - 200} more" if len(problems) > 200 else ""
