@@ -13,6 +13,7 @@ from .i2m2 import I2M2
 from .i2moe import I2MoE
 from .m4oe import M4oE
 from .registry import create_model, list_models, register_model
+from .single_modality import SingleModalityClassifier, SingleModalityUNet
 
 __all__ = [
     "INTERPRETATIONS",
@@ -24,6 +25,8 @@ __all__ = [
     "M4oE",
     "ModelOutput",
     "MultimodalModel",
+    "SingleModalityClassifier",
+    "SingleModalityUNet",
     "TransformerFusion",
     "create_model",
     "declared_interpretations",

@@ -34,7 +34,9 @@ __all__ = [
     "ModelOutput",
     "MultimodalModel",
     "declared_interpretations",
+    "presence_mask",
     "require_interpretations",
+    "zero_absent",
 ]
 
 #: ``interpret`` keys with a fixed meaning (each model fills the ones it declares in ``interpretations``).
@@ -151,3 +153,47 @@ def require_interpretations(network: nn.Module, names: set[str] | frozenset[str]
             f"{user} needs a model whose forward gives interpret {sorted(names)}; {type(module).__name__} {have}"
         )
     return module
+
+
+def presence_mask(
+    batch: Mapping[str, Any], modalities: list[str], key: str = "modality_mask", read: list[str] | None = None
+) -> torch.Tensor:
+    """The batch's ``(b, M)`` bool presence mask (``batch[key]``; all present if the batch has none).
+
+    Args:
+        batch: the batch dict.
+        modalities: the model's modality keys, in ``modality_mask`` column order.
+        key: batch key of the mask.
+        read: the modality keys the model reads (default all ``modalities``): each must be in the batch.
+
+    Raises:
+        KeyError: if the batch lacks a modality key the model reads.
+        ValueError: on a mask that is not ``(batch, len(modalities))``.
+    """
+    read = modalities if read is None else read
+    missing = [k for k in read if k not in batch]
+    if missing:
+        raise KeyError(f"batch has no key(s) {missing}; expected modalities {read}")
+    first = batch[read[0]]
+    mask = batch.get(key)
+    if mask is None:
+        mask = torch.ones(first.shape[0], len(modalities), dtype=torch.bool, device=first.device)
+    mask = mask.to(device=first.device, dtype=torch.bool)
+    if mask.shape != (first.shape[0], len(modalities)):
+        raise ValueError(f"'{key}' must be (batch, {len(modalities)}), got {tuple(mask.shape)}")
+    return mask
+
+
+def zero_absent(images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """``images`` with absent samples zeroed (the data layer's NaN placeholder never reaches a network).
+
+    Args:
+        images: a modality's batch ``(b, ...)``.
+        present: bool, broadcastable against ``images`` (e.g. ``(b, 1, 1, 1)``).
+
+    Raises:
+        ValueError: on non-finite values in a present sample.
+    """
+    if not bool(torch.isfinite(images).logical_or(~present).all()):
+        raise ValueError("non-finite values in a modality marked present in the modality_mask")
+    return torch.where(present, images, torch.zeros((), dtype=images.dtype, device=images.device))

@@ -15,7 +15,7 @@ from ..encoders import GroupedPatchEmbedding, OCTEmbedding, TimmEmbedding
 from ..heads import MultiTaskClassificationHead, SegmentationHead
 from ..layers import SoftMoE
 from ..losses import conditional_mutual_information, modality_expert_task_joint
-from .contract import ModelOutput, MultimodalModel
+from .contract import ModelOutput, MultimodalModel, presence_mask, zero_absent
 from .registry import register_model
 
 __all__ = ["M4oE"]
@@ -251,28 +251,6 @@ class M4oE(MultimodalModel):
             if int(cfg.get("classes", 0)) < 2:
                 raise ValueError(f"segmentation task '{name}' needs 'classes' >= 2 (binary = 2), got {cfg}")
 
-    def _presence(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        missing = [k for k in self.modalities if k not in batch]
-        if missing:
-            raise KeyError(f"batch has no key(s) {missing}; expected modalities {self.modalities}")
-        first = batch[self.modalities[0]]
-        mask = batch.get(self.modality_mask_key)
-        if mask is None:
-            mask = torch.ones(first.shape[0], len(self.modalities), dtype=torch.bool, device=first.device)
-        mask = mask.to(device=first.device, dtype=torch.bool)
-        if mask.shape != (first.shape[0], len(self.modalities)):
-            raise ValueError(
-                f"'{self.modality_mask_key}' must be (batch, {len(self.modalities)}), got {tuple(mask.shape)}"
-            )
-        return mask
-
-    @staticmethod
-    def _zero_absent(images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """``images`` with absent samples zeroed; ``present`` broadcasts against it."""
-        if not bool(torch.isfinite(images).logical_or(~present).all()):
-            raise ValueError("non-finite values in a modality marked present in the modality_mask")
-        return torch.where(present, images, torch.zeros((), dtype=images.dtype, device=images.device))
-
     def _embed(self, batch: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """Tokens ``(g, b, n, d)`` of all modalities in model order (absent ones embedded from zeros)."""
         column = {k: i for i, k in enumerate(self.modalities)}
@@ -280,15 +258,15 @@ class M4oE(MultimodalModel):
         if self.image_modalities:
             images = torch.stack([batch[k] for k in self.image_modalities], dim=1)  # b g c h w
             present = mask[:, [column[k] for k in self.image_modalities]].view(*images.shape[:2], 1, 1, 1)
-            tokens.update(zip(self.image_modalities, self.embedder(self._zero_absent(images, present))))
+            tokens.update(zip(self.image_modalities, self.embedder(zero_absent(images, present))))
         for name, embed in self.volume_embedders.items():  # few volume modalities (typically one OCT)
             volume = batch[name]
             present = mask[:, column[name]].view(-1, *([1] * (volume.dim() - 1)))
-            tokens[name] = embed(self._zero_absent(volume, present))
+            tokens[name] = embed(zero_absent(volume, present))
         return torch.stack([tokens[k] for k in self.modalities])
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> ModelOutput:
-        mask = self._presence(batch)
+        mask = presence_mask(batch, self.modalities, self.modality_mask_key)
         tokens = self._embed(batch, mask)  # g b n d
         filled = self.missing_fill(tokens.transpose(0, 1), mask, batch)
         tokens = filled.tokens.transpose(0, 1)

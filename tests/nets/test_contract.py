@@ -47,6 +47,25 @@ TINY = {
         backbone_kwargs={"num_layers": 1, "num_heads": 2},
         identical_init=False,  # identical experts give the reweighting model no gradient before the first step
     ),
+    "timm_classifier": dict(
+        modalities=["cc", "mlo", "s2d_cc"],
+        tasks=TASKS,
+        modality="mlo",
+        backbone="mobilenetv3_small_050",
+        in_channels=1,
+        missing_modality="zero",  # the batches below lack a view in some samples
+    ),
+    "unet": dict(
+        modalities=["cc", "mlo", "s2d_cc"],
+        tasks=TASKS,
+        segmentation_tasks={"lesion": {"classes": 2}},
+        modality="mlo",
+        encoder="ghostnet_050",  # 16 x 16 inputs need encoder_depth <= 4, where many timm encoders keep dead stages
+        encoder_depth=4,
+        decoder_channels=(16, 8, 8, 8),
+        in_channels=1,
+        missing_modality="zero",
+    ),
 }
 
 
@@ -112,9 +131,12 @@ class TestModelContract:
         assert isinstance(model, MultimodalModel) and model.interpretations <= set(INTERPRETATIONS)
         for mode in (True, False):
             out = model.train(mode)(batch_with_gaps(variant, 0))
-            assert isinstance(out, ModelOutput) and set(out) == set(TASKS)
+            segmentation = TINY[VARIANTS[variant][0]].get("segmentation_tasks", {})
+            assert isinstance(out, ModelOutput) and set(out) == set(TASKS) | set(segmentation)
             for task, classes in TASKS.items():
                 assert out[task].shape == (4, classes) and torch.isfinite(out[task]).all()
+            for task, spec in segmentation.items():
+                assert out[task].shape == (4, spec["classes"], 16, 16) and torch.isfinite(out[task]).all()
             assert all(v.dim() == 0 and torch.isfinite(v) for v in out.aux_losses.values())
             assert model.interpretations <= set(out.interpret) <= set(INTERPRETATIONS), (mode, sorted(out.interpret))
             assert not any(isinstance(v, torch.Tensor) for v in vars(model).values()), "state kept on the model"
