@@ -1,0 +1,32 @@
+"""The bundle option ``cache``: a gamma_m4oe run with the disk cache trains exactly as with the RAM cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from bundle_runner import ok, run_bundle
+from test_gamma_m4oe import small
+
+from medmoe.data import make_gamma_demo
+
+pytestmark = pytest.mark.slow
+
+
+def test_disk_cache_trains_one_epoch_like_the_ram_cache(tmp_path: Path) -> None:
+    cohort = make_gamma_demo(tmp_path / "demo", num_cases=24, fundus_size=64, num_bscans=4, bscan_size=32)
+    cache = tmp_path / "disk_cache"
+    disk_run = small(cohort, tmp_path / "disk", max_epochs=1, cache="disk", cache_dir=str(cache))
+    ok(run_bundle("gamma_m4oe", "train.json", **disk_run))
+    rows = pd.read_csv(cohort)
+    assert len(list(cache.glob("*.pt"))) == int(rows["split"].isin(["train", "val"]).sum())  # one file per sample
+    assert not (tmp_path / "disk" / "cache").exists()  # cache_dir, not the default under bundle_root
+
+    ok(run_bundle("gamma_m4oe", "train.json", **small(cohort, tmp_path / "ram", max_epochs=1)))  # default cache "ram"
+    assert not (tmp_path / "ram" / "cache").exists()
+    disk, ram = (torch.load(tmp_path / r / "models" / "model.pt", weights_only=True) for r in ("disk", "ram"))
+    assert disk.keys() == ram.keys()
+    for key in disk:
+        torch.testing.assert_close(disk[key], ram[key], rtol=0, atol=1e-6, msg=key)  # the same samples
