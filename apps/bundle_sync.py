@@ -16,7 +16,7 @@ that every bundle's file of that name holds, keyed by MONAI id (``"optimizer"``,
 files use it: a top-level key spelled with ``#`` (``"train#dataloader#sampler"`` in multi_gpu_train.json) is that
 key, otherwise the id walks the nested dictionaries. Writing keeps each bundle's own entries and key order; an id
 a bundle lacks is added after the shared id that precedes it (nested in train.json, as a top-level override id in
-the files layered on it).
+the files layered on it). An id removed from the shared source stays in the bundles as their own entry.
 """
 
 from __future__ import annotations

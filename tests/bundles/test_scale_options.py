@@ -1,4 +1,4 @@
-"""The bundle option ``cache``: a gamma_m4oe run with the disk cache trains exactly as with the RAM cache."""
+"""The bundle options ``cache`` and ``precision`` on tiny gamma_m4oe runs (fundus + OCT, segmentation)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ from medmoe.data import make_gamma_demo
 pytestmark = pytest.mark.slow
 
 
-def test_disk_cache_trains_one_epoch_like_the_ram_cache(tmp_path: Path) -> None:
-    cohort = make_gamma_demo(tmp_path / "demo", num_cases=24, fundus_size=64, num_bscans=4, bscan_size=32)
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return make_gamma_demo(tmp_path_factory.mktemp("gamma"), num_cases=24, fundus_size=64, num_bscans=4, bscan_size=32)
+
+
+def test_disk_cache_trains_one_epoch_like_the_ram_cache(cohort: Path, tmp_path: Path) -> None:
     cache = tmp_path / "disk_cache"
     disk_run = small(cohort, tmp_path / "disk", max_epochs=1, cache="disk", cache_dir=str(cache))
     ok(run_bundle("gamma_m4oe", "train.json", **disk_run))
@@ -30,3 +34,12 @@ def test_disk_cache_trains_one_epoch_like_the_ram_cache(tmp_path: Path) -> None:
     assert disk.keys() == ram.keys()
     for key in disk:
         torch.testing.assert_close(disk[key], ram[key], rtol=0, atol=1e-6, msg=key)  # the same samples
+
+
+def test_bf16_trains_on_cpu_and_fp16_there_is_refused(cohort: Path, tmp_path: Path) -> None:
+    ok(run_bundle("gamma_m4oe", "train.json", **small(cohort, tmp_path / "bf16", max_epochs=1, precision="bf16")))
+    weights = torch.load(tmp_path / "bf16" / "models" / "model.pt", weights_only=True)
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())  # fp32 master weights
+    refused = run_bundle("gamma_m4oe", "train.json", **small(cohort, tmp_path / "fp16", max_epochs=1, precision="fp16"))
+    assert refused.returncode != 0
+    assert "precision 'fp16' needs a CUDA device (device is 'cpu'); use --precision bf16 or fp32" in refused.stderr
