@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SHARED", "check", "dumps", "main", "sync"]
+__all__ = ["check", "dumps", "main", "sync"]
 
-SHARED = Path("bundles") / "shared" / "configs.json"
 _WIDTH = 120  # the repository's line length
 _INLINE_ITEMS = 3  # dictionaries with more items are spread over lines even when they fit
 
@@ -89,7 +88,8 @@ def _render(value: Any, indent: int, used: int) -> str:
         return compact
     children = value.values() if isinstance(value, dict) else value
     small = isinstance(value, list) or len(value) <= _INLINE_ITEMS
-    if small and used + len(compact) <= _WIDTH and not any(isinstance(c, dict) and c for c in children):
+    fits = used + len(compact) < _WIDTH  # one column left for the comma after it
+    if small and fits and not any(isinstance(c, dict) and c for c in children):
         return compact
     pad = " " * (indent + 4)
     if isinstance(value, dict):
