@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,18 @@ def test_disk_cache_trains_one_epoch_like_the_ram_cache(cohort: Path, tmp_path: 
     assert disk.keys() == ram.keys()
     for key in disk:
         torch.testing.assert_close(disk[key], ram[key], rtol=0, atol=1e-6, msg=key)  # the same samples
+
+    # evaluation through the disk cache (the cup Dice on the photograph uses each sample's recorded crop geometry)
+    metrics = {}
+    for mode in ("disk", "ram"):
+        run = small(
+            cohort, tmp_path / "ram", cache=mode, cache_dir=str(cache), output_dir=str(tmp_path / mode / "eval")
+        )
+        ok(run_bundle("gamma_m4oe", "train.json", "evaluate.json", **run, **{"eval_writer#n_bootstrap": 20}))
+        metrics[mode] = json.loads((tmp_path / mode / "eval" / "metrics.json").read_text())["tasks"]
+    for task, name in (("glaucoma", "auroc"), ("glaucoma", "accuracy"), ("cup", "dice"), ("cup", "dice_network")):
+        assert metrics["disk"][task][name] == pytest.approx(metrics["ram"][task][name], abs=1e-6), (task, name)
+    assert metrics["disk"]["cup"]["n"] == metrics["ram"]["cup"]["n"] > 0
 
 
 def test_bf16_trains_on_cpu_and_fp16_there_is_refused(cohort: Path, tmp_path: Path) -> None:
