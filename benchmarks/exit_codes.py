@@ -7,7 +7,7 @@ so cohort validation passes and the error comes while ``CacheDataset`` decodes i
 ``python -m monai.bundle run`` on ``train.json`` ``--runs`` times per variant, side by side:
 
 - ``medmoe``: the bundle as shipped (``medmoe.data.CacheDataset``, which joins its caching threads on error);
-- ``monai``: the same with ``monai.data.CacheDataset`` (``--train#dataset#_target_ CacheDataset``), the reference.
+- ``monai``: the same with ``monai.data.CacheDataset`` (``--train#dataset``, ``--validate#dataset``), the reference.
 
 Every run must exit 1 with the message naming the file and leave nothing in ``models/`` or ``eval/``. With MONAI's
 class some runs abort with ``terminate called without an active exception`` (exit -6, SIGABRT): its daemon caching
@@ -39,7 +39,11 @@ from medmoe.utils import atomic_write_text
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "medmoe": {},
-    "monai": {"train#dataset#_target_": "CacheDataset", "validate#dataset#_target_": "CacheDataset"},
+    "monai": {  # the bundle's datasets rebuilt as monai.data.CacheDataset (make_dataset's RAM mode is medmoe's)
+        "train#dataset": "$monai.data.CacheDataset(@cohort.records('train'), @train#preprocessing, progress=False)",
+        "validate#dataset": "$monai.data.CacheDataset(@cohort.records(@validate#split), @validate#preprocessing, "
+        "progress=False)",
+    },
 }
 
 

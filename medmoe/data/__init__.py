@@ -3,6 +3,7 @@
 from .adni_adapter import build_adni_cohort
 from .cache_dataset import CacheDataset
 from .cohort import SPLITS, Cohort, CohortError, check_readable, load_cohort
+from .datasets import CACHE_MODES, make_dataset, transform_fingerprint
 from .demo_adni import adni_demo_cohort, make_adni_demo
 from .demo_embed import embed_demo_cohort, make_embed_demo
 from .demo_fastmri import fastmri_demo_cohort, make_fastmri_demo
@@ -20,6 +21,9 @@ __all__ = [
     "AdaptedCohort",
     "SPLITS",
     "CacheDataset",
+    "CACHE_MODES",
+    "make_dataset",
+    "transform_fingerprint",
     "TabularPreprocessor",
     "TabularToVectord",
     "adni_demo_cohort",

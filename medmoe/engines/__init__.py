@@ -5,12 +5,17 @@ from .distributed import finish_distributed
 from .expert_scores import ExpertScores
 from .expert_weights import ExpertWeightsWriter
 from .metrics import SegmentationDice, TaskMetric, accuracy, auroc, mean_of, task_metrics
+from .precision import PRECISIONS, AutocastInferer, check_precision, default_precision
 from .prepare import MultimodalPrepareBatch
 from .retrieval_choices import RetrievalWriter, find_retriever
 from .robustness import corruption_sweep
 from .writers import EvaluationWriter
 
 __all__ = [
+    "AutocastInferer",
+    "PRECISIONS",
+    "check_precision",
+    "default_precision",
     "CheckpointHandler",
     "EvaluationWriter",
     "ExpertScores",
