@@ -102,3 +102,13 @@ def test_baselines_train_one_epoch_and_evaluate(bundle: str, tmp_path: Path) -> 
             assert cases["dice_cup"].between(0, 1).all() and len(cases) > 0, name
         else:
             assert not (out / "segmentation.csv").exists(), name
+
+
+def test_adni_fusion_baseline_is_the_i2moe_backbone_without_experts():
+    # baseline_fusion.json repeats train.json's encoders and backbone (a network_def override cannot keep part of
+    # the one it replaces): they must stay the same
+    folder = REPO / "bundles" / "adni_i2moe" / "configs"
+    i2moe = json.loads((folder / "train.json").read_text())["network_def"]
+    fusion = json.loads((folder / "baseline_fusion.json").read_text())["network_def"]
+    assert fusion.pop("name") == "fusion" and i2moe.pop("name") == "i2moe"
+    assert fusion == {k: i2moe[k] for k in fusion}
