@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import segmentation_models_pytorch as smp
 import timm
 import torch
 
@@ -179,8 +180,6 @@ class SingleModalityUNet(_OneModality):
         missing_modality: str = "error",
         modality_mask_key: str = "modality_mask",
     ) -> None:
-        import segmentation_models_pytorch as smp
-
         super().__init__(modalities, modality, missing_modality, modality_mask_key)
         self.tasks = dict(tasks or {})
         self.segmentation_tasks = {k: dict(v) for k, v in segmentation_tasks.items()}
