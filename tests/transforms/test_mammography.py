@@ -413,8 +413,12 @@ def test_cbis_ddsm_through_the_chain():
     assert out.applied_operations[1]["extra_info"]["cropped"][3] > 500
     # the box, against the breast read by eye on the film (rows ~600-4250, nipple at column ~1590 of 4736 x 2624)
     # and the clutter (bright film frame ~70 rows at the top and bottom, "LCC" right of column ~2300)
-    y0, y1, x0, x1 = CropBreast().compute_box(LoadMammogram()(CBIS))
+    image = LoadMammogram()(CBIS)
+    y0, y1, x0, x1 = CropBreast().compute_box(image)
     assert 100 < y0 <= 650 and 4200 <= y1 < 4736 - 100 and x0 == 0 and 1560 <= x1 < 2200
+    # the default working size (512) finds the box of the finer 1024 working image to within the 16-pixel margin
+    finer = CropBreast(working_size=1024).compute_box(image)
+    assert max(abs(a - b) for a, b in zip((y0, y1, x0, x1), finer)) <= 16
 
 
 @pytest.mark.parametrize("name", ["A/sample_A1.jpg", "B/sample_B2.jpg", "D/sample_D2.jpg"])
