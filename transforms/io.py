@@ -263,13 +263,13 @@ def _dicom_to_unit_range(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     if stored.dtype.kind in "iu":  # unused high bits may carry overlays or garbage: keep the stored range
         low_stored, high_stored = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-        stored = np.clip(stored, low_stored, high_stored)
+        if stored.max() > high_stored or (stored.dtype.kind == "i" and stored.min() < low_stored):  # copy if needed
+            stored = np.clip(stored, low_stored, high_stored)
     else:
         low_stored, high_stored = float(np.nanmin(stored)), float(np.nanmax(stored))
     affine = _affine_to_unit_range(ds, bits, signed, low_stored, high_stored) if stored.dtype.kind in "iu" else None
     if affine is not None:  # one float32 pass; the float64 LUT / window path below gives the same values
-        image = stored.astype(np.float32)
-        image *= np.float32(affine[0])
+        image = np.multiply(stored, np.float32(affine[0]), dtype=np.float32)
         image += np.float32(affine[1])
         np.clip(image, 0.0, 1.0, out=image)
         return np.subtract(1.0, image, out=image) if photometric == "MONOCHROME1" else image

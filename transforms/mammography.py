@@ -139,7 +139,8 @@ class CanonicalSide(InvertibleTransform):
         if side == "right":
             out = flip(img, [1], lazy=False, transform_info=self.get_transform_info())
         else:
-            out = img.clone() if isinstance(img, MetaTensor) else img
+            # a view: no copy of the pixels; the view has its own meta dict and applied_operations list
+            out = img.view(img.shape) if isinstance(img, MetaTensor) else img
             out = self.push_transform(out, extra_info={"axes": TraceKeys.NONE})
         if isinstance(out, MetaTensor):
             out.meta["flipped"] = side == "right"

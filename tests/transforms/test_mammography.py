@@ -138,6 +138,14 @@ def test_canonical_side_from_intensity_and_inverse(chest_wall):
     assert torch.equal(restored.as_tensor(), image.as_tensor()) and restored.applied_operations == []
 
 
+def test_canonical_side_without_a_flip_shares_the_pixels_not_the_bookkeeping():
+    image = breast(chest_wall="left")
+    image.meta["laterality"] = "L"
+    out = CanonicalSide()(image)
+    assert out.data_ptr() == image.data_ptr()  # no copy of a full-field image when nothing moves
+    assert "flipped" not in image.meta and image.applied_operations == [] and len(out.applied_operations) == 1
+
+
 def test_canonical_sided_inverse_and_missing_keys():
     data = {"a": breast(chest_wall="right"), "b": breast(chest_wall="left")}
     transform = CanonicalSided(["a", "b", "c"], allow_missing_keys=True)
