@@ -448,3 +448,20 @@ def test_require_mammogram_rejects_the_chest_radiograph():
     with pytest.raises(NotAMammogramError, match=r"RG1_J2KR\.dcm.*'CR'"):
         LoadMammogram(require_mammogram=True)(CHEST)
     assert issubclass(NotAMammogramError, ValueError)
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.5, 7.0])
+def test_box_limited_morphology_equals_the_whole_image_transform(radius):
+    from medmoe.transforms.mammography import _dilate, _erode
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(radius * 10))
+    for trial in range(6):
+        mask = ndimage.gaussian_filter(rng.random((60, 48)), 3) > 0.5 + 0.02 * trial  # blobs, some at the edges
+        mask[: trial * 3] = False  # and some boxes away from the edges
+        whole_dilation = ndimage.distance_transform_edt(~mask) <= radius if mask.any() else mask
+        whole_erosion = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1] > radius
+        np.testing.assert_array_equal(_dilate(mask, radius), whole_dilation)
+        np.testing.assert_array_equal(_erode(mask, radius), whole_erosion)
+    empty = np.zeros((8, 8), bool)
+    assert not _dilate(empty, radius).any() and not _erode(empty, radius).any()
