@@ -51,6 +51,7 @@ def test_tiny_run_writes_the_json(load_benchmark, tmp_path):
     assert result["args"]["images"] == 2 and result["peak_rss"]["scaled"]["images"] == 8
     for row in result["timings"].values():
         assert len(row["seconds"]) == 2 and row["min_s"] <= row["median_s"] <= row["max_s"]
-    assert set(result["targets_met"]) == set(bench.TARGETS)
-    assert len(result["ratios"]) == 4 and all(v > 0 for v in result["ratios"].values())
+    assert set(result["targets_met"]) == {*bench.TARGETS, "first_pass_per_worker_vs_decode, steady"}
+    assert len(result["ratios"]) == 6 and all(v > 0 for v in result["ratios"].values())
+    assert all("steady_images_per_s" in row for name, row in result["timings"].items() if "pass" in name)
     assert [p.name for p in tmp_path.iterdir()] == ["scale_data.json"]  # the temporary folder is gone
