@@ -17,8 +17,8 @@ repeats interleaved (min / median / max reported; ratios from medians):
   (batch 1) with each of ``--workers`` worker processes; target: images/s per worker >= 0.8 x decode. Reported for
   the whole pass and steady (after the first batch: a worker's start, ~0.1-0.4 s, is a large share of a pass of
   a few images and a negligible one of an epoch);
-* **cached pass**: the same chain in a disk cache (``medmoe.data.make_dataset(cache="disk")`` when it exists, else
-  MONAI ``PersistentDataset`` keyed on the chain) after one pass that fills it; target >= 5 x the first pass;
+* **cached pass**: the same chain in the bundles' disk cache (``medmoe.data.make_dataset(cache="disk")``, MONAI's
+  ``PersistentDataset`` keyed on the chain) after one pass that fills it; target >= 5 x the first pass;
 * **peak RSS** of a cached pass (a fresh subprocess, ``num_workers=0``, ``resource.getrusage``) over the cohort and
   over ``--rss-scale`` times as many images (the extra images are JPEG Lossless copies, cached first); target: at
   ``--rss-scale`` 4, peak RSS <= 1.1 x.
@@ -141,18 +141,11 @@ def preprocessing(out_size: tuple[int, int]):
 
 
 def disk_dataset(records: list[dict], transform, cache_dir: Path):
-    """``(dataset, implementation)``: ``medmoe.data.make_dataset(cache="disk")`` where it exists, else MONAI's
-    ``PersistentDataset`` keyed on the records and on the transform chain (``json_hashing`` of it)."""
-    import medmoe.data
+    """``(dataset, implementation)``: the bundles' disk cache, ``medmoe.data.make_dataset(cache="disk")``."""
+    from medmoe.data import make_dataset
 
-    if hasattr(medmoe.data, "make_dataset"):
-        dataset = medmoe.data.make_dataset(records, transform, cache="disk", cache_dir=str(cache_dir))
-        return dataset, "medmoe.data.make_dataset(cache='disk')"
-    from monai.data import PersistentDataset
-    from monai.data.utils import json_hashing
-
-    dataset = PersistentDataset(records, transform, cache_dir=cache_dir, hash_transform=json_hashing)
-    return dataset, "monai.data.PersistentDataset(hash_transform=json_hashing)"
+    dataset = make_dataset(records, transform, cache="disk", cache_dir=str(cache_dir))
+    return dataset, "medmoe.data.make_dataset(cache='disk')"
 
 
 def run_loader(
