@@ -1,7 +1,7 @@
 """CPU inference speed of embed_m4oe: exams/s of the network, eager vs TorchScript vs ONNX Runtime, fp32 and bf16.
 
-Run: ``python benchmarks/inference_speed.py [--rounds 7] [--threads 2] [--sizes demo full_resolution]
-[--auroc_bundle_root RUN] [--out benchmarks/results/inference_speed.json]``.
+Run: ``python benchmarks/inference_speed.py [--rounds 7] [--full_resolution_rounds 3] [--threads 2]
+[--sizes demo full_resolution] [--auroc_bundle_root RUN] [--out benchmarks/results/inference_speed.json]``.
 
 Sizes: ``demo`` is ``configs/inference.json`` as it stands (4 views of 64 x 64, patch 8); ``full_resolution`` is
 views of 1024 x 832 with patch 16: ``configs/full_resolution.json`` layered on ``inference.json`` when that file
@@ -10,14 +10,18 @@ is untrained (seed 0): its speed does not depend on its weights. An exam is the 
 tensors of the preprocessed shape; preprocessing (DICOM decode, crop, resize) is not timed.
 
 Candidates, side by side in one run (each round runs every candidate once, in a random order; min / median / max of
-exams/s over ``--rounds`` rounds after three warm-up calls each: TorchScript's profiling executor
-optimises a graph after its first calls with a shape):
+exams/s over ``--rounds`` rounds, ``--full_resolution_rounds`` at full resolution, after three (two) warm-up calls
+each: TorchScript's profiling executor optimises a graph after its first calls with a shape):
 
 * ``eager_fp32``: the medmoe network, ``torch.inference_mode()``;
 * ``eager_bf16``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)``, where the CPU has bf16 (AVX512-BF16
   or AMX, from ``lscpu`` flags);
-* ``torchscript``: ``model.ts`` as ``python -m medmoe.apps.export`` writes it (``torch.jit.load``);
+* ``torchscript``: ``model.ts`` as ``python -m medmoe.apps.export`` writes it (``torch.jit.load``), traced and
+  checked against eager at batch 1 (the batch axis is dynamic);
 * ``onnxruntime``: ``model.onnx`` under onnxruntime's CPU provider with ``--threads`` intra-op threads.
+
+A candidate that fails at a batch size (onnxruntime cannot allocate a buffer, say) is recorded with its error
+instead of a speed.
 
 Batch 1 and 8. ``torch.set_num_threads(--threads)``. The machine may be shared: compare candidates within one run.
 
@@ -88,7 +92,7 @@ def _candidates(network, modalities, folder: Path, batches, threads: int, bf16: 
 
     from medmoe.export.exporter import export_network
 
-    written = export_network(network, list(batches.values()), folder)
+    written = export_network(network, [batches[min(batches)]], folder)  # traced and checked at the smallest batch
     scripted = torch.jit.load(str(written["ts"])).eval()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -126,9 +130,14 @@ def measure(size: str, rounds: int, threads: int, bf16: bool, batch_sizes=(1, 8)
         candidates = _candidates(network, modalities, Path(folder), batches, threads, bf16)
         export_seconds = time.perf_counter() - start
         samples = {(name, b): [] for name in candidates for b in batches}
-        for name, b in samples:  # warm-up: TorchScript's profiling executor optimises after a few calls per shape
-            for _ in range(warmup):
-                candidates[name](b)
+        failed = {}
+        for name, b in list(samples):  # warm-up: TorchScript's profiling executor optimises after a few calls per shape
+            try:
+                for _ in range(warmup):
+                    candidates[name](b)
+            except Exception as err:  # e.g. onnxruntime cannot allocate a buffer: recorded, not timed
+                failed[(name, b)] = f"{type(err).__name__}: {str(err)[:400]}"
+                del samples[(name, b)]
         order = list(samples)
         for _ in range(rounds):
             random.shuffle(order)
@@ -140,10 +149,13 @@ def measure(size: str, rounds: int, threads: int, bf16: bool, batch_sizes=(1, 8)
     for (name, b), values in samples.items():
         summary = {"min": min(values), "median": statistics.median(values), "max": max(values), "samples": values}
         results.setdefault(f"batch_{b}", {})[name] = summary
+    for (name, b), message in failed.items():
+        results.setdefault(f"batch_{b}", {})[name] = {"failed": message}
     for table in results.values():
         base = table["eager_fp32"]["median"]
         for entry in table.values():
-            entry["speedup_vs_eager_fp32"] = entry["median"] / base
+            if "median" in entry:
+                entry["speedup_vs_eager_fp32"] = entry["median"] / base
     return {"config": how, "image_size": image_size, "export_seconds": export_seconds, "exams_per_s": results}
 
 
@@ -193,6 +205,7 @@ def bf16_auroc(bundle_root: Path) -> dict:
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     args.add_argument("--rounds", type=int, default=7)
+    args.add_argument("--full_resolution_rounds", type=int, default=3, help="rounds at full resolution (slow)")
     args.add_argument("--threads", type=int, default=2)
     args.add_argument("--sizes", nargs="+", default=["demo", "full_resolution"], choices=["demo", "full_resolution"])
     args.add_argument("--auroc_bundle_root", default=None, help="trained embed_m4oe run for the bf16 AUROC check")
@@ -210,13 +223,18 @@ def main() -> None:
             "torch": torch.__version__,
             **cpu,
         },  # fmt: skip
-        "rounds": args.rounds,
         "sizes": {},
     }
     for size in args.sizes:
-        report["sizes"][size] = measure(size, args.rounds, args.threads, cpu["bf16"])
+        full = size == "full_resolution"
+        rounds, warmup = (args.full_resolution_rounds, 2) if full else (args.rounds, 3)
+        report["sizes"][size] = measure(size, rounds, args.threads, cpu["bf16"], warmup=warmup)
+        report["sizes"][size].update(rounds=rounds, warmup=warmup)
         for batch, table in report["sizes"][size]["exams_per_s"].items():
             for name, entry in table.items():
+                if "failed" in entry:
+                    print(f"{size:16s} {batch:8s} {name:12s} failed: {entry['failed'][:160]}")
+                    continue
                 print(f"{size:16s} {batch:8s} {name:12s} exams/s median {entry['median']:8.2f} "
                       f"[{entry['min']:.2f}, {entry['max']:.2f}]  x{entry['speedup_vs_eager_fp32']:.2f}")  # fmt: skip
     if args.auroc_bundle_root:
