@@ -86,19 +86,18 @@ def _batch(modalities: list[str], image_size: list[int], batch_size: int) -> dic
     return batch
 
 
-def _candidates(network, modalities, folder: Path, batches, threads: int, bf16: bool) -> dict[str, Callable]:
-    """name -> ``run(batch_size)``; exports model.ts / model.onnx into ``folder`` (checked against eager there)."""
+def _candidates(
+    network, modalities, folder: Path, batches, threads: int, bf16: bool, onnx: bool = True
+) -> dict[str, Callable]:
+    """name -> ``run(batch_size)``; exports model.ts (and model.onnx) into ``folder``, checked against eager there."""
     import onnxruntime
 
     from medmoe.export.exporter import export_network
 
-    written = export_network(network, [batches[min(batches)]], folder)  # traced and checked at the smallest batch
+    formats = ["ts", "onnx"] if onnx else ["ts"]
+    written = export_network(network, [batches[min(batches)]], folder, formats)  # traced, checked at the least batch
     scripted = torch.jit.load(str(written["ts"])).eval()
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(str(written["onnx"]), options, providers=["CPUExecutionProvider"])
     names = [*modalities, "modality_mask"]
-    feeds = {b: {n: batches[b][n].numpy() for n in names} for b in batches}
 
     def eager(b):
         with torch.inference_mode():
@@ -112,14 +111,23 @@ def _candidates(network, modalities, folder: Path, batches, threads: int, bf16: 
         with torch.inference_mode():
             return scripted(*[batches[b][n] for n in names])
 
-    out = {"eager_fp32": eager, "torchscript": torchscript, "onnxruntime": lambda b: session.run(None, feeds[b])}
+    out = {"eager_fp32": eager, "torchscript": torchscript}
+    if onnx:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(str(written["onnx"]), options, providers=["CPUExecutionProvider"])
+        feeds = {b: {n: batches[b][n].numpy() for n in names} for b in batches}
+        out["onnxruntime"] = lambda b: session.run(None, feeds[b])
     if bf16:
         out["eager_bf16"] = eager_bf16
     return out
 
 
-def measure(size: str, rounds: int, threads: int, bf16: bool, batch_sizes=(1, 8), warmup: int = 3) -> dict:
-    """exams/s of every candidate at ``size`` for each batch size (see the module docstring)."""
+def measure(
+    size: str, rounds: int, threads: int, bf16: bool, batch_sizes=(1, 8), warmup: int = 3, onnx: bool = True
+) -> dict:
+    """exams/s of every candidate at ``size`` for each batch size (see the module docstring); ``onnx=False`` leaves
+    ONNX out (not exported, not timed)."""
     parser, how = _parser(size)
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def").eval()
@@ -127,7 +135,7 @@ def measure(size: str, rounds: int, threads: int, bf16: bool, batch_sizes=(1, 8)
     batches = {b: _batch(modalities, image_size, b) for b in sorted(batch_sizes, reverse=True)}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        candidates = _candidates(network, modalities, Path(folder), batches, threads, bf16)
+        candidates = _candidates(network, modalities, Path(folder), batches, threads, bf16, onnx)
         export_seconds = time.perf_counter() - start
         samples = {(name, b): [] for name in candidates for b in batches}
         failed = {}
@@ -208,6 +216,10 @@ def main() -> None:
     args.add_argument("--full_resolution_rounds", type=int, default=3, help="rounds at full resolution (slow)")
     args.add_argument("--threads", type=int, default=2)
     args.add_argument("--sizes", nargs="+", default=["demo", "full_resolution"], choices=["demo", "full_resolution"])
+    args.add_argument("--no_onnx", nargs="*", default=[], choices=["demo", "full_resolution"],
+                      help="sizes at which ONNX is not exported or timed (memory: see docs/deploy.md)")  # fmt: skip
+    args.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
+    args.add_argument("--merge", action="store_true", help="add to the sizes already in --out instead of replacing it")
     args.add_argument("--auroc_bundle_root", default=None, help="trained embed_m4oe run for the bf16 AUROC check")
     args.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "inference_speed.json"))
     args = args.parse_args()
@@ -219,18 +231,26 @@ def main() -> None:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
-            "threads": args.threads,
             "torch": torch.__version__,
             **cpu,
-        },  # fmt: skip
+        },
         "sizes": {},
     }
+    out = Path(args.out)
+    if args.merge and out.is_file():
+        report = {**json.loads(out.read_text()), "machine": report["machine"]}
     for size in args.sizes:
         full = size == "full_resolution"
         rounds, warmup = (args.full_resolution_rounds, 2) if full else (args.rounds, 3)
-        report["sizes"][size] = measure(size, rounds, args.threads, cpu["bf16"], warmup=warmup)
-        report["sizes"][size].update(rounds=rounds, warmup=warmup)
-        for batch, table in report["sizes"][size]["exams_per_s"].items():
+        key = size if args.batch_sizes == [1, 8] else f"{size}_batch_{'_'.join(map(str, args.batch_sizes))}"
+        key += "" if args.threads == 2 else f"_threads_{args.threads}"
+        report["sizes"][key] = measure(
+            size, rounds, args.threads, cpu["bf16"], args.batch_sizes, warmup=warmup, onnx=size not in args.no_onnx
+        )
+        report["sizes"][key].update(rounds=rounds, warmup=warmup, threads=args.threads)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")  # after each size: a later one may run out of memory
+        for batch, table in report["sizes"][key]["exams_per_s"].items():
             for name, entry in table.items():
                 if "failed" in entry:
                     print(f"{size:16s} {batch:8s} {name:12s} failed: {entry['failed'][:160]}")
@@ -240,9 +260,9 @@ def main() -> None:
     if args.auroc_bundle_root:
         report["bf16_auroc"] = bf16_auroc(Path(args.auroc_bundle_root))
         print(json.dumps(report["bf16_auroc"], indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
