@@ -4,6 +4,8 @@ broken file scores the good exams exactly as the cohort-CSV path does, and lists
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +119,15 @@ def test_dicom_folder_predictions_equal_the_cohort_csv_path(tmp_path: Path) -> N
     assert sorted(mapping["exam_id"]) == sorted(cohort["exam_id"])
     assert stat.S_IMODE((out / "mapping.csv").stat().st_mode) == 0o600
     assert not set(mapping["study_instance_uid"]) & set(from_dicom.index)  # predictions carry pseudonyms only
+
+    # the same folder from the exported model.ts: the same predictions, the same unscored list
+    export = [sys.executable, "-m", "medmoe.apps.export", "--bundle_root", str(tmp_path / "b"), "--config_file",
+              str(CONFIG), "--formats", "ts", "--image_size", "[32, 32]", "--batch_size", "4"]  # fmt: skip
+    ok(subprocess.run(export, cwd=REPO, capture_output=True, encoding="utf-8", timeout=600))
+    exported = tmp_path / "exported"
+    ok(run_bundle("embed_m4oe", "inference.json", **run, dicom_dir=str(pacs), key_file=str(key),
+                  output_dir=str(exported), use_exported=True))  # fmt: skip
+    from_file = _probabilities(exported / "predictions.csv")
+    assert list(from_file.index) == list(from_dicom.index)
+    assert np.abs(from_file.to_numpy() - from_dicom.to_numpy()).max() <= 1e-4
+    assert pd.read_csv(exported / "unscored.csv", keep_default_na=False).equals(unscored)
