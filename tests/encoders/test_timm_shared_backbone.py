@@ -108,3 +108,27 @@ def test_m4oe_shared_backbone_rejects_what_it_cannot_share(tmp_path):
              pretrained_weights={"cc": str(tmp_path / "cnn.pt")}, **sizes)  # fmt: skip
     with pytest.raises(ValueError, match="shared_backbone=True needs a timm embedder"):
         M4oE(["cc", "mlo"], {"density": 4}, shared_backbone=True, **sizes)
+
+
+def test_checkpoint_options_carry_the_backbone_choice_to_inference(tmp_path):
+    """Training chose a shared backbone from its weights file; inference (no weights file) rebuilds it from
+    model_options.json, so the checkpoint loads (bundles' inference.json: shared_backbone = saved_option(...))."""
+    from medmoe.engines.model_options import saved_option, write_model_options
+
+    torch.save(timm.create_model(NAME, pretrained=False).state_dict(), tmp_path / "cnn.pt")
+    sizes = dict(image_size=32, patch_size=8, hidden_size=16, mlp_dim=32, embedder=f"timm:{NAME}")
+    views, tasks = ["cc", "mlo"], {"density": 4}
+    with pytest.warns(UserWarning, match="unused from the file"):
+        trained = M4oE(views, tasks, pretrained_weights=str(tmp_path / "cnn.pt"), **sizes)
+    ckpt = tmp_path / "model.pt"
+    torch.save(trained.state_dict(), ckpt)
+    write_model_options(ckpt, trained)
+    assert saved_option(ckpt, "shared_backbone") is True
+    assert saved_option(tmp_path / "other.pt", "shared_backbone") is None  # no options file: the model's default
+    rebuilt = create_model("m4oe", modalities=views, tasks=tasks, shared_backbone=saved_option(ckpt, "shared_backbone"),
+                           **sizes)  # fmt: skip
+    rebuilt.load_state_dict(torch.load(ckpt, weights_only=True))  # strict: every key matches
+    with pytest.raises(RuntimeError, match="backbones.1"):  # without it: one backbone per view, keys missing
+        create_model("m4oe", modalities=views, tasks=tasks, **sizes).load_state_dict(
+            torch.load(ckpt, weights_only=True)
+        )
