@@ -263,9 +263,16 @@ def _dicom_to_unit_range(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     if stored.dtype.kind in "iu":  # unused high bits may carry overlays or garbage: keep the stored range
         low_stored, high_stored = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-        stored = np.clip(stored, low_stored, high_stored)
+        if stored.max() > high_stored or (stored.dtype.kind == "i" and stored.min() < low_stored):  # copy if needed
+            stored = np.clip(stored, low_stored, high_stored)
     else:
         low_stored, high_stored = float(np.nanmin(stored)), float(np.nanmax(stored))
+    affine = _affine_to_unit_range(ds, bits, signed, low_stored, high_stored) if stored.dtype.kind in "iu" else None
+    if affine is not None:  # one float32 pass; the float64 LUT / window path below gives the same values
+        image = np.multiply(stored, np.float32(affine[0]), dtype=np.float32)
+        image += np.float32(affine[1])
+        np.clip(image, 0.0, 1.0, out=image)
+        return np.subtract(1.0, image, out=image) if photometric == "MONOCHROME1" else image
     try:
         low, high = _modality_range(ds, low_stored, high_stored)  # also checks the Modality LUT Data
         values = apply_modality_lut(stored, ds).astype(np.float64)
@@ -291,6 +298,45 @@ def _dicom_to_unit_range(stored: np.ndarray, ds: Any, path: Path) -> np.ndarray:
     else:  # high < low after windowing with a negative RescaleSlope: the window still maps low -> 0
         image = np.clip((values - low) / (high - low), 0.0, 1.0)
     return 1.0 - image if photometric == "MONOCHROME1" else image
+
+
+def _affine_to_unit_range(
+    ds: Any, bits: int, signed: bool, low_stored: float, high_stored: float
+) -> tuple[float, float] | None:
+    """``(a, b)`` with ``clip(a * stored + b, 0, 1)`` equal to the Modality LUT -> VOI -> ``[0, 1]`` map, or None.
+
+    Without a Modality LUT Sequence or VOI LUT data, and with a LINEAR / LINEAR_EXACT window (or none), every step
+    is a rescale followed by a clamp: pydicom's windowing clamps to ``(y_min, y_max)`` outside the window and is
+    linear between, so after the ``[0, 1]`` normalisation the map is ``clip((v - (c - w / 2)) / w, 0, 1)`` of the
+    rescaled value ``v`` (``c - 0.5``, ``w - 1`` for LINEAR). Anything else (LUTs, SIGMOID, a degenerate range)
+    returns None and takes the general path.
+    """
+    voi_lut = ds.get("VOILUTSequence")
+    if ds.get("ModalityLUTSequence") or (bool(voi_lut) and voi_lut[0].get("LUTData") is not None):
+        return None
+    try:
+        slope, intercept = 1.0, 0.0
+        if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        if ds.get("WindowCenter") is None or ds.get("WindowWidth") is None:
+            low, high = _modality_range(ds, low_stored, high_stored)
+            ok = high > low and slope != 0 and np.isfinite([slope, intercept, low, high]).all()
+            return (slope / (high - low), (intercept - low) / (high - low)) if ok else None
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        center, width = (float(v[0] if ds[k].VM > 1 else v) for k, v in (("WindowCenter", ds.WindowCenter),
+                                                                      ("WindowWidth", ds.WindowWidth)))  # fmt: skip
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return None  # the general path reports bad tags with the file's name
+    if function == "LINEAR" and width >= 1:
+        center, width = center - 0.5, width - 1
+    elif function != "LINEAR_EXACT":
+        return None
+    y_min, y_max = _window_range(ds, bits, signed)
+    if not width > 0 or y_max == y_min or not all(np.isfinite([slope, intercept, center, width])):
+        return None
+    # (y - y_min) / (y_max - y_min) of the windowed value is the window position t in [0, 1] (for either sign of
+    # y_max - y_min): t = (slope * stored + intercept - center) / width + 0.5
+    return slope / width, (intercept - center) / width + 0.5
 
 
 def _lut_data(item: Any, ds: Any) -> np.ndarray:

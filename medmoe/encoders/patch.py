@@ -75,22 +75,28 @@ class GroupedPatchEmbedding(nn.Module):
 
 
 class TimmEmbedding(nn.Module):
-    """A timm CNN / ViT backbone per modality whose last feature map becomes tokens.
+    """A timm CNN / ViT backbone (one per modality, or one shared) whose last feature map becomes tokens.
 
-    The modalities run one after another (separate backbones); the MoE stages after it are batched.
+    Per-modality backbones (``shared_backbone=False``) run one after another; a shared backbone
+    (``shared_backbone=True``, as mammography models usually share one across views) sees all modalities in one call,
+    folded into the batch: ``(b, g, c, H, W) -> (b g, c, H, W)``, so its BatchNorm statistics pool the views. Either
+    way each modality keeps its own 1x1 projection and position embedding, and the MoE stages after it are batched.
 
     Args:
         model_name: a timm model name with ``features_only`` support, e.g. ``"resnet18"``.
         num_modalities, in_channels, image_size, hidden_size: as :class:`GroupedPatchEmbedding`.
         pretrained_weights: None (random init), a weights file of the full timm model (``.safetensors``, ``.pt``,
             ``.pth``, ``.bin``; RGB stems adapted to ``in_channels``), ``"timm"`` for timm's released weights of
-            ``model_name`` (its cache, or online), or a sequence with one such entry (or None) per modality. Loaded by
-            :func:`~medmoe.encoders.load_pretrained`: every backbone key must be in the file; the file's keys that
-            ``features_only`` drops (the classifier, a final norm) are left out with a warning.
+            ``model_name`` (its cache, or online), or (per-modality backbones only) a sequence with one such entry (or
+            None) per modality. Loaded by :func:`~medmoe.encoders.load_pretrained`: every backbone key must be in the
+            file; the file's keys that ``features_only`` drops (the classifier, a final norm) are left out with a
+            warning.
+        shared_backbone: one backbone for all modalities (``backbones`` holds one module) instead of one per
+            modality; ``g`` times fewer backbone parameters, the same compute.
 
     Raises:
-        ValueError: on a ``pretrained_weights`` sequence of the wrong length, or weights that do not fit (naming
-            the file and the keys).
+        ValueError: on a ``pretrained_weights`` sequence of the wrong length or with a shared backbone, or weights
+            that do not fit (naming the file and the keys).
 
     Shapes: images ``(b, g, c, H, W)`` -> tokens ``(g, b, n, d)``, row-major on the last feature map's
     ``grid_size``.
@@ -104,13 +110,15 @@ class TimmEmbedding(nn.Module):
         image_size: int | Sequence[int],
         hidden_size: int,
         pretrained_weights: WeightsSource | Sequence[WeightsSource | None] | None = None,
+        shared_backbone: bool = False,
     ) -> None:
         super().__init__()
         import timm
 
+        self.shared_backbone = bool(shared_backbone)
         self.backbones = nn.ModuleList(
             timm.create_model(model_name, pretrained=False, features_only=True, out_indices=(-1,), in_chans=in_channels)
-            for _ in range(num_modalities)
+            for _ in range(1 if self.shared_backbone else num_modalities)
         )
         self._load_backbones(model_name, in_channels, pretrained_weights)
         channels = self.backbones[0].feature_info.channels()[-1]
@@ -131,6 +139,11 @@ class TimmEmbedding(nn.Module):
         if weights is None:
             return
         per_view = list(weights) if isinstance(weights, Sequence) and not isinstance(weights, str) else None
+        if per_view is not None and self.shared_backbone:
+            raise ValueError(
+                f"pretrained_weights has one entry per modality ({len(per_view)}) but shared_backbone=True builds one "
+                "backbone: give a single weights file, or set shared_backbone=False for one backbone per modality"
+            )
         if per_view is not None and len(per_view) != len(self.backbones):
             raise ValueError(
                 f"pretrained_weights has {len(per_view)} entries for {len(self.backbones)} modalities; give one "
@@ -156,7 +169,10 @@ class TimmEmbedding(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
-        feats = torch.cat([net(images[:, i])[-1].flatten(2) for i, net in enumerate(self.backbones)], dim=1)
+        if self.shared_backbone:  # views folded into the batch: (b g) c H W -> (b g) C h w -> b (g C) (h w)
+            feats = self.backbones[0](images.flatten(0, 1))[-1].reshape(b, -1, self.num_tokens)
+        else:
+            feats = torch.cat([net(images[:, i])[-1].flatten(2) for i, net in enumerate(self.backbones)], dim=1)
         tokens = self.proj(feats).view(b, self.num_modalities, self.hidden_size, self.num_tokens)
         return tokens.permute(1, 0, 3, 2) + self.position
 

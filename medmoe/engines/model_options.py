@@ -31,6 +31,7 @@ __all__ = [
     "check_tabular",
     "model_options",
     "options_path",
+    "saved_option",
     "write_model_options",
 ]
 
@@ -54,7 +55,25 @@ def model_options(network: nn.Module) -> dict[str, Any]:
     segmentation = getattr(module, "segmentation_tasks", {})
     if segmentation:
         options["segmentation_tasks"] = {k: dict(v) for k, v in segmentation.items()}
+    embedder = getattr(module, "embedder", None)
+    if hasattr(embedder, "shared_backbone"):  # a timm embedder: one backbone for all views, or one per view
+        options["shared_backbone"] = bool(embedder.shared_backbone)
     return options
+
+
+def saved_option(ckpt_path: str | Path, key: str, default: Any = None) -> Any:
+    """One option from the ``model_options.json`` beside ``ckpt_path`` (``default`` without the file or the key).
+
+    Inference configs take structural options the weights depend on from it, e.g. ``shared_backbone`` (which the
+    training run may have chosen by default from its pretrained weights, a file inference does not need).
+    """
+    path = options_path(ckpt_path)
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text()).get(key, default)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); copy it again from the training run") from err
 
 
 def write_model_options(ckpt_path: str | Path, network: nn.Module) -> Path | None:

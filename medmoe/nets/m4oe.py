@@ -78,6 +78,11 @@ class M4oE(MultimodalModel):
             and Soft MoE blocks are upcycled from (:func:`medmoe.nets.upcycle.upcycle_from_dense`); with a timm
             embedder the backbone's weights file (or ``"timm"``), one for all image modalities or a mapping modality ->
             file (:class:`~medmoe.encoders.TimmEmbedding`).
+        shared_backbone: with a timm embedder, one backbone for all image modalities (views folded into the batch)
+            instead of one per modality. None (default): shared when ``pretrained_weights`` is one source (a file or
+            ``"timm"``), as mammography models share a pretrained backbone across views; per modality otherwise
+            (no weights, or a mapping modality -> file). True with a mapping of files, or with the ``"patch"``
+            embedder (its projections are per modality by design), is an error.
         activation_checkpointing: recompute every MSoE and fusion block's activations in backward instead of keeping
             them (:func:`medmoe.blocks.set_activation_checkpointing`; same values and gradients, less memory).
 
@@ -136,6 +141,7 @@ class M4oE(MultimodalModel):
         mi_tokens: str = "all",
         pretrained_weights: str | Mapping[str, str | None] | None = None,
         activation_checkpointing: bool = False,
+        shared_backbone: bool | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -160,10 +166,17 @@ class M4oE(MultimodalModel):
         if embedder != "patch" and not embedder.startswith("timm:"):
             raise ValueError(f"embedder must be 'patch' or 'timm:<model_name>', got '{embedder}'")
         self.embedder: nn.Module | None = None  # grouped embedder of the image modalities
+        if shared_backbone and embedder == "patch":
+            raise ValueError(
+                "shared_backbone=True needs a timm embedder (embedder='timm:<model_name>'); the 'patch' embedder "
+                "keeps one projection per modality: leave shared_backbone None or False"
+            )
         if num_images and embedder == "patch":
             self.embedder = GroupedPatchEmbedding(num_images, in_channels, image_size, patch_size, hidden_size)
         elif num_images:
             weights = pretrained_weights
+            if shared_backbone is None:  # the default: share a pretrained backbone given as one source
+                shared_backbone = weights is not None and not isinstance(weights, Mapping)
             if isinstance(weights, Mapping):
                 if set(weights) - set(self.image_modalities):
                     raise ValueError(
@@ -171,7 +184,9 @@ class M4oE(MultimodalModel):
                         f"not image modalities {self.image_modalities}"
                     )
                 weights = [weights.get(k) for k in self.image_modalities]
-            self.embedder = TimmEmbedding(embedder[5:], num_images, in_channels, image_size, hidden_size, weights)
+            self.embedder = TimmEmbedding(
+                embedder[5:], num_images, in_channels, image_size, hidden_size, weights, shared_backbone
+            )
         self.volume_embedders = nn.ModuleDict(
             {
                 name: _volume_embedder(name, spec, image_size, patch_size, hidden_size)

@@ -74,6 +74,9 @@ RETRIEVER = {"num_supports": 2, "num_candidates": 2, "num_shared": 1, "top_k": 1
 VARIANTS = {
     **{name: (name, {}) for name in TINY},
     "m4oe+retriever": ("m4oe", {"missing_modality": "retriever", "retriever_kwargs": RETRIEVER}),
+    # one timm backbone shared by the views (test_efficientnet: no zero-initialised residual BN, so every
+    # parameter gets a gradient at initialisation)
+    "m4oe+shared_timm": ("m4oe", {"embedder": "timm:test_efficientnet", "shared_backbone": True}),
     "i2moe+retriever": ("i2moe", {"missing_modality": "retriever", "retriever_kwargs": RETRIEVER}),
 }
 

@@ -384,3 +384,46 @@ def test_monochrome1_chest_is_inverted():
     lungs = (left_lung + right_lung) / 2
     mediastinum = a[rows, int(0.45 * width_px) : int(0.55 * width_px)].mean()
     assert mediastinum > lungs + 0.15
+
+
+# ------------------------------------------------------------------------------------------ the float32 fast path
+
+FAST_PATH_TAGS = [
+    {},
+    {"RescaleSlope": 1, "RescaleIntercept": -1024},
+    {"RescaleSlope": 0.5, "RescaleIntercept": 3},
+    {"WindowCenter": 2048, "WindowWidth": 1500},
+    {"WindowCenter": 1800, "WindowWidth": 900, "VOILUTFunction": "LINEAR_EXACT"},
+    {"WindowCenter": [1500, 2500], "WindowWidth": [1000, 3000]},  # the first window, as pydicom
+    {"RescaleSlope": -1, "RescaleIntercept": 4095, "WindowCenter": 2048, "WindowWidth": 2048},
+    {"RescaleSlope": 2, "RescaleIntercept": -100, "WindowCenter": 4000, "WindowWidth": 5000},
+]
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("tags", FAST_PATH_TAGS, ids=[str(i) for i in range(len(FAST_PATH_TAGS))])
+def test_float32_fast_path_equals_the_lut_window_path(tmp_path, monkeypatch, tags, photometric):
+    from medmoe.transforms import io
+
+    pixels = np.random.default_rng(0).integers(0, 4096, (16, 20)).astype(np.uint16)
+    pixels[0, :3] = [0, 4095, 4096 + 7]  # the ends and an overflowing high bit
+    path = write_dicom(tmp_path / "f.dcm", pixels, bits_stored=12, photometric=photometric, **tags)
+    ds = pydicom.dcmread(path)
+    assert io._affine_to_unit_range(ds, 12, False, 0, 4095) is not None  # these tags take the fast path
+    fast, _ = read_mammogram(path)
+    monkeypatch.setattr(io, "_affine_to_unit_range", lambda *args: None)
+    general, _ = read_mammogram(path)
+    assert fast.dtype == general.dtype == np.float32
+    np.testing.assert_allclose(fast, general, rtol=0, atol=1e-6)
+    assert 0.0 <= fast.min() and fast.max() <= 1.0 and fast.max() > fast.min()
+
+
+def test_fast_path_leaves_sigmoid_and_luts_to_the_general_path(tmp_path):
+    from medmoe.transforms import io
+
+    path = write_dicom(
+        tmp_path / "s.dcm", ramp(4095), bits_stored=12, WindowCenter=2048, WindowWidth=1000, VOILUTFunction="SIGMOID"
+    )
+    assert io._affine_to_unit_range(pydicom.dcmread(path), 12, False, 0, 4095) is None
+    path = write_dicom(tmp_path / "l.dcm", LUT_PIXELS, bits_stored=12, VOILUTSequence=[lut_item(CURVE, "US")])
+    assert io._affine_to_unit_range(pydicom.dcmread(path), 12, False, 0, 4095) is None

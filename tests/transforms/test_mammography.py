@@ -138,6 +138,14 @@ def test_canonical_side_from_intensity_and_inverse(chest_wall):
     assert torch.equal(restored.as_tensor(), image.as_tensor()) and restored.applied_operations == []
 
 
+def test_canonical_side_without_a_flip_shares_the_pixels_not_the_bookkeeping():
+    image = breast(chest_wall="left")
+    image.meta["laterality"] = "L"
+    out = CanonicalSide()(image)
+    assert out.data_ptr() == image.data_ptr()  # no copy of a full-field image when nothing moves
+    assert "flipped" not in image.meta and image.applied_operations == [] and len(out.applied_operations) == 1
+
+
 def test_canonical_sided_inverse_and_missing_keys():
     data = {"a": breast(chest_wall="right"), "b": breast(chest_wall="left")}
     transform = CanonicalSided(["a", "b", "c"], allow_missing_keys=True)
@@ -413,8 +421,12 @@ def test_cbis_ddsm_through_the_chain():
     assert out.applied_operations[1]["extra_info"]["cropped"][3] > 500
     # the box, against the breast read by eye on the film (rows ~600-4250, nipple at column ~1590 of 4736 x 2624)
     # and the clutter (bright film frame ~70 rows at the top and bottom, "LCC" right of column ~2300)
-    y0, y1, x0, x1 = CropBreast().compute_box(LoadMammogram()(CBIS))
+    image = LoadMammogram()(CBIS)
+    y0, y1, x0, x1 = CropBreast().compute_box(image)
     assert 100 < y0 <= 650 and 4200 <= y1 < 4736 - 100 and x0 == 0 and 1560 <= x1 < 2200
+    # the default working size (512) finds the box of the finer 1024 working image to within the 16-pixel margin
+    finer = CropBreast(working_size=1024).compute_box(image)
+    assert max(abs(a - b) for a, b in zip((y0, y1, x0, x1), finer)) <= 16
 
 
 @pytest.mark.parametrize("name", ["A/sample_A1.jpg", "B/sample_B2.jpg", "D/sample_D2.jpg"])
@@ -436,3 +448,20 @@ def test_require_mammogram_rejects_the_chest_radiograph():
     with pytest.raises(NotAMammogramError, match=r"RG1_J2KR\.dcm.*'CR'"):
         LoadMammogram(require_mammogram=True)(CHEST)
     assert issubclass(NotAMammogramError, ValueError)
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.5, 7.0])
+def test_box_limited_morphology_equals_the_whole_image_transform(radius):
+    from medmoe.transforms.mammography import _dilate, _erode
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(radius * 10))
+    for trial in range(6):
+        mask = ndimage.gaussian_filter(rng.random((60, 48)), 3) > 0.5 + 0.02 * trial  # blobs, some at the edges
+        mask[: trial * 3] = False  # and some boxes away from the edges
+        whole_dilation = ndimage.distance_transform_edt(~mask) <= radius if mask.any() else mask
+        whole_erosion = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1] > radius
+        np.testing.assert_array_equal(_dilate(mask, radius), whole_dilation)
+        np.testing.assert_array_equal(_erode(mask, radius), whole_erosion)
+    empty = np.zeros((8, 8), bool)
+    assert not _dilate(empty, radius).any() and not _erode(empty, radius).any()
