@@ -82,7 +82,7 @@ def seed_comparison(
         n_resamples, ci: the paired bootstrap of the ensemble comparison.
 
     Returns:
-        one dict per row: ``row``, ``kind`` ("auroc" / "dice"), ``model_seeds`` / ``baseline_seeds`` (values per
+        one dict per row: ``row``, ``kind`` ("auroc" / "segmentation"), ``model_seeds`` / ``baseline_seeds`` (values per
         seed), ``model_mean``, ``model_sd``, ``baseline_mean``, ``baseline_sd``, ``difference_mean``,
         ``difference_sd`` (seed-matched), and of the seed ensembles ``ensemble_model``, ``ensemble_baseline``,
         ``difference``, ``ci_low``, ``ci_high``, ``p_value``, ``n``, ``verdict``.
@@ -99,11 +99,11 @@ def seed_comparison(
     if segmentation is not None:
         if not (len(segmentation[0]) == len(segmentation[1]) == len(model)):
             raise ValueError("segmentation tables must come from the same seed runs as the predictions")
-        kinds.append(("dice", *segmentation))
+        kinds.append(("segmentation", *segmentation))
     rows: list[dict] = []
     for kind, runs_a, runs_b in kinds:
         compare = compare_classification if kind == "auroc" else compare_segmentation
-        value_a, value_b = ("auroc_a", "auroc_b") if kind == "auroc" else ("mean_a", "mean_b")
+        value_a, value_b = ("auroc_a", "auroc_b") if kind == "auroc" else ("mean_a", "mean_b")  # AUROC, per-case mean
         per_seed = [compare(a, b, **opts)["rows"] for a, b in zip(runs_a, runs_b, strict=True)]
         ensemble = compare(average_over_seeds(runs_a, id_column), average_over_seeds(runs_b, id_column), **opts)
         for r in ensemble["rows"]:
@@ -142,8 +142,8 @@ def seed_table_markdown(results: Mapping[str, list[dict]], names: Mapping[str, t
     for config, rows in results.items():
         model_name, base_name = names[config]
         for r in rows:
-            metric = "AUROC" if r["kind"] == "auroc" else "Dice"
-            test = "DeLong" if r["kind"] == "auroc" else "Wilcoxon"
+            metric = "AUROC" if r["kind"] == "auroc" else ("IoU" if r["row"].startswith("iou_") else "Dice")
+            test = "DeLong" if r["kind"] == "auroc" else "Wilcoxon"  # segmentation: per-case Dice / IoU
             lines.append(
                 f"| {model_name} vs {base_name} | {r['row']} {metric} | {r['model_mean']:.3f} ± {r['model_sd']:.3f} "
                 f"| {r['baseline_mean']:.3f} ± {r['baseline_sd']:.3f} | {r['difference_mean']:+.3f} ± "

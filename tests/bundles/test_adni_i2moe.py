@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from bundle_runner import ok, run_bundle, torchrun
+from bundle_runner import REPO, ok, run_bundle, torchrun
 
 from medmoe.data import make_adni_demo
 
@@ -45,7 +46,9 @@ def small(cohort: Path, root: Path, **extra) -> dict:
 
 
 def test_train_evaluate_infer(cohort: Path, tmp_path: Path) -> None:
-    run = small(cohort, tmp_path / "b")
+    # bundle_root relative to the working directory, as the bundle's default "bundles/adni_i2moe" is: the tabular
+    # preprocessing file must land in models/ itself (it once went to models/<relative ckpt_dir>/)
+    run = small(cohort, Path(os.path.relpath(tmp_path / "b", REPO)))
     bundle("train.json", **run, max_epochs=1)
     models = tmp_path / "b" / "models"
     weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)

@@ -105,10 +105,12 @@ def test_baselines_train_one_epoch_and_evaluate(bundle: str, tmp_path: Path) -> 
 
 
 def test_adni_fusion_baseline_is_the_i2moe_backbone_without_experts():
-    # baseline_fusion.json repeats train.json's encoders and backbone (a network_def override cannot keep part of
-    # the one it replaces): they must stay the same
+    # baseline_fusion.json replaces network_def (an override cannot keep part of the one it replaces); the encoders
+    # and backbone settings are train.json's top-level ids `encoders` / `backbone_kwargs`, and every other key it
+    # sets must equal train.json's
     folder = REPO / "bundles" / "adni_i2moe" / "configs"
     i2moe = json.loads((folder / "train.json").read_text())["network_def"]
     fusion = json.loads((folder / "baseline_fusion.json").read_text())["network_def"]
     assert fusion.pop("name") == "fusion" and i2moe.pop("name") == "i2moe"
     assert fusion == {k: i2moe[k] for k in fusion}
+    assert fusion["encoders"] == "@encoders" and fusion["backbone_kwargs"] == "@backbone_kwargs"

@@ -55,10 +55,14 @@ def test_segmentation_rows_use_per_case_dice(runs) -> None:
     ids = model[0]["id"]
     seg_a = [pd.DataFrame({"id": ids, "dice_cup": np.full(ids.size, 0.8 + 0.01 * s)}) for s in range(3)]
     seg_b = [pd.DataFrame({"id": ids, "dice_cup": np.full(ids.size, 0.7)}) for _ in range(3)]
+    for a, b in zip(seg_a, seg_b, strict=True):
+        a["iou_cup"], b["iou_cup"] = a["dice_cup"] / (2 - a["dice_cup"]), b["dice_cup"] / (2 - b["dice_cup"])
     rows = seed_comparison(model, baseline, "id", ("moe", "unet"), (seg_a, seg_b), n_resamples=100)
-    dice = next(r for r in rows if r["kind"] == "dice")
+    dice = next(r for r in rows if r["kind"] == "segmentation")
     assert dice["row"] == "dice_cup"
     assert dice["model_mean"] == pytest.approx(0.81) and dice["difference_mean"] == pytest.approx(0.11)
+    table = seed_table_markdown({"u.json": rows}, {"u.json": ("moe", "unet")}, 3)
+    assert "| dice_cup Dice |" in table and "| iou_cup IoU |" in table and "(Wilcoxon)" in table
 
 
 def test_mismatched_runs_are_errors(runs) -> None:
