@@ -7,6 +7,7 @@ from .contract import (
     declared_interpretations,
     require_interpretations,
 )
+from .dense_vit import DenseViT, SingleViewViT
 from .fusion import EarlyFusion, LateFusion, TransformerFusion
 from .fusion_model import FusionModel
 from .i2m2 import I2M2
@@ -16,6 +17,7 @@ from .registry import create_model, list_models, register_model
 
 __all__ = [
     "INTERPRETATIONS",
+    "DenseViT",
     "EarlyFusion",
     "FusionModel",
     "I2M2",
@@ -24,6 +26,7 @@ __all__ = [
     "M4oE",
     "ModelOutput",
     "MultimodalModel",
+    "SingleViewViT",
     "TransformerFusion",
     "create_model",
     "declared_interpretations",
