@@ -28,12 +28,16 @@ from .delong import delong_covariance, delong_test, midrank
 from .masks import load_mask, load_pair, pairs_from_csv, pairs_from_folders
 from .paired import paired_auroc_difference, paired_mean_difference, verdict
 from .report import metrics_table, write_report
+from .seed_table import average_over_seeds, seed_comparison, seed_table_markdown
 from .segmentation import SEG_METRICS, case_metrics, surface_distances
 from .segmentation_eval import evaluate_segmentation
 from .tables import TaskSpec, discover_tasks, format_ids, join_predictions
 from .thresholds import choose_threshold
 
 __all__ = [
+    "average_over_seeds",
+    "seed_comparison",
+    "seed_table_markdown",
     "verdict",
     "paired_mean_difference",
     "paired_auroc_difference",
