@@ -152,6 +152,27 @@ def step_flops(model: torch.nn.Module, inputs: dict, labels: dict) -> int:
     return int(counter.get_total_flops())
 
 
+def saved_for_backward_mb(model: torch.nn.Module, inputs: dict) -> float:
+    """MB of the tensors autograd keeps for backward in one training forward (parameters excluded, each storage once).
+
+    Seen through ``torch.autograd.graph.saved_tensors_hooks``; inside a checkpointed block the checkpoint's own hooks
+    take over, so what it keeps is its block's input only (held by the checkpoint, not counted here: one token
+    tensor per block). The allocator-independent measure of what checkpointing removes.
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(inputs)
+    return sum(seen.values()) / 2**20
+
+
 def current_rss_mb() -> float:
     """Resident set size of this process now (Linux ``/proc/self/statm``), MB."""
     with open("/proc/self/statm") as f:
@@ -174,6 +195,7 @@ def run_cpu(model_name: str, size_name: str, checkpointing: bool, batch: int, re
         step(model, inputs, labels)
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    saved = saved_for_backward_mb(model, inputs)  # after the peak was read
     return {
         "model": model_name,
         "size": size_name,
@@ -189,6 +211,7 @@ def run_cpu(model_name: str, size_name: str, checkpointing: bool, batch: int, re
         "step_peak_above_model_mb": peak - built,
         "gradients_mb": 4 * sum(p.numel() for p in model.parameters()) / 2**20,  # fp32, all held at the peak
         "activations_estimate_mb": peak - built - 4 * sum(p.numel() for p in model.parameters()) / 2**20,
+        "saved_for_backward_mb": saved,
         "flops_per_step": flops,
         "load_average": os.getloadavg(),  # a shared machine: other processes' load slows every step
     }
@@ -270,6 +293,8 @@ def ratios(rows: list[dict], key) -> dict:
                 entry[f"{model}_ckpt_over_none_step_peak"] = (
                     on["step_peak_above_model_mb"] / off["step_peak_above_model_mb"]
                 )
+                if "saved_for_backward_mb" in on and "saved_for_backward_mb" in off:
+                    entry[f"{model}_ckpt_over_none_saved"] = on["saved_for_backward_mb"] / off["saved_for_backward_mb"]
                 entry[f"{model}_ckpt_over_none_activations"] = (
                     on["activations_estimate_mb"] / off["activations_estimate_mb"]
                 )
@@ -294,6 +319,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def add_saved(args: argparse.Namespace) -> None:
+    """Measure ``saved_for_backward_mb`` of every CPU row of an existing ``--out`` (one forward each) and rewrite it."""
+    result = json.loads(args.out.read_text())
+    torch.set_num_threads(args.threads)
+    for row in result["cpu"]:
+        torch.manual_seed(0)
+        size = tuple(row["image_size"])
+        model = build(row["model"], size, row["activation_checkpointing"]).train()
+        row["saved_for_backward_mb"] = saved_for_backward_mb(model, make_batch(model, row["batch"], size)[0])
+        print(row["model"], row["size"], row["activation_checkpointing"], f"{row['saved_for_backward_mb']:.0f} MB")
+        del model
+    result["cpu_ratios"] = ratios(result["cpu"], lambda r: r["step_s"]["median"])
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -306,10 +346,14 @@ def main() -> None:
     ap.add_argument("--gpu-batch", type=int, default=8)
     ap.add_argument("--gpu-repeats", type=int, default=10)
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per configuration")
+    ap.add_argument("--add-saved", action="store_true", help="add saved_for_backward_mb to the rows of --out only")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale_model.json")
     args = ap.parse_args()
     if args.child:
         child(args)
+        return
+    if args.add_saved:
+        add_saved(args)
         return
     specs = [(m, s, c) for s in args.sizes for m in args.models for c in ("0", "1")]
     cpu = []

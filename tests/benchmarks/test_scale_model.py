@@ -36,3 +36,16 @@ def test_it_measures_the_full_resolution_config(load_benchmark):
     net = load_benchmark("scale_model").network_kwargs((1024, 832))
     assert net["name"] == "m4oe" and net["image_size"] == [1024, 832] and net["pretrained_weights"] is None
     assert (net["patch_size"], net["hidden_size"], net["num_heads"], net["mlp_dim"]) == (16, 384, 6, 1536)
+
+
+def test_saved_for_backward_counts_activations_not_parameters(load_benchmark):
+    bench = load_benchmark("scale_model")
+    saved = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = DenseViT(["cc", "mlo"], {"a": 2}, image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, depth=3)
+        model.activation_checkpointing = flag
+        saved[flag] = bench.saved_for_backward_mb(model.train(), bench.make_batch(model, 2, (16, 16))[0])
+    tokens_mb = 2 * (2 * 16 + 1) * 32 * 4 / 2**20  # one (b, tokens, d) fp32 tensor
+    assert saved[False] > 3 * 10 * tokens_mb  # ~10 token-sized tensors per block, 3 blocks (weights not included)
+    assert saved[True] < 0.2 * saved[False]  # the blocks keep nothing but their inputs
