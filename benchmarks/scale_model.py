@@ -30,9 +30,9 @@ exams/s and images/s (4 views an exam), ``torch.cuda.max_memory_allocated``, and
 step time / the GPU's dense bf16 peak (:data:`BF16_PEAK_FLOPS`, by device name).
 
 Threads: one by default (``--threads``). This machine's 2 cores are shared with other jobs; with 2 threads and a load
-average of 7-10, OpenMP's barriers wait on descheduled threads and the many small kernels of M4oE's step took
-15 s where one uncontended thread takes 3.3 s (reduced size), while the dense ViT's few large matmuls suffered less:
-a 2-thread ratio on a loaded machine measures the load, not the models. Each row records the load average.
+average of 7-10, OpenMP's barriers wait on descheduled threads: M4oE's step (many small kernels) took 15 s at the
+reduced size, against 1.4 s on one thread of the quiet machine, while the dense ViT's few large matmuls suffered
+less. A 2-thread ratio on a loaded machine measures the load, not the models. Each row records the load average.
 
 Run: ``python benchmarks/scale_model.py [--repeats 2] [--reduced-repeats 5] [--threads 1] [--sizes full reduced]
 [--out benchmarks/results/scale_model.json]``. At full size a step takes about 30-60 s on one thread.
