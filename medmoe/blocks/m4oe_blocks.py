@@ -6,6 +6,7 @@ from functools import partial
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..layers import GroupedLayerNorm, SelfAttention, SoftMoE, TaskSoftMoE
 from .transformer import TransformerBlock
@@ -60,6 +61,11 @@ class MToE(nn.Module):
 
     Shapes: ``(b, m, d) -> ((b, t, m, d), combine (b, m, e, t))``: the task features and this call's combine
     weights (with gradient).
+
+    ``activation_checkpointing`` (set by :func:`~medmoe.blocks.set_activation_checkpointing`): in training with
+    gradients on, keep only the input for backward and recompute the block there, as a
+    :class:`~medmoe.blocks.TransformerBlock` does (its attention over all modalities' tokens is the largest
+    activation of M4oE at full resolution).
     """
 
     def __init__(
@@ -76,8 +82,14 @@ class MToE(nn.Module):
         self.attn = SelfAttention(hidden_size, num_heads, dropout_rate=dropout_rate)
         self.norm2 = GroupedLayerNorm(hidden_size)
         self.moe = TaskSoftMoE(hidden_size, mlp_dim, num_experts, num_tasks, dropout_rate)
+        self.activation_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(self._block, x, use_reentrant=False)
+        return self._block(x)
+
+    def _block(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x + self.attn(self.norm1(x.unsqueeze(0))).squeeze(0)
         features, combine = self.moe(self.norm2(x.unsqueeze(0)).squeeze(0))
         return x.unsqueeze(1) + features, combine

@@ -75,14 +75,18 @@ class TransformerBlock(nn.Module):
 
 
 def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Turn activation checkpointing on (or off) in every :class:`TransformerBlock` of ``model``; returns ``model``.
+    """Turn activation checkpointing on (or off) in every :class:`TransformerBlock` of ``model`` and every other
+    module with a boolean ``activation_checkpointing`` switch (e.g. :class:`~medmoe.blocks.MToE`); returns ``model``.
 
     Raises:
-        ValueError: if ``enabled`` and ``model`` has no :class:`TransformerBlock` (nothing would change).
+        ValueError: if ``enabled`` and ``model`` has no such block (nothing would change).
     """
-    blocks = [m for m in model.modules() if isinstance(m, TransformerBlock)]
+    blocks = [m for m in model.modules() if isinstance(getattr(m, "activation_checkpointing", None), bool)]
     if enabled and not blocks:
-        raise ValueError(f"{type(model).__name__} has no TransformerBlock to checkpoint")
+        raise ValueError(
+            f"{type(model).__name__} has no TransformerBlock (or other block with an activation_checkpointing "
+            "switch) to checkpoint"
+        )
     for block in blocks:
         block.activation_checkpointing = bool(enabled)
     return model

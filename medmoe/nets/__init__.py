@@ -7,6 +7,7 @@ from .contract import (
     declared_interpretations,
     require_interpretations,
 )
+from .dense_vit import DenseViT, SingleViewViT
 from .fusion import EarlyFusion, LateFusion, TransformerFusion
 from .fusion_model import FusionModel
 from .i2m2 import I2M2
@@ -17,6 +18,7 @@ from .single_modality import SingleModalityClassifier, SingleModalityUNet
 
 __all__ = [
     "INTERPRETATIONS",
+    "DenseViT",
     "EarlyFusion",
     "FusionModel",
     "I2M2",
@@ -27,6 +29,7 @@ __all__ = [
     "MultimodalModel",
     "SingleModalityClassifier",
     "SingleModalityUNet",
+    "SingleViewViT",
     "TransformerFusion",
     "create_model",
     "declared_interpretations",

@@ -64,6 +64,7 @@ def test_checkpointing_same_values_and_gradients_less_saved_memory():
     model = _m4oe(True)
     blocks = [m for m in model.modules() if isinstance(m, TransformerBlock)]
     assert len(blocks) == 3 and all(b.activation_checkpointing for b in blocks)  # 2 MSoE + 1 fusion
+    assert model.mtoe.activation_checkpointing  # and the MToE (attention over all views' tokens)
     saved, out, grads = _step(model, batch)
     torch.testing.assert_close(out, plain_out)
     assert grads.keys() == plain_grads.keys()

@@ -12,19 +12,12 @@ from medmoe.engines import finish_distributed
 from medmoe.nets import INTERPRETATIONS, ModelOutput, MultimodalModel, create_model, list_models
 
 TASKS = {"density": 4, "birads": 3, "risk": 2}
+# the three ViT-style models share their sizes, so the dense baselines are M4oE's counterparts
+VIT = dict(modalities=["cc", "mlo", "s2d_cc"], tasks=TASKS, image_size=16, patch_size=4, hidden_size=32, num_heads=4)
 TINY = {
-    "m4oe": dict(
-        modalities=["cc", "mlo", "s2d_cc"],
-        tasks=TASKS,
-        image_size=16,
-        patch_size=4,
-        hidden_size=32,
-        mlp_dim=32,
-        num_heads=4,
-        msoe_experts=4,
-        mtoe_experts=4,
-        fusion_experts=2,
-    ),
+    "m4oe": dict(**VIT, mlp_dim=32, msoe_experts=4, mtoe_experts=4, fusion_experts=2),
+    "dense_vit": dict(**VIT, mlp_dim=32, depth=2),
+    "single_view_vit": dict(**VIT, mlp_dim=32, depth=2, view="mlo"),
     "i2m2": dict(
         modalities=["cc", "mlo", "s2d_cc"],
         tasks=TASKS,
@@ -78,6 +71,8 @@ VARIANTS = {
     # parameter gets a gradient at initialisation)
     "m4oe+shared_timm": ("m4oe", {"embedder": "timm:test_efficientnet", "shared_backbone": True}),
     "i2moe+retriever": ("i2moe", {"missing_modality": "retriever", "retriever_kwargs": RETRIEVER}),
+    "dense_vit+shared": ("dense_vit", {"patch_embedding": "shared"}),
+    "dense_vit+retriever": ("dense_vit", {"missing_modality": "retriever", "retriever_kwargs": RETRIEVER}),
 }
 
 
