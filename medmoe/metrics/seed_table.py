@@ -125,8 +125,21 @@ def seed_comparison(
     return rows
 
 
-def seed_table_markdown(results: Mapping[str, list[dict]], names: Mapping[str, tuple[str, str]], k: int) -> str:
+def _reading(r: dict, alpha: float) -> str:
+    """The verdict of the interval; marked weak where the test on the same cases does not reach ``alpha``."""
+    if r["verdict"].endswith(" higher") and not r["p_value"] < alpha:
+        return f"{r['verdict']} (weak: interval excludes 0, p >= {alpha:g})"
+    return r["verdict"]
+
+
+def seed_table_markdown(
+    results: Mapping[str, list[dict]], names: Mapping[str, tuple[str, str]], k: int, alpha: float = 0.05
+) -> str:
     """A markdown table of :func:`seed_comparison` results, one block per baseline, plus a plain summary line.
+
+    The reading follows the paired bootstrap interval; where DeLong's (Wilcoxon's) p-value on the same cases is not
+    below ``alpha`` the two disagree near the boundary, and the reading says "weak" (the summary lists such rows
+    apart), so a borderline interval is not read as a firm difference.
 
     Args:
         results: ``{baseline config: rows}``.
@@ -148,15 +161,19 @@ def seed_table_markdown(results: Mapping[str, list[dict]], names: Mapping[str, t
                 f"| {model_name} vs {base_name} | {r['row']} {metric} | {r['model_mean']:.3f} ± {r['model_sd']:.3f} "
                 f"| {r['baseline_mean']:.3f} ± {r['baseline_sd']:.3f} | {r['difference_mean']:+.3f} ± "
                 f"{r['difference_sd']:.3f} | {r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
-                f"| {r['p_value']:.3g} ({test}) | {r['verdict']} |"
+                f"| {r['p_value']:.3g} ({test}) | {_reading(r, alpha)} |"
             )
-        higher = [r["row"] for r in rows if r["verdict"] == f"{model_name} higher"]
-        lower = [r["row"] for r in rows if r["verdict"] == f"{base_name} higher"]
+        firm = [r for r in rows if r["verdict"].endswith(" higher") and r["p_value"] < alpha]
+        weak = [r["row"] for r in rows if r["verdict"].endswith(" higher") and not r["p_value"] < alpha]
+        higher = [r["row"] for r in firm if r["verdict"] == f"{model_name} higher"]
+        lower = [r["row"] for r in firm if r["verdict"] == f"{base_name} higher"]
+        line = f"{model_name} vs {base_name}: "
         if not higher and not lower:
-            summary.append(f"{model_name} vs {base_name}: no evidence of a difference on any row of this demo.")
+            line += "no evidence of a difference on any row"
         else:
-            summary.append(
-                f"{model_name} vs {base_name}: {model_name} higher on {', '.join(higher) or 'no row'}; "
-                f"{base_name} higher on {', '.join(lower) or 'no row'}; no evidence of a difference elsewhere."
-            )
+            line += (f"{model_name} higher on {', '.join(higher) or 'no row'}; {base_name} higher on "
+                     f"{', '.join(lower) or 'no row'}; no evidence of a difference elsewhere")  # fmt: skip
+        summary.append(
+            line + (f"; borderline (interval excludes 0, p >= {alpha:g}): {', '.join(weak)}." if weak else ".")
+        )
     return "\n".join(lines + [""] + summary) + "\n"

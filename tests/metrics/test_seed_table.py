@@ -48,6 +48,10 @@ def test_same_model_reads_no_difference(runs) -> None:
     assert row["difference"] == 0 and row["difference_sd"] == 0 and row["verdict"] == "no evidence of a difference"
     table = seed_table_markdown({"b.json": [row]}, {"b.json": ("moe", "base")}, 3)
     assert "no evidence of a difference on any row" in table
+    borderline = {**row, "verdict": "moe higher", "ci_low": 0.001, "ci_high": 0.1, "p_value": 0.067}
+    table = seed_table_markdown({"b.json": [borderline]}, {"b.json": ("moe", "base")}, 3)
+    assert "moe higher (weak: interval excludes 0, p >= 0.05)" in table
+    assert "no evidence of a difference on any row; borderline (interval excludes 0, p >= 0.05): risk." in table
 
 
 def test_segmentation_rows_use_per_case_dice(runs) -> None:
