@@ -11,8 +11,10 @@ overriding train.json by id) are trained with ``python -m monai.bundle run`` and
 ``configs/evaluate.json`` layered on top; each run has its own folder ``<out_dir>/<config>/seed<k>/`` (models,
 eval, logs). Then per baseline the model vs baseline table of :mod:`medmoe.metrics.seed_table` (mean +- sd over
 seeds, and the paired difference of the seed ensembles with its interval and p-value) goes to
-``<out_dir>/baselines.md`` and ``baselines.json``; ``--readme`` also puts it into the bundle's docs/README.md
-between the ``<!-- baselines:start -->`` and ``<!-- baselines:end -->`` markers.
+``<out_dir>/baselines.md`` and ``baselines.json``, and the seed ensembles' paired comparison with both models' ROC
+curves per task / class to ``<out_dir>/compare_<baseline>/`` (``comparison.md``, ``roc_*.png``); ``--readme``
+also puts the table into the bundle's docs/README.md between the ``<!-- baselines:start -->`` and
+``<!-- baselines:end -->`` markers.
 
 Any other ``--key value`` is passed to every run as a config override (``--max_epochs 5``, ``--cohort_csv ...``).
 A run whose evaluation already exists is reused (``--rerun`` trains again), so an interrupted comparison goes on
@@ -141,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results[config] = seed_comparison(
             [read(e / "predictions.csv") for e in evals["train.json"]],
             [read(e / "predictions.csv") for e in evals[config]],
-            first, names[config], segmentation, args.n_bootstrap,
+            first, names[config], segmentation, args.n_bootstrap, report_dir=out / f"compare_{Path(config).stem}",
         )  # fmt: skip
     table = seed_table_markdown(results, names, len(args.seeds))
     command = " ".join(["python -m medmoe.apps.baselines", *(argv if argv is not None else sys.argv[1:])])

@@ -18,11 +18,12 @@ multi-class task; segmentation rows one per ``dice_*`` column.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .compare import compare_classification, compare_segmentation
+from .compare import compare_classification, compare_segmentation, comparison_report
 
 __all__ = ["average_over_seeds", "seed_comparison", "seed_table_markdown"]
 
@@ -70,6 +71,7 @@ def seed_comparison(
     segmentation: tuple[Sequence[pd.DataFrame], Sequence[pd.DataFrame]] | None = None,
     n_resamples: int = 2000,
     ci: float = 0.95,
+    report_dir: str | Path | None = None,
 ) -> list[dict]:
     """Model vs baseline over seed-matched runs: per row the seeds' values and the paired test on the ensemble.
 
@@ -80,6 +82,8 @@ def seed_comparison(
         names: ``(model name, baseline name)``.
         segmentation: optional ``(model tables, baseline tables)`` of per-case ``segmentation.csv``, per seed.
         n_resamples, ci: the paired bootstrap of the ensemble comparison.
+        report_dir: where to write the ensembles' :func:`~medmoe.metrics.comparison_report` (``comparison.csv``,
+            ``comparison.md`` and one plot per task / class with both models' ROC curves); None: nothing written.
 
     Returns:
         one dict per row: ``row``, ``kind`` ("auroc" / "segmentation"), ``model_seeds`` / ``baseline_seeds`` (values per
@@ -101,11 +105,13 @@ def seed_comparison(
             raise ValueError("segmentation tables must come from the same seed runs as the predictions")
         kinds.append(("segmentation", *segmentation))
     rows: list[dict] = []
+    ensembles: dict[str, dict] = {}
     for kind, runs_a, runs_b in kinds:
         compare = compare_classification if kind == "auroc" else compare_segmentation
         value_a, value_b = ("auroc_a", "auroc_b") if kind == "auroc" else ("mean_a", "mean_b")  # AUROC, per-case mean
         per_seed = [compare(a, b, **opts)["rows"] for a, b in zip(runs_a, runs_b, strict=True)]
         ensemble = compare(average_over_seeds(runs_a, id_column), average_over_seeds(runs_b, id_column), **opts)
+        ensembles[kind] = ensemble
         for r in ensemble["rows"]:
             if r.get("group") is not None:
                 continue
@@ -122,6 +128,8 @@ def seed_comparison(
                          "ensemble_model": r[value_a], "ensemble_baseline": r[value_b],
                          "difference": r["difference"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                          "p_value": r["p_value"], "n": r["n"], "verdict": r["verdict"]})  # fmt: skip
+    if report_dir is not None:
+        comparison_report(ensembles.get("auroc"), ensembles.get("segmentation"), report_dir, ci)
     return rows
 
 

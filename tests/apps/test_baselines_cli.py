@@ -44,6 +44,8 @@ def test_two_seeds_of_model_and_baseline(tmp_path: Path, monkeypatch: pytest.Mon
     text = readme.read_text()
     assert "old" not in text and "| i2m2 vs intra | acl AUROC |" in text and text.endswith("after\n")
     assert json.loads((out / "baselines.json").read_text())["seeds"] == [0, 1]
+    plots = sorted(p.name for p in (out / "compare_baseline_intra").glob("roc_*.png"))  # both ROC curves per task
+    assert plots == ["roc_acl.png", "roc_cartilage.png", "roc_meniscus.png", "roc_other.png"]
 
     # a second call reuses the finished runs (same numbers, no training)
     again = main([a for a in argv if a != "--readme"])

@@ -24,9 +24,12 @@ def runs() -> tuple[list[pd.DataFrame], list[pd.DataFrame], np.ndarray]:
     return [_predictions(y, 2.0, s) for s in range(3)], [_predictions(y, 0.3, 10 + s) for s in range(3)], y
 
 
-def test_per_seed_values_and_spread_match_sklearn(runs) -> None:
+def test_per_seed_values_and_spread_match_sklearn(runs, tmp_path) -> None:
     model, baseline, y = runs
-    (row,) = seed_comparison(model, baseline, "id", ("moe", "base"), n_resamples=200)
+    (row,) = seed_comparison(model, baseline, "id", ("moe", "base"), n_resamples=200, report_dir=tmp_path / "cmp")
+    assert (tmp_path / "cmp" / "roc_risk.png").is_file() and "risk AUROC" in (
+        tmp_path / "cmp" / "comparison.md"
+    ).read_text()
     expect_a = [roc_auc_score(y, m["risk_prob_1"]) for m in model]
     expect_b = [roc_auc_score(y, b["risk_prob_1"]) for b in baseline]
     assert row["row"] == "risk" and row["kind"] == "auroc"
