@@ -29,13 +29,23 @@ GPU (when CUDA is present): the same step under bf16 autocast, ``--gpu-batch`` e
 exams/s and images/s (4 views an exam), ``torch.cuda.max_memory_allocated``, and MFU = model FLOPs per step /
 step time / the GPU's dense bf16 peak (:data:`BF16_PEAK_FLOPS`, by device name).
 
+Memory at the training batch (``--memory-batch``, default 8: ``full_resolution.json``'s ``batch_size``): at batch
+1 M4oE's 0.77 GB of fp32 gradients (201 M parameters, 8 experts a block and view) dominate the step and checkpointing
+cannot touch them, so the checkpointing target is read where a training run sits: M4oE (``--memory-models``) at the
+full size and the config's batch, with and without checkpointing, one step each (no timing). These children run
+with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_=65536``): by default glibc raises the threshold after
+every large free, so freed activation blocks stay in the heap and the peak RSS counts memory no tensor holds; fixed,
+every block above 64 kB is returned when freed and the peak RSS follows the live tensors, as CUDA's
+``max_memory_allocated`` does. (The timed rows keep glibc's default: users train under it.)
+
 Threads: one by default (``--threads``). This machine's 2 cores are shared with other jobs; with 2 threads and a load
 average of 7-10, OpenMP's barriers wait on descheduled threads: M4oE's step (many small kernels) took 15 s at the
 reduced size, against 1.4 s on one thread of the quiet machine, while the dense ViT's few large matmuls suffered
 less. A 2-thread ratio on a loaded machine measures the load, not the models. Each row records the load average.
 
 Run: ``python benchmarks/scale_model.py [--repeats 2] [--reduced-repeats 5] [--threads 1] [--sizes full reduced]
-[--out benchmarks/results/scale_model.json]``. At full size a step takes about 30-60 s on one thread.
+[--memory-batch 8] [--memory-models m4oe] [--out benchmarks/results/scale_model.json]``. At full size a step takes
+about 15-50 s on one thread at batch 1; the batch-8 memory rows need about 14 GB of RAM and 2-3 minutes each.
 """
 
 from __future__ import annotations
@@ -58,6 +68,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "embed_m4oe" / "configs"
 SIZES = {"full": (1024, 832), "reduced": (512, 416)}
 MODELS = ("m4oe", "dense_vit")
+#: glibc's mmap threshold for the memory rows (see the module doc): blocks above it are returned to the OS when freed.
+FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 #: Dense (no sparsity) bf16 tensor-core peak in FLOP/s, by a substring of ``torch.cuda.get_device_name()``; the first
 #: match wins (NVIDIA data sheets: H100 SXM / H200 989.4 TFLOP/s, H100 PCIe 756, A100 312).
@@ -189,6 +201,9 @@ def run_cpu(model_name: str, size_name: str, checkpointing: bool, batch: int, re
     start = time.perf_counter()
     flops = step_flops(model, inputs, labels) if count else None  # the warm-up step
     warmup = time.perf_counter() - start
+    if not count:
+        step(model, inputs, labels)  # the warm-up step
+        warmup = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -196,6 +211,7 @@ def run_cpu(model_name: str, size_name: str, checkpointing: bool, batch: int, re
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
     saved = saved_for_backward_mb(model, inputs)  # after the peak was read
+    gradients = 4 * sum(p.numel() for p in model.parameters()) / 2**20  # fp32, all held at the peak
     return {
         "model": model_name,
         "size": size_name,
@@ -205,12 +221,15 @@ def run_cpu(model_name: str, size_name: str, checkpointing: bool, batch: int, re
         "parameters": sum(p.numel() for p in model.parameters()),
         "tokens_per_view": int(model.embedder.num_tokens),
         "warmup_s": warmup,
-        "step_s": {"min": min(times), "median": statistics.median(times), "max": max(times), "all": times},
+        "step_s": {"min": min(times), "median": statistics.median(times), "max": max(times), "all": times}
+        if times
+        else None,
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "rss_after_build_mb": built,
         "peak_rss_mb": peak,
         "step_peak_above_model_mb": peak - built,
-        "gradients_mb": 4 * sum(p.numel() for p in model.parameters()) / 2**20,  # fp32, all held at the peak
-        "activations_estimate_mb": peak - built - 4 * sum(p.numel() for p in model.parameters()) / 2**20,
+        "gradients_mb": gradients,
+        "activations_estimate_mb": peak - built - gradients,
         "saved_for_backward_mb": saved,
         "flops_per_step": flops,
         "load_average": os.getloadavg(),  # a shared machine: other processes' load slows every step
@@ -257,6 +276,8 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if device == "cuda":
         result = run_gpu(model, size, ckpt == "1", args.gpu_batch, args.gpu_repeats)
+    elif device == "memory":  # one untimed step at the training batch (the module doc)
+        result = run_cpu(model, size, ckpt == "1", args.memory_batch, 0, count=False)
     else:
         repeats = args.repeats if size == "full" else args.reduced_repeats
         result = run_cpu(model, size, ckpt == "1", args.batch, repeats, count=ckpt == "0")
@@ -268,7 +289,10 @@ def spawn(spec: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", spec, "--threads", str(args.threads), "--batch", str(args.batch)]
     cmd += ["--repeats", str(args.repeats), "--reduced-repeats", str(args.reduced_repeats)]
     cmd += ["--gpu-batch", str(args.gpu_batch), "--gpu-repeats", str(args.gpu_repeats)]
+    cmd += ["--memory-batch", str(args.memory_batch)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if spec.endswith(",memory"):
+        env.update(FIXED_MMAP_THRESHOLD)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{spec} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -302,19 +326,35 @@ def ratios(rows: list[dict], key) -> dict:
     return out
 
 
+def memory_ratios(rows: list[dict]) -> dict:
+    """Per model of the memory rows: checkpointing / none of the peak RSS, the step peak and the saved tensors."""
+    out = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        at = {r["activation_checkpointing"]: r for r in rows if r["model"] == model}
+        if True in at and False in at:
+            on, off = at[True], at[False]
+            out[model] = {
+                "peak_rss": on["peak_rss_mb"] / off["peak_rss_mb"],
+                "step_peak": on["step_peak_above_model_mb"] / off["step_peak_above_model_mb"],
+                "saved_for_backward": on["saved_for_backward_mb"] / off["saved_for_backward_mb"],
+            }
+    return out
+
+
 def table(rows: list[dict]) -> str:
     """The CPU rows as a text table."""
     lines = [
-        f"{'model':10s} {'size':8s} {'ckpt':5s} {'params':>8s} {'step s min/med/max':>22s} {'peak RSS MB':>12s} "
-        f"{'step peak MB':>13s} {'GFLOP':>8s}"
+        f"{'model':10s} {'size':8s} {'batch':>5s} {'ckpt':5s} {'params':>8s} {'step s min/med/max':>22s} "
+        f"{'peak RSS MB':>12s} {'step peak MB':>13s} {'GFLOP':>8s}"
     ]
     for r in rows:
         s = r["step_s"]
+        steps = f"{s['min']:6.2f} / {s['median']:6.2f} / {s['max']:6.2f}" if s else f"{'(memory only)':>22s}"
         flops = f"{r['flops_per_step'] / 1e9:8.0f}" if r["flops_per_step"] else f"{'-':>8s}"
         lines.append(
-            f"{r['model']:10s} {r['size']:8s} {str(r['activation_checkpointing']):5s} {r['parameters'] / 1e6:7.1f}M "
-            f"{s['min']:6.2f} / {s['median']:6.2f} / {s['max']:6.2f} {r['peak_rss_mb']:12.0f} "
-            f"{r['step_peak_above_model_mb']:13.0f} {flops}"
+            f"{r['model']:10s} {r['size']:8s} {r['batch']:5d} {str(r['activation_checkpointing']):5s} "
+            f"{r['parameters'] / 1e6:7.1f}M {steps} {r['peak_rss_mb']:12.0f} {r['step_peak_above_model_mb']:13.0f} "
+            f"{flops}"
         )
     return "\n".join(lines)
 
@@ -344,10 +384,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2, help="timed steps at full size")
     ap.add_argument("--reduced-repeats", type=int, default=5, help="timed steps at the reduced size")
+    ap.add_argument("--memory-batch", type=int, default=8, help="batch of the memory rows (0: none)")
+    ap.add_argument("--memory-models", nargs="*", default=["m4oe"], choices=list(MODELS))
     ap.add_argument("--gpu-batch", type=int, default=8)
     ap.add_argument("--gpu-repeats", type=int, default=10)
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per configuration")
     ap.add_argument("--add-saved", action="store_true", help="add saved_for_backward_mb to the rows of --out only")
+    ap.add_argument("--memory-only", action="store_true", help="run the memory rows only, into the existing --out")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale_model.json")
     args = ap.parse_args()
     if args.child:
@@ -356,11 +399,22 @@ def main() -> None:
     if args.add_saved:
         add_saved(args)
         return
-    specs = [(m, s, c) for s in args.sizes for m in args.models for c in ("0", "1")]
+    specs = [(m, s, c) for s in args.sizes for m in args.models for c in ("0", "1")] if not args.memory_only else []
     cpu = []
     for model, size, ckpt in specs:
         cpu.append(spawn(f"{model},{size},{ckpt},cpu", args))
         print(table(cpu[-1:]).splitlines()[-1], flush=True)
+    memory = []
+    for model in args.memory_models if args.memory_batch else []:
+        for ckpt in ("0", "1"):
+            memory.append(spawn(f"{model},full,{ckpt},memory", args))
+            print(table(memory[-1:]).splitlines()[-1], flush=True)
+    if args.memory_only:
+        result = json.loads(args.out.read_text())
+        result.update(memory_batch=args.memory_batch, memory=memory, memory_ratios=memory_ratios(memory))
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(table(memory), json.dumps(result["memory_ratios"], indent=2), f"wrote {args.out}", sep="\n")
+        return
     gpu = [spawn(f"{m},{s},{c},cuda", args) for m, s, c in specs] if torch.cuda.is_available() else []
     result = {
         "benchmark": "scale_model",
@@ -382,11 +436,14 @@ def main() -> None:
         "cpu": cpu,
         "cpu_ratios": ratios(cpu, lambda r: r["step_s"]["median"]),
         "cpu_ratios_of_min_step": ratios(cpu, lambda r: r["step_s"]["min"]),  # the least disturbed by other load
+        "memory_batch": args.memory_batch,
+        "memory": memory,
+        "memory_ratios": memory_ratios(memory),
         "gpu": gpu or "no GPU at hand",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("\n" + table(cpu))
+    print("\n" + table(cpu + memory))
     print(json.dumps(result["cpu_ratios"], indent=2))
     for r in gpu:
         print(f"{r['model']} {r['size']} ckpt={r['activation_checkpointing']}: {r['images_per_s']:.1f} images/s, "

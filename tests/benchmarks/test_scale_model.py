@@ -49,3 +49,15 @@ def test_saved_for_backward_counts_activations_not_parameters(load_benchmark):
     tokens_mb = 2 * (2 * 16 + 1) * 32 * 4 / 2**20  # one (b, tokens, d) fp32 tensor
     assert saved[False] > 3 * 10 * tokens_mb  # ~10 token-sized tensors per block, 3 blocks (weights not included)
     assert saved[True] < 0.2 * saved[False]  # the blocks keep nothing but their inputs
+
+
+def test_memory_ratios_pair_each_models_rows(load_benchmark):
+    bench = load_benchmark("scale_model")
+    row = {"peak_rss_mb": 10.0, "step_peak_above_model_mb": 8.0, "saved_for_backward_mb": 6.0}
+    rows = [
+        {"model": "m4oe", "activation_checkpointing": False, **row},
+        {"model": "m4oe", "activation_checkpointing": True, **{k: v / 2 for k, v in row.items()}},
+        {"model": "dense_vit", "activation_checkpointing": True, **row},  # no partner: no ratio
+    ]
+    assert bench.memory_ratios(rows) == {"m4oe": {"peak_rss": 0.5, "step_peak": 0.5, "saved_for_backward": 0.5}}
+    assert bench.FIXED_MMAP_THRESHOLD == {"MALLOC_MMAP_THRESHOLD_": "65536"}  # glibc's variable, a byte count
