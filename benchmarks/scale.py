@@ -51,7 +51,10 @@ def data_targets(result: dict) -> dict:
         for steady in ("", ", steady"):  # steady: after the worker's start (negligible in an epoch, not in 8 images)
             end = f" {workers} per worker / decode{steady}"
             first = [v for k, v in ratios.items() if k.startswith("first pass") and k.endswith(end)]
-            out[f"first pass per worker / decode, {workers}{steady} (worst syntax)"] = _target(min(first), 0.8, True)
+            name = f"first pass per worker / decode, {workers}{steady} (worst syntax)"
+            out[name] = _target(min(first), 0.8, True)
+            if same:  # the target is read at the same process count; this one is reported beside it
+                out[name] = {"value": min(first), "target": "(reported)", "met": None}
     cached = [v for k, v in ratios.items() if k.startswith("cached pass")]
     return {
         **out,
@@ -72,8 +75,11 @@ def model_targets(result: dict) -> dict:
             full["dense_vit_ckpt_over_none_peak_rss"], 0.6, False
         ),
     }
-    batch = result.get("memory_batch")
-    for model, ratio in result.get("memory_ratios", {}).items():  # the target's reading: at the training batch
+    batch, at_batch = result.get("memory_batch"), result.get("memory_ratios", {})
+    if at_batch:  # the target is read at the training batch; batch 1 (gradients dominate) is reported beside it
+        for name in [k for k in out if "checkpointing" in k]:
+            out[name] = {**out[name], "target": "(reported)", "met": None}
+    for model, ratio in at_batch.items():
         out[f"{model} peak RSS, checkpointing / none (full size, batch {batch}, live memory)"] = _target(
             ratio["peak_rss"], 0.6, False
         )
@@ -118,15 +124,15 @@ def main(argv: list[str] | None = None) -> dict:
         report["parts"][part] = {"result_file": f"benchmarks/results/{OUTPUTS[part]}", "seconds": seconds,
                                  "targets": collect(result)}  # fmt: skip
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'part':<9} {'figure':<62} {'value':>8} {'target':>8}  met")
+    print(f"\n{'part':<9} {'figure':<74} {'value':>8} {'target':>10}  met")
     for part, entry in report["parts"].items():
         for name, t in entry["targets"].items():
             if "met" in t:
                 value = "-" if t["value"] is None else f"{t['value']:.3f}"
-                met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
-                print(f"{part:<9} {name:<62} {value:>8} {t['target']:>8}  {met}")
+                met = {True: "yes", False: "NO", None: "-" if t["target"] == "(reported)" else "n/a"}[t["met"]]
+                print(f"{part:<9} {name:<74} {value:>8} {t['target']:>10}  {met}")
             else:
-                print(f"{part:<9} epochs to scratch's best, {name:<36} {t['mean']:>8.1f} ± {t['sd']:.1f} "
+                print(f"{part:<9} epochs to scratch's best, {name:<48} {t['mean']:>8.1f} ± {t['sd']:.1f} "
                       f"(never reached: {t['not_reached']})")  # fmt: skip
     return report
 
