@@ -199,11 +199,12 @@ def run_cpu(model_name: str, size_name: str, checkpointing: bool, batch: int, re
     inputs, labels = make_batch(model, batch, size)
     built = current_rss_mb()
     start = time.perf_counter()
-    flops = step_flops(model, inputs, labels) if count else None  # the warm-up step
+    flops = None
+    if count:  # the warm-up step, counted or not
+        flops = step_flops(model, inputs, labels)
+    else:
+        step(model, inputs, labels)
     warmup = time.perf_counter() - start
-    if not count:
-        step(model, inputs, labels)  # the warm-up step
-        warmup = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
