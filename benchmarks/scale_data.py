@@ -15,6 +15,9 @@ repeats interleaved (min / median / max reported; ratios from medians):
   count w > 1 the same split over w forked processes (``decode ... wp``, pool start included). GDCM decodes JPEG
   2000 with OpenJPEG's threads (about 1.4 CPU-seconds in 0.8 s wall here), so one process already uses both cores of
   a 2-core machine and w workers cannot reach w times its rate; the limit at w workers is pydicom in w processes;
+* **medmoe decode**: what the loader decodes with, :func:`medmoe.transforms.dicom_decode.stored_pixels` (GDCM's
+  region reader for both syntaxes, the same values as pydicom's without its ``str`` round trip), in this process:
+  reported beside the limit, with the first pass (1 worker) over it (what the chain and the worker add);
 * **first pass**: the embed_m4oe bundle's deterministic preprocessing (``mammogram_preprocessing``: LoadMammogramd,
   CanonicalSided, CropBreastd, ResizeKeepAspectd to ``--out-size``) in a MONAI ``Dataset`` through a ``DataLoader``
   (batch 1) with each of ``--workers`` worker processes; target: images/s >= 0.8 x the decode limit at the same
@@ -188,6 +191,17 @@ def decode_all(paths: list[Path]) -> int:
     return len(paths)
 
 
+def read_stored(paths: list[Path]) -> int:
+    """What the loader decodes with: :func:`medmoe.transforms.dicom_decode.stored_pixels` (GDCM's region reader for
+    these syntaxes) for every file in this process."""
+    import pydicom
+    from medmoe.transforms.dicom_decode import stored_pixels
+
+    for path in paths:
+        stored_pixels(pydicom.dcmread(path), path)
+    return len(paths)
+
+
 def decode_in_processes(paths: list[Path], processes: int) -> int:
     """:func:`decode_all` split over ``processes`` forked processes, file ``i`` to process ``i % processes`` (as a
     DataLoader hands out batches); raises if one of them fails."""
@@ -324,6 +338,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     passes: dict[str, Callable[[list[float]], int]] = {}  # each takes the list its first-batch time goes to
     for syntax in SYNTAXES:
         passes[f"decode {syntax}"] = lambda first, s=syntax: decode_all(files[s])
+        passes[f"medmoe decode {syntax}"] = lambda first, s=syntax: read_stored(files[s])
         for w in (w for w in args.workers if w > 1):
             passes[f"decode {syntax} {w}p"] = lambda first, s=syntax, w=w: decode_in_processes(files[s], w)
         for w in args.workers:
@@ -359,6 +374,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             ratios[f"cached pass {w}w / {first}"] = rate[f"cached pass {w}w"] / rate[first]
             same = f"decode {syntax}" + (f" {w}p" if w > 1 else "")
             ratios[f"{first} / decode in {w} process{'es' if w > 1 else ''}"] = rate[first] / rate[same]
+        ours = f"medmoe decode {syntax}"
+        ratios[f"{ours} / decode"] = rate[ours] / rate[f"decode {syntax}"]
+        if 1 in args.workers:  # what the chain and the worker cost on top of the loader's own decode
+            ratios[f"first pass {syntax} 1w / medmoe decode"] = rate[f"first pass {syntax} 1w"] / rate[ours]
     rss_ratio = {k: rss_scaled[k] / rss_n[k] for k in ("pass_peak_rss_mib", "process_peak_rss_mib")}
     same_processes = [v for k, v in ratios.items() if " / decode in " in k]
     per_worker = [v for k, v in ratios.items() if k.endswith("per worker / decode")]

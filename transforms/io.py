@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .dicom_codecs import undecodable_message
+from .dicom_decode import stored_pixels
 from .dicom_tags import IMAGE_TYPES, MAMMOGRAPHY_VIEWS, dicom_meta, normalize_laterality
 
 __all__ = [
@@ -242,7 +243,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
             f"SamplesPerPixel={samples} (tomosynthesis volumes and colour images are not mammograms)."
         )
     try:
-        stored = ds.pixel_array
+        stored = stored_pixels(ds, path)
     except Exception as err:  # decoders raise many types (missing plugin, truncated stream, ...)
         raise MammogramReadError(f"{path}: {undecodable_message(ds, err)}") from err
     if stored.ndim != 2:

@@ -12,6 +12,9 @@ def test_data_targets_take_the_worst_ratio_at_the_same_process_count(load_benchm
         "first pass a 2w per worker / decode": 0.5,
         "first pass a 2w per worker / decode, steady": 0.6,
         "cached pass 2w / first pass a 2w": 40.0,
+        "medmoe decode a / decode": 2.1,
+        "medmoe decode b / decode": 1.2,
+        "first pass a 1w / medmoe decode": 0.7,
     }
     out = targets({"ratios": ratios, "peak_rss": {"ratio": {"pass_peak_rss_mib": 1.02}}})
     same = out["first pass / decode in as many processes (worst syntax and worker count)"]
@@ -19,6 +22,8 @@ def test_data_targets_take_the_worst_ratio_at_the_same_process_count(load_benchm
     per_worker = out["first pass per worker / decode, 2w, steady (worst syntax)"]  # beside the target, not one
     assert per_worker == {"value": 0.6, "target": "(reported)", "met": None}
     assert out["cached / first pass (worst)"]["met"] and out["peak RSS at 4N / N (pass)"]["met"]
+    assert out["medmoe decode / pydicom decode (worst syntax)"] == {"value": 1.2, "target": "(reported)", "met": None}
+    assert out["first pass 1w / medmoe decode (worst syntax)"]["value"] == 0.7
 
 
 def test_model_targets_read_checkpointing_at_the_training_batch(load_benchmark):

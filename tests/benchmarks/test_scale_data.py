@@ -53,7 +53,8 @@ def test_tiny_run_writes_the_json(load_benchmark, tmp_path):
         assert len(row["seconds"]) == 2 and row["min_s"] <= row["median_s"] <= row["max_s"]
     extra = {"first_pass_per_worker_vs_decode, steady", "first_pass_vs_decode_in_as_many_processes"}
     assert set(result["targets_met"]) == {*bench.TARGETS, *extra}
-    assert len(result["ratios"]) == 8 and all(v > 0 for v in result["ratios"].values())
+    assert len(result["ratios"]) == 12 and all(v > 0 for v in result["ratios"].values())
+    assert {"medmoe decode jpeg_lossless_sv1", "decode jpeg_lossless_sv1"} <= set(result["timings"])
     assert all("steady_images_per_s" in row for name, row in result["timings"].items() if "pass" in name)
     assert [p.name for p in tmp_path.iterdir()] == ["scale_data.json"]  # the temporary folder is gone
 
