@@ -4,13 +4,14 @@ pydicom decodes JPEG Lossless (and, first of its plugins, JPEG 2000) through GDC
 Python binding returns as a ``str``: a full-field 12-bit mammogram (3000 x 2500) goes through a 15 MB UTF-8 decode
 and ``str.encode`` on top of the JPEG decode. GDCM's ``ImageRegionReader.ReadIntoBuffer`` writes the same values
 straight into a ``bytearray``: JPEG Lossless in 0.09 s instead of pydicom's 0.20 s, JPEG 2000 lossless in 0.46 s
-instead of 0.57 s (one such mammogram, one core; ``benchmarks/scale_data.py`` measures it at the cohort scale).
+instead of 0.57 s (one such mammogram; GDCM decodes JPEG 2000 with OpenJPEG's threads either way;
+``benchmarks/scale_data.py`` measures both at the cohort scale).
 
 The region reader is used where its values are pydicom's by construction and by test
 (``tests/transforms/test_dicom_decode.py``): one frame, one sample, unsigned 8- or 16-bit, one of
-:data:`GDCM_DIRECT_SYNTAXES`, with Pixel Data that pydicom found complete (GDCM reads past the end of a truncated
-file); GDCM clears the bits above Bits Stored as pydicom does. Everything else, and a file the region reader cannot
-read, goes to ``ds.pixel_array``, so a corrupt stream fails there with pydicom's error (which
+:data:`GDCM_DIRECT_SYNTAXES`, with Pixel Data that pydicom found complete (on a truncated file GDCM returns whatever
+the stream held); GDCM clears the bits above Bits Stored as pydicom does. Everything else, and a file the region
+reader cannot read, goes to ``ds.pixel_array``, so a corrupt stream fails there with pydicom's error (which
 :func:`medmoe.transforms.dicom_codecs.undecodable_message` turns into a message naming the codec).
 """
 
@@ -38,7 +39,7 @@ def stored_pixels(ds: Any, path: str | Path) -> np.ndarray:
     reader where that applies (see the module docstring).
 
     Args:
-        ds: the pydicom dataset of ``path`` (its pixel data may be deferred: ``dcmread(..., defer_size=...)``).
+        ds: the pydicom dataset of ``path``.
         path: the file, which GDCM reads itself.
 
     Returns:
