@@ -48,38 +48,30 @@ def stored_pixels(ds: Any, path: str | Path) -> np.ndarray:
     Raises:
         Whatever ``ds.pixel_array`` raises for data that neither decoder reads.
     """
-    dtype = _direct_dtype(ds)
-    if dtype is not None:
-        stored = _read_with_gdcm(path, int(ds.Rows), int(ds.Columns), dtype)
+    layout = _direct_layout(ds)
+    if layout is not None:
+        stored = _read_with_gdcm(path, *layout)
         if stored is not None:
             return stored
         logger.debug("%s: GDCM's region reader failed; decoding with pydicom", path)
     return ds.pixel_array
 
 
-def _direct_dtype(ds: Any) -> np.dtype | None:
-    """The array type the region reader fills for ``ds``, or None when pydicom decodes it."""
+def _direct_layout(ds: Any) -> tuple[int, int, np.dtype] | None:
+    """``(rows, columns, dtype)`` of the array the region reader fills for ``ds``, or None when pydicom decodes it."""
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
     if syntax not in GDCM_DIRECT_SYNTAXES or "PixelData" not in ds:  # (a truncated file: GDCM would read garbage)
         return None
     try:
-        layout = (
-            int(ds.get("NumberOfFrames", 1) or 1),
-            int(ds.get("SamplesPerPixel", 1) or 1),
-            int(ds.get("PixelRepresentation", 0) or 0),
-            int(ds.BitsAllocated),
-            int(ds.BitsStored),
-            int(ds.Rows),
-            int(ds.Columns),
-        )
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        signed = int(ds.get("PixelRepresentation", 0) or 0)
+        allocated, rows, columns = int(ds.BitsAllocated), int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError):  # missing or malformed tags: pydicom says what is wrong
         return None
-    frames, samples, signed, allocated, bits, rows, columns = layout
-    if frames != 1 or samples != 1 or signed or allocated not in (8, 16) or not 0 < bits <= allocated:
+    if frames != 1 or samples != 1 or signed or allocated not in (8, 16) or rows < 1 or columns < 1:
         return None
-    if rows < 1 or columns < 1:
-        return None
-    return np.dtype(np.uint8 if allocated == 8 else "<u2")
+    return rows, columns, np.dtype(np.uint8 if allocated == 8 else "<u2")
 
 
 def _read_with_gdcm(path: str | Path, rows: int, columns: int, dtype: np.dtype) -> np.ndarray | None:
@@ -93,7 +85,8 @@ def _read_with_gdcm(path: str | Path, rows: int, columns: int, dtype: np.dtype) 
     reader.SetFileName(str(path))
     if not reader.ReadInformation():
         return None
-    image, pixel = reader.GetImage(), reader.GetImage().GetPixelFormat()
+    image = reader.GetImage()
+    pixel = image.GetPixelFormat()
     if list(image.GetDimensions())[:2] != [columns, rows] or pixel.GetSamplesPerPixel() != 1:
         return None
     if pixel.GetBitsAllocated() != dtype.itemsize * 8 or pixel.GetPixelRepresentation() != 0:
@@ -101,9 +94,10 @@ def _read_with_gdcm(path: str | Path, rows: int, columns: int, dtype: np.dtype) 
     box = gdcm.BoxRegion()
     box.SetDomain(0, columns - 1, 0, rows - 1, 0, 0)
     reader.SetRegion(box)
-    if reader.ComputeBufferLength() != rows * columns * dtype.itemsize:
+    length = rows * columns * dtype.itemsize
+    if reader.ComputeBufferLength() != length:
         return None
-    buffer = bytearray(rows * columns * dtype.itemsize)
+    buffer = bytearray(length)
     if not reader.ReadIntoBuffer(buffer):
         return None
     return np.frombuffer(buffer, dtype=dtype).reshape(rows, columns)
